@@ -1,0 +1,436 @@
+//! Frames: the unit of atomicity, checksumming and compression.
+//!
+//! An append of N records becomes exactly one frame, written with one `write`. Because the
+//! CRC covers the whole frame, a crash that leaves part of a frame on disk produces a frame
+//! that fails its check, and recovery drops all N records together: batches are
+//! all-or-nothing.
+//!
+//! ```text
+//! offset size field
+//!  0      4   magic       b"EPfr"
+//!  4      1   version     FORMAT_VERSION (1)
+//!  5      1   kind        1 = batch of records, 2 = seal (closes a segment)
+//!  6      1   flags       bit 0: body is zstd-compressed
+//!  7      1   reserved    0
+//!  8      4   body_len    stored body length (after compression), u32 LE
+//! 12      4   count       number of records (0 for a seal), u32 LE
+//! 16      8   first_seq   batch: sequence of its first record; seal: first sequence
+//!                         of the next segment. u64 LE
+//! 24      4   raw_len     body length before compression (= body_len if uncompressed)
+//! 28      4   crc         crc32c(body) extended with bytes 0..28 of this header
+//! 32      …   body        count × (u32 LE length, bytes)
+//! ```
+//!
+//! The CRC is computed over the body first and the header second. That order lets an
+//! appender encode and checksum its (possibly large, possibly compressed) body *outside*
+//! the writer lock; only the 28 header bytes, which carry the sequence number assigned
+//! under the lock, are folded in while holding it.
+
+use std::ops::Range;
+
+use crate::error::CorruptionKind;
+
+/// Length of a frame header.
+pub const FRAME_HEADER_LEN: usize = 32;
+/// The first four bytes of every frame.
+pub const FRAME_MAGIC: [u8; 4] = *b"EPfr";
+/// The frame format this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Hard upper bound on a frame body, whatever the options say (keeps a corrupt length
+/// field from making a reader allocate gigabytes).
+pub const MAX_BODY_LEN: u32 = 1 << 30;
+/// Bytes each record adds to a frame body besides its payload.
+pub const RECORD_OVERHEAD: usize = 4;
+
+const FLAG_ZSTD: u8 = 1;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// `count` records starting at `first_seq`.
+    Batch,
+    /// The end of a segment; `first_seq` is the first sequence of the next segment.
+    Seal,
+}
+
+/// A decoded and validated frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: FrameKind,
+    pub compressed: bool,
+    pub body_len: u32,
+    pub count: u32,
+    pub first_seq: u64,
+    pub raw_len: u32,
+    pub crc: u32,
+}
+
+impl FrameHeader {
+    /// Bytes the whole frame occupies on disk.
+    pub fn frame_len(&self) -> u64 {
+        FRAME_HEADER_LEN as u64 + u64::from(self.body_len)
+    }
+
+    /// Sequence after the frame's last record (for a batch).
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.count)
+    }
+}
+
+/// Compression applied to frame bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Bodies are stored as they are (the default).
+    #[default]
+    None,
+    /// Bodies are zstd-compressed at the given level when that makes them smaller.
+    Zstd { level: i32 },
+}
+
+/// A batch body encoded outside the writer lock, waiting for its sequence number.
+#[derive(Debug)]
+pub struct PreparedFrame {
+    /// Header space (zeroed) followed by the stored body.
+    pub bytes: Vec<u8>,
+    body_crc: u32,
+    pub count: u32,
+    /// Sum of the records' payload lengths.
+    pub payload_bytes: u64,
+}
+
+impl PreparedFrame {
+    /// Encodes `records` into a frame body (compressing if asked and worthwhile).
+    /// Fails only if the body would exceed `u32` sizes; callers bound it earlier.
+    pub fn encode<R: AsRef<[u8]>>(
+        records: &[R],
+        compression: Compression,
+    ) -> Result<Self, &'static str> {
+        let payload_bytes: u64 = records.iter().map(|r| r.as_ref().len() as u64).sum();
+        let raw_len = payload_bytes + (records.len() * RECORD_OVERHEAD) as u64;
+        if raw_len > u64::from(MAX_BODY_LEN) {
+            return Err("frame body too large");
+        }
+        let count = u32::try_from(records.len()).map_err(|_| "too many records")?;
+        let mut raw = Vec::with_capacity(FRAME_HEADER_LEN + raw_len as usize);
+        raw.resize(FRAME_HEADER_LEN, 0);
+        for r in records {
+            let r = r.as_ref();
+            raw.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            raw.extend_from_slice(r);
+        }
+        let raw_len = (raw.len() - FRAME_HEADER_LEN) as u32;
+        let mut bytes = raw;
+        let mut compressed = false;
+        if let Compression::Zstd { level } = compression
+            && let Ok(c) = zstd::bulk::compress(&bytes[FRAME_HEADER_LEN..], level)
+            && c.len() < raw_len as usize
+        {
+            bytes.truncate(FRAME_HEADER_LEN);
+            bytes.extend_from_slice(&c);
+            compressed = true;
+        }
+        let body_len = (bytes.len() - FRAME_HEADER_LEN) as u32;
+        let body_crc = crc32c::crc32c(&bytes[FRAME_HEADER_LEN..]);
+        bytes[0..4].copy_from_slice(&FRAME_MAGIC);
+        bytes[4] = FORMAT_VERSION;
+        bytes[5] = 1;
+        bytes[6] = if compressed { FLAG_ZSTD } else { 0 };
+        bytes[8..12].copy_from_slice(&body_len.to_le_bytes());
+        bytes[12..16].copy_from_slice(&count.to_le_bytes());
+        bytes[24..28].copy_from_slice(&raw_len.to_le_bytes());
+        Ok(PreparedFrame {
+            bytes,
+            body_crc,
+            count,
+            payload_bytes,
+        })
+    }
+
+    /// Stamps the first sequence number and completes the checksum.
+    pub fn seal_header(&mut self, first_seq: u64) {
+        self.bytes[16..24].copy_from_slice(&first_seq.to_le_bytes());
+        let crc = crc32c::crc32c_append(self.body_crc, &self.bytes[..28]);
+        self.bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// The seal frame that closes a segment whose successor starts at `next_seq`.
+pub fn encode_seal(next_seq: u64) -> [u8; FRAME_HEADER_LEN] {
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[0..4].copy_from_slice(&FRAME_MAGIC);
+    h[4] = FORMAT_VERSION;
+    h[5] = 2;
+    h[16..24].copy_from_slice(&next_seq.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&[]), &h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Checks the magic, version and field sanity of a header. The CRC is checked by
+/// [`check_crc`] once the body is in hand.
+pub fn decode_header(h: &[u8]) -> Result<FrameHeader, CorruptionKind> {
+    if h.len() < FRAME_HEADER_LEN {
+        return Err(CorruptionKind::Truncated {
+            needed: FRAME_HEADER_LEN as u64,
+            available: h.len() as u64,
+        });
+    }
+    if h[0..4] != FRAME_MAGIC {
+        return Err(CorruptionKind::BadMagic);
+    }
+    if h[4] != FORMAT_VERSION {
+        return Err(CorruptionKind::UnknownVersion(u32::from(h[4])));
+    }
+    let kind = match h[5] {
+        1 => FrameKind::Batch,
+        2 => FrameKind::Seal,
+        _ => return Err(CorruptionKind::InvalidHeader("unknown frame kind")),
+    };
+    if h[6] & !FLAG_ZSTD != 0 || h[7] != 0 {
+        return Err(CorruptionKind::InvalidHeader("unknown flags"));
+    }
+    let header = FrameHeader {
+        kind,
+        compressed: h[6] & FLAG_ZSTD != 0,
+        body_len: le_u32(&h[8..]),
+        count: le_u32(&h[12..]),
+        first_seq: le_u64(&h[16..]),
+        raw_len: le_u32(&h[24..]),
+        crc: le_u32(&h[28..]),
+    };
+    if header.body_len > MAX_BODY_LEN || header.raw_len > MAX_BODY_LEN {
+        return Err(CorruptionKind::InvalidHeader(
+            "body length over the format limit",
+        ));
+    }
+    match kind {
+        FrameKind::Seal => {
+            if header.body_len != 0 || header.count != 0 || header.raw_len != 0 || header.compressed
+            {
+                return Err(CorruptionKind::InvalidHeader("seal frame with a body"));
+            }
+        }
+        FrameKind::Batch => {
+            if header.count == 0 {
+                return Err(CorruptionKind::InvalidHeader("batch without records"));
+            }
+            if !header.compressed && header.raw_len != header.body_len {
+                return Err(CorruptionKind::InvalidHeader("length fields disagree"));
+            }
+            if u64::from(header.raw_len) < u64::from(header.count) * RECORD_OVERHEAD as u64 {
+                return Err(CorruptionKind::InvalidHeader(
+                    "body too short for its record count",
+                ));
+            }
+            if header.first_seq == 0
+                || header
+                    .first_seq
+                    .checked_add(u64::from(header.count))
+                    .is_none()
+            {
+                return Err(CorruptionKind::InvalidHeader("sequence out of range"));
+            }
+        }
+    }
+    Ok(header)
+}
+
+/// Verifies the frame's CRC over `header_bytes` (the 32 header bytes) and `body`.
+pub fn check_crc(
+    header: &FrameHeader,
+    header_bytes: &[u8],
+    body: &[u8],
+) -> Result<(), CorruptionKind> {
+    let computed = crc32c::crc32c_append(crc32c::crc32c(body), &header_bytes[..28]);
+    if computed == header.crc {
+        Ok(())
+    } else {
+        Err(CorruptionKind::ChecksumMismatch {
+            stored: header.crc,
+            computed,
+        })
+    }
+}
+
+/// A frame's records, decoded. `ranges` index into `raw`.
+#[derive(Debug, Default)]
+pub struct DecodedBody {
+    pub raw: Vec<u8>,
+    pub ranges: Vec<Range<usize>>,
+}
+
+/// Decompresses (if needed) and splits a CRC-checked body into its records.
+pub fn decode_body(header: &FrameHeader, body: &[u8]) -> Result<DecodedBody, CorruptionKind> {
+    let raw = if header.compressed {
+        let out = zstd::bulk::decompress(body, header.raw_len as usize)
+            .map_err(|_| CorruptionKind::BadBody("zstd decompression failed"))?;
+        if out.len() != header.raw_len as usize {
+            return Err(CorruptionKind::BadBody(
+                "decompressed length differs from header",
+            ));
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    let ranges = split_records(&raw, header.count)?;
+    Ok(DecodedBody { raw, ranges })
+}
+
+/// Splits a raw body into exactly `count` length-prefixed records covering it entirely.
+pub fn split_records(raw: &[u8], count: u32) -> Result<Vec<Range<usize>>, CorruptionKind> {
+    let mut ranges = Vec::with_capacity(count as usize);
+    let mut pos = 0usize;
+    for _ in 0..count {
+        if raw.len() - pos < RECORD_OVERHEAD {
+            return Err(CorruptionKind::BadBody(
+                "record length prefix runs past the body",
+            ));
+        }
+        let len = le_u32(&raw[pos..]) as usize;
+        pos += RECORD_OVERHEAD;
+        if raw.len() - pos < len {
+            return Err(CorruptionKind::BadBody("record runs past the body"));
+        }
+        ranges.push(pos..pos + len);
+        pos += len;
+    }
+    if pos != raw.len() {
+        return Err(CorruptionKind::BadBody("bytes after the last record"));
+    }
+    Ok(ranges)
+}
+
+/// Parses one complete frame from the start of `bytes` (header, CRC and body).
+/// Returns the header and the body's range within `bytes`.
+pub fn parse_frame(bytes: &[u8]) -> Result<(FrameHeader, Range<usize>), CorruptionKind> {
+    let header = decode_header(bytes)?;
+    let end = FRAME_HEADER_LEN as u64 + u64::from(header.body_len);
+    if (bytes.len() as u64) < end {
+        return Err(CorruptionKind::Truncated {
+            needed: end,
+            available: bytes.len() as u64,
+        });
+    }
+    let body = FRAME_HEADER_LEN..end as usize;
+    check_crc(&header, &bytes[..FRAME_HEADER_LEN], &bytes[body.clone()])?;
+    Ok((header, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(records: &[Vec<u8>], seq: u64, c: Compression) -> Vec<u8> {
+        let mut p = PreparedFrame::encode(records, c).unwrap();
+        p.seal_header(seq);
+        p.bytes
+    }
+
+    #[test]
+    fn seal_round_trips() {
+        let s = encode_seal(42);
+        let (h, body) = parse_frame(&s).unwrap();
+        assert_eq!(h.kind, FrameKind::Seal);
+        assert_eq!(h.first_seq, 42);
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn compression_is_used_only_when_it_helps() {
+        let compressible = vec![vec![b'a'; 4096]; 4];
+        let f = frame(&compressible, 1, Compression::Zstd { level: 1 });
+        let (h, _) = parse_frame(&f).unwrap();
+        assert!(h.compressed && (h.body_len as usize) < 4096);
+        let random: Vec<Vec<u8>> = vec![(0..64u8).map(|i| i.wrapping_mul(151)).collect()];
+        let f = frame(&random, 1, Compression::Zstd { level: 1 });
+        assert!(!parse_frame(&f).unwrap().0.compressed);
+    }
+
+    #[test]
+    fn unknown_version_is_named() {
+        let mut f = frame(&[b"x".to_vec()], 1, Compression::None);
+        f[4] = 9;
+        assert_eq!(
+            parse_frame(&f).unwrap_err(),
+            CorruptionKind::UnknownVersion(9)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..40),
+                              seq in 1u64..u64::MAX / 2, zstd in any::<bool>()) {
+            let c = if zstd { Compression::Zstd { level: 1 } } else { Compression::None };
+            let f = frame(&records, seq, c);
+            let (h, body) = parse_frame(&f).unwrap();
+            prop_assert_eq!(h.first_seq, seq);
+            prop_assert_eq!(h.count as usize, records.len());
+            prop_assert_eq!(h.frame_len() as usize, f.len());
+            let d = decode_body(&h, &f[body]).unwrap();
+            let got: Vec<Vec<u8>> = d.ranges.iter().map(|r| d.raw[r.clone()].to_vec()).collect();
+            prop_assert_eq!(got, records);
+        }
+
+        #[test]
+        fn any_single_bit_flip_is_detected(records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..8),
+                                           bit in any::<prop::sample::Index>()) {
+            let mut f = frame(&records, 7, Compression::None);
+            let i = bit.index(f.len() * 8);
+            f[i / 8] ^= 1 << (i % 8);
+            prop_assert!(parse_frame(&f).is_err());
+        }
+
+        #[test]
+        fn every_strict_prefix_is_rejected(records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..8),
+                                           cut in any::<prop::sample::Index>()) {
+            let f = frame(&records, 3, Compression::Zstd { level: 1 });
+            let n = cut.index(f.len());
+            prop_assert!(parse_frame(&f[..n]).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok((h, body)) = parse_frame(&bytes) {
+                let _ = decode_body(&h, &bytes[body]);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bodies_with_valid_crc_never_panic(body in prop::collection::vec(any::<u8>(), 0..256),
+                                                       count in 1u32..8, zstd in any::<bool>()) {
+            // Forge a header with a correct CRC around garbage, so decoding of the body
+            // itself (lengths, decompression) is exercised, not just the CRC gate.
+            let mut h = [0u8; FRAME_HEADER_LEN];
+            h[0..4].copy_from_slice(&FRAME_MAGIC);
+            h[4] = FORMAT_VERSION;
+            h[5] = 1;
+            h[6] = u8::from(zstd);
+            h[8..12].copy_from_slice(&(body.len() as u32).to_le_bytes());
+            h[12..16].copy_from_slice(&count.to_le_bytes());
+            h[16..24].copy_from_slice(&1u64.to_le_bytes());
+            let raw_len = if zstd { 1024u32 } else { body.len() as u32 };
+            h[24..28].copy_from_slice(&raw_len.to_le_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&body), &h[..28]);
+            h[28..32].copy_from_slice(&crc.to_le_bytes());
+            let mut f = h.to_vec();
+            f.extend_from_slice(&body);
+            if let Ok((hd, b)) = parse_frame(&f) {
+                let _ = decode_body(&hd, &f[b]);
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! `echopost-log`: EchoPost's durable log.
+//!
+//! A segmented, append-only, crash-safe log of opaque records in one directory.
+//! Synchronous (no async runtime) and local (no networking): the daemon wraps it.
+//!
+//! # Promises
+//! * **Acknowledged means durable.** Under [`SyncPolicy::Always`] an append returns only
+//!   after `fdatasync`; concurrent appenders share one (group commit).
+//! * **Order and identity.** Every record gets a global sequence number: from 1, strictly
+//!   increasing, gapless, never reused, not even after its segment was deleted or the
+//!   process restarted with an empty log.
+//! * **Atomic batches.** An append of N records is one checksummed frame; after any crash
+//!   all N are there or none.
+//! * **Damage is detected, never guessed past.** Every frame carries a CRC32C, checked on
+//!   every read. Recovery repairs only what a crash can produce (a torn write at the very
+//!   end); anything else is [`Error::Corruption`] naming file, offset and reason.
+//! * **Nothing delivered is lost, nothing undelivered is deleted.** Space is given back
+//!   only by deleting whole segments below the durable acknowledgement cursor.
+//! * **Bounded work.** Opening reads headers and seals plus the last segment, whatever
+//!   the backlog; reading holds one chunk and one frame in memory.
+//!
+//! # On-disk layout
+//! ```text
+//! DIR/
+//!   LOCK                          flock'ed by the one process that owns the log
+//!   cursor                        last acknowledged sequence (atomically replaced)
+//!   00000000000000000001.seg      sealed segment: header, frames…, seal(next = 7001)
+//!   00000000000000007001.seg      active segment: header, frames…
+//! ```
+//! Segment names are the first sequence they hold, zero-padded to 20 digits, so name
+//! order is log order. Formats: [`frame`] (records), [`segment`] (file header),
+//! [`cursor`].
+//!
+//! # Write path ([`Log::append`])
+//! Encode and checksum the body (outside the lock) → lock → roll to a new segment if the
+//! frame does not fit → assign sequences, stamp the header → one positional write →
+//! unlock → wait until a group-commit `fdatasync` covers the frame. A failed write or
+//! sync poisons the log ([`Error::Poisoned`]): the kernel may have dropped the data, so
+//! nothing is acknowledged again.
+//!
+//! # Read path ([`Log::reader`])
+//! Find the segment by name, scan frames through a read-ahead buffer, check CRC and
+//! sequence continuity, decode, hand out bounded batches. Readers stop at the durable end.
+//!
+//! # Delete path ([`Log::ack`])
+//! Write the cursor (temp file, sync, rename, sync directory), then delete every segment
+//! that holds only acknowledged records, then sync the directory. A fully acknowledged
+//! active segment is rolled first so that it, too, can go.
+//!
+//! # Testing seam
+//! All file access goes through [`fs::FileSystem`]; [`sim::SimFs`] is an in-memory
+//! implementation that crashes, tears writes and injects EIO/ENOSPC deterministically.
+
+pub mod cursor;
+pub mod error;
+pub mod frame;
+pub mod fs;
+mod log;
+pub mod reader;
+pub mod recovery;
+pub mod segment;
+pub mod sim;
+mod verify;
+
+pub use error::{Corruption, CorruptionKind, Error, Result};
+pub use frame::Compression;
+pub use log::{Appended, LOCK_FILE, Log, LogOptions, LogStats, RecoveryReport, SyncPolicy};
+pub use reader::{Reader, StoredRecord};
+pub use verify::{VerifyReport, verify, verify_with_fs};

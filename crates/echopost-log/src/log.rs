@@ -1,0 +1,789 @@
+//! The log: appends with group commit, segment rolling, acknowledgements and reclamation.
+//!
+//! # Concurrency
+//! One mutex guards the writer state. An append encodes and checksums its body *before*
+//! taking it, then under the lock assigns sequences, stamps the header and issues one
+//! positional `write`. Durability is a separate step, done by whichever waiting appender
+//! finds no sync in flight (the *leader*): it notes how far the segment was written,
+//! releases the lock, calls `fdatasync`, and publishes the new durable position to every
+//! waiter. Appenders that wrote while a sync was in flight are covered by the next one, so
+//! N concurrent appenders cost about two `fdatasync`s, not N.
+//!
+//! # Invariants
+//! * `durable_next <= next_seq`; sequences below `durable_next` are on stable storage.
+//! * Readers never see a record at or beyond `durable_next`, so a record is never
+//!   delivered and then lost in a power failure (its sequence would be reused).
+//! * `acked < durable_next`; the cursor file holds `acked` before any segment that
+//!   only covers sequences `<= acked` is deleted.
+//! * When a segment has a successor on disk, all of its frames are durable (a roll syncs
+//!   the old segment before creating the new one) and, once the roll finishes, it ends
+//!   with a seal naming the successor's first sequence.
+//! * After an I/O error on the write path the log is *poisoned*: no append is
+//!   acknowledged again, because the kernel may have dropped the data that failed.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::cursor::{self, CURSOR_TMP_FILE};
+use crate::error::{Error, Result};
+use crate::frame::{self, Compression, FRAME_HEADER_LEN, PreparedFrame, RECORD_OVERHEAD};
+use crate::fs::{FileHandle, FileSystem, LockGuard, OpenMode, RealFs};
+use crate::recovery::{self, TornTail};
+use crate::segment::{self, SEGMENT_HEADER_LEN};
+
+/// Name of the lock file inside the log directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// `fdatasync` before the append returns (group-committed). Nothing acknowledged is
+    /// ever lost, even on power loss. The default.
+    #[default]
+    Always,
+    /// The append returns once written to the OS; a background thread syncs at this
+    /// interval. A process crash loses nothing; power loss loses at most one interval.
+    Interval(Duration),
+    /// The append returns once written to the OS; the OS decides when to flush. A process
+    /// crash loses nothing; power loss may lose anything not yet flushed.
+    Never,
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncPolicy::Always => f.write_str("always"),
+            SyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+            SyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// Settings of a [`Log`].
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// A segment is sealed once it reaches this size (a single larger frame still fits).
+    /// Default 64 MiB. With a disk quota, segments are capped at an eighth of it so that
+    /// acknowledgements free space in useful steps.
+    pub segment_bytes: u64,
+    /// Durability of appends. Default [`SyncPolicy::Always`].
+    pub sync: SyncPolicy,
+    /// Per-frame compression. Default none.
+    pub compression: Compression,
+    /// Disk quota for segment files, in bytes. `None` (default) means no limit.
+    pub max_disk_bytes: Option<u64>,
+    /// Largest encoded batch accepted by one append. Default 64 MiB.
+    pub max_batch_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: 64 << 20,
+            sync: SyncPolicy::Always,
+            compression: Compression::None,
+            max_disk_bytes: None,
+            max_batch_bytes: 64 << 20,
+        }
+    }
+}
+
+impl LogOptions {
+    fn effective_segment_bytes(&self) -> u64 {
+        let base = self.segment_bytes.max(4096);
+        match self.max_disk_bytes {
+            Some(q) => base.min((q / 8).max(4096)),
+            None => base,
+        }
+    }
+}
+
+/// The sequences an append was given (`first..=last`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// What recovery found and repaired when the log was opened.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Segments present after recovery.
+    pub segments: usize,
+    /// The persisted acknowledgement cursor.
+    pub acked: u64,
+    /// The next sequence to be assigned.
+    pub next_seq: u64,
+    /// A torn write that was truncated away, if any.
+    pub torn_tail: Option<TornTail>,
+    /// The last segment's header was torn and the segment re-created.
+    pub recreated_segment_header: bool,
+    /// An interrupted segment roll was completed (the seal written).
+    pub completed_roll: bool,
+    /// Fully acknowledged segments deleted at open (their deletion had not reached disk).
+    pub removed_acked_segments: usize,
+    /// The directory was new.
+    pub created: bool,
+    /// How long recovery took.
+    pub duration: Duration,
+}
+
+/// A point-in-time view of the log's figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStats {
+    /// Oldest sequence not yet acknowledged (`acked + 1`).
+    pub first_unacked_seq: u64,
+    /// Sequence the next append gets.
+    pub next_seq: u64,
+    /// Sequences below this are durable.
+    pub durable_next: u64,
+    /// Highest acknowledged sequence (persisted).
+    pub acked: u64,
+    /// Records stored and not yet acknowledged.
+    pub backlog_records: u64,
+    /// Bytes of the segments holding unacknowledged records (an upper bound of the
+    /// backlog's size: a partly acknowledged segment counts whole).
+    pub backlog_bytes: u64,
+    /// Bytes of all segment files.
+    pub disk_bytes: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// The fatal error that stopped the writer, if any.
+    pub poisoned: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SealedSegment {
+    pub first_seq: u64,
+    pub len: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    pub first_seq: u64,
+    pub file: Arc<dyn FileHandle>,
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub sealed: VecDeque<SealedSegment>,
+    pub active: ActiveSegment,
+    pub next_seq: u64,
+    pub durable_next: u64,
+    /// Bytes of the active segment known durable; readers stop here.
+    pub durable_len: u64,
+    syncing: bool,
+    pub acked: u64,
+    poisoned: Option<Arc<str>>,
+    disk_bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub fs: Arc<dyn FileSystem>,
+    pub dir: PathBuf,
+    opts: LogOptions,
+    segment_bytes: u64,
+    state: Mutex<State>,
+    /// Signalled whenever `durable_next` advances, the writer is poisoned, or the
+    /// background syncer should stop.
+    changed: Condvar,
+    /// Serialises acknowledgements (cursor writes) without blocking appends.
+    ack_lock: Mutex<()>,
+    stop: AtomicBool,
+    _lock: Box<dyn LockGuard>,
+}
+
+/// A durable, segmented, append-only log in one directory. See the crate documentation.
+///
+/// `Log` is `Send + Sync`: share it with `Arc` and append from many threads at once.
+#[derive(Debug)]
+pub struct Log {
+    inner: Arc<Inner>,
+    report: RecoveryReport,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl Inner {
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
+        // The state is only mutated in small steps that keep it consistent; a panic in
+        // another thread does not leave it half-updated, so keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poison(&self, st: &mut State, why: String) -> Arc<str> {
+        let p: Arc<str> = Arc::from(why);
+        if st.poisoned.is_none() {
+            tracing::error!(reason = %p, "log writer stopped after a fatal error");
+            st.poisoned = Some(Arc::clone(&p));
+        }
+        self.changed.notify_all();
+        p
+    }
+
+    /// Blocks until every sequence below `target` is durable, syncing as the group-commit
+    /// leader when no sync is in flight.
+    pub(crate) fn wait_durable<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        target: u64,
+    ) -> Result<()> {
+        loop {
+            if st.durable_next >= target {
+                return Ok(());
+            }
+            if let Some(p) = &st.poisoned {
+                return Err(Error::Poisoned(Arc::clone(p)));
+            }
+            if st.syncing {
+                st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let file = Arc::clone(&st.active.file);
+            let path = st.active.path.clone();
+            let seg = st.active.first_seq;
+            let upto_next = st.next_seq;
+            let upto_len = st.active.len;
+            drop(st);
+            let res = file.sync_data();
+            st = self.lock_state();
+            st.syncing = false;
+            match res {
+                Ok(()) => {
+                    if upto_next > st.durable_next {
+                        st.durable_next = upto_next;
+                    }
+                    if st.active.first_seq == seg && upto_len > st.durable_len {
+                        st.durable_len = upto_len;
+                    }
+                    self.changed.notify_all();
+                }
+                Err(e) => {
+                    self.poison(
+                        &mut st,
+                        format!("fdatasync of {} failed: {e}", path.display()),
+                    );
+                    return Err(Error::io("fdatasync", path, e));
+                }
+            }
+        }
+    }
+
+    /// Seals the active segment and starts a new one at `next_seq`. Called with the state
+    /// locked; rare (once per segment), so holding the lock through its syncs is fine.
+    fn roll(&self, st: &mut State) -> Result<()> {
+        let old_path = st.active.path.clone();
+        // 1. Everything in the old segment becomes durable before a successor exists.
+        if let Err(e) = st.active.file.sync_data() {
+            self.poison(
+                st,
+                format!("fdatasync of {} failed: {e}", old_path.display()),
+            );
+            return Err(Error::io("fdatasync", old_path, e));
+        }
+        st.durable_next = st.next_seq;
+        st.durable_len = st.active.len;
+        self.changed.notify_all();
+        // 2. Create the successor durably.
+        let new_first = st.next_seq;
+        let new_path = segment::segment_path(&self.dir, new_first);
+        let file = match create_segment(&*self.fs, &self.dir, new_first) {
+            Ok(f) => f,
+            Err(e) => {
+                self.poison(
+                    st,
+                    format!("could not start segment {}: {e}", new_path.display()),
+                );
+                return Err(e);
+            }
+        };
+        // 3. Seal the old one. A crash before this is finished at the next open.
+        let seal = frame::encode_seal(new_first);
+        let old_len = st.active.len;
+        if let Err(e) = st
+            .active
+            .file
+            .write_all_at(&seal, old_len)
+            .and_then(|()| st.active.file.sync_data())
+        {
+            self.poison(st, format!("could not seal {}: {e}", old_path.display()));
+            return Err(Error::io("seal", old_path, e));
+        }
+        st.sealed.push_back(SealedSegment {
+            first_seq: st.active.first_seq,
+            len: old_len + FRAME_HEADER_LEN as u64,
+        });
+        st.active = ActiveSegment {
+            first_seq: new_first,
+            file,
+            path: new_path,
+            len: SEGMENT_HEADER_LEN,
+        };
+        st.durable_len = SEGMENT_HEADER_LEN;
+        st.disk_bytes += FRAME_HEADER_LEN as u64 + SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+
+    pub(crate) fn sync_now(&self) -> Result<()> {
+        let st = self.lock_state();
+        let target = st.next_seq;
+        self.wait_durable(st, target)
+    }
+}
+
+/// Creates segment `first_seq` with its header, durably (file data and directory entry).
+fn create_segment(fs: &dyn FileSystem, dir: &Path, first_seq: u64) -> Result<Arc<dyn FileHandle>> {
+    let path = segment::segment_path(dir, first_seq);
+    let file = fs
+        .open(&path, OpenMode::CreateTruncate)
+        .map_err(|e| Error::io("create", &path, e))?;
+    file.write_all_at(&segment::encode_segment_header(first_seq), 0)
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(file)
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log> {
+        Log::open_with_fs(Arc::new(RealFs), dir, opts)
+    }
+
+    /// Opens the log in `dir` on the given file system (e.g. [`crate::sim::SimFs`]).
+    ///
+    /// Takes the directory lock, reads the cursor and the tail of the last segment, and
+    /// repairs what a crash may have left half-done (see [`crate::recovery`]). Any other
+    /// inconsistency is returned as [`Error::Corruption`] and nothing is changed.
+    pub fn open_with_fs(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        opts: LogOptions,
+    ) -> Result<Log> {
+        let started = Instant::now();
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fs
+            .try_lock(&lock_path)
+            .map_err(|e| Error::io("lock", &lock_path, e))?
+            .ok_or_else(|| Error::Locked { dir: dir.clone() })?;
+
+        let layout = recovery::analyze(&*fs, &dir)?;
+        let mut report = RecoveryReport {
+            acked: layout.acked,
+            next_seq: layout.next_seq,
+            created: layout.segments.is_empty() && !layout.cursor_exists,
+            ..RecoveryReport::default()
+        };
+        if layout.stale_cursor_tmp {
+            let tmp = dir.join(CURSOR_TMP_FILE);
+            fs.remove_file(&tmp)
+                .map_err(|e| Error::io("remove", &tmp, e))?;
+        }
+        if !layout.cursor_exists {
+            cursor::write_cursor(&*fs, &dir, layout.acked)?;
+        }
+
+        let mut sealed: VecDeque<SealedSegment> = VecDeque::new();
+        let active = match layout.segments.split_last() {
+            None => {
+                let file = create_segment(&*fs, &dir, layout.next_seq)?;
+                ActiveSegment {
+                    first_seq: layout.next_seq,
+                    file,
+                    path: segment::segment_path(&dir, layout.next_seq),
+                    len: SEGMENT_HEADER_LEN,
+                }
+            }
+            Some((last, rest)) => {
+                for (i, s) in rest.iter().enumerate() {
+                    let mut len = s.len;
+                    if i + 1 == rest.len()
+                        && let Some(at) = layout.unfinished_seal_at
+                    {
+                        let path = segment::segment_path(&dir, s.first_seq);
+                        let f = fs
+                            .open(&path, OpenMode::ReadWrite)
+                            .map_err(|e| Error::io("open", &path, e))?;
+                        f.write_all_at(&frame::encode_seal(last.first_seq), at)
+                            .and_then(|()| f.set_len(at + FRAME_HEADER_LEN as u64))
+                            .and_then(|()| f.sync_data())
+                            .map_err(|e| Error::io("seal", &path, e))?;
+                        len = at + FRAME_HEADER_LEN as u64;
+                        report.completed_roll = true;
+                        tracing::warn!(file = %path.display(), "completed a segment roll interrupted by a crash");
+                    }
+                    sealed.push_back(SealedSegment {
+                        first_seq: s.first_seq,
+                        len,
+                    });
+                }
+                let path = segment::segment_path(&dir, last.first_seq);
+                let file = if layout.torn_segment_header {
+                    report.recreated_segment_header = true;
+                    tracing::warn!(file = %path.display(), "re-created a segment whose header was torn by a crash");
+                    create_segment(&*fs, &dir, last.first_seq)?
+                } else {
+                    let f = fs
+                        .open(&path, OpenMode::ReadWrite)
+                        .map_err(|e| Error::io("open", &path, e))?;
+                    if let Some(t) = &layout.torn_tail {
+                        f.set_len(t.start)
+                            .map_err(|e| Error::io("truncate", &path, e))?;
+                        tracing::warn!(
+                            file = %t.file.display(), start = t.start, end = t.end,
+                            dropped = ?t.dropped_seqs, reason = %t.reason,
+                            "dropped a torn write at the end of the log"
+                        );
+                    }
+                    // Data recovered from the page cache after a process crash may not
+                    // be on stable storage yet; make it so before anyone reads it.
+                    f.sync_data()
+                        .map_err(|e| Error::io("fdatasync", &path, e))?;
+                    f
+                };
+                report.torn_tail = layout.torn_tail.clone();
+                ActiveSegment {
+                    first_seq: last.first_seq,
+                    file,
+                    path,
+                    len: layout.active_valid_len,
+                }
+            }
+        };
+
+        let segment_bytes = opts.effective_segment_bytes();
+        let disk_bytes = sealed.iter().map(|s| s.len).sum::<u64>() + active.len;
+        let state = State {
+            sealed,
+            durable_len: active.len,
+            active,
+            next_seq: layout.next_seq,
+            durable_next: layout.next_seq,
+            syncing: false,
+            acked: layout.acked,
+            poisoned: None,
+            disk_bytes,
+        };
+        let inner = Arc::new(Inner {
+            fs,
+            dir,
+            opts,
+            segment_bytes,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            ack_lock: Mutex::new(()),
+            stop: AtomicBool::new(false),
+            _lock: lock,
+        });
+        report.removed_acked_segments = inner.delete_acked_segments()?;
+        {
+            let st = inner.lock_state();
+            report.segments = st.sealed.len() + 1;
+        }
+        report.duration = started.elapsed();
+        let syncer = match inner.opts.sync {
+            SyncPolicy::Interval(every) => Some(
+                spawn_syncer(Arc::clone(&inner), every)
+                    .map_err(|e| Error::io("start the sync thread for", &inner.dir, e))?,
+            ),
+            _ => None,
+        };
+        Ok(Log {
+            inner,
+            report,
+            syncer,
+        })
+    }
+
+    /// Appends `records` as one atomic batch and returns their sequences. Returns when the
+    /// batch is durable under the sync policy.
+    pub fn append<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Appended> {
+        if records.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        let raw: u64 = records
+            .iter()
+            .map(|r| (r.as_ref().len() + RECORD_OVERHEAD) as u64)
+            .sum();
+        let limit = self
+            .inner
+            .opts
+            .max_batch_bytes
+            .min(u64::from(frame::MAX_BODY_LEN));
+        if raw > limit {
+            return Err(Error::BatchTooLarge { size: raw, limit });
+        }
+        let mut prepared = PreparedFrame::encode(records, self.inner.opts.compression)
+            .map_err(|_| Error::BatchTooLarge { size: raw, limit })?;
+        let frame_len = prepared.bytes.len() as u64;
+
+        let inner = &*self.inner;
+        let mut st = inner.lock_state();
+        if let Some(p) = &st.poisoned {
+            return Err(Error::Poisoned(Arc::clone(p)));
+        }
+        let must_roll =
+            st.active.len > SEGMENT_HEADER_LEN && st.active.len + frame_len > inner.segment_bytes;
+        if let Some(quota) = inner.opts.max_disk_bytes {
+            let needed = frame_len
+                + if must_roll {
+                    FRAME_HEADER_LEN as u64 + SEGMENT_HEADER_LEN
+                } else {
+                    0
+                };
+            if st.disk_bytes + needed > quota {
+                return Err(Error::Full {
+                    used: st.disk_bytes,
+                    limit: quota,
+                    needed,
+                });
+            }
+        }
+        if must_roll {
+            inner.roll(&mut st)?;
+        }
+        let first_seq = st.next_seq;
+        prepared.seal_header(first_seq);
+        let offset = st.active.len;
+        if let Err(e) = st.active.file.write_all_at(&prepared.bytes, offset) {
+            let path = st.active.path.clone();
+            // Take the partial frame back out so the file ends on a frame boundary; the
+            // writer is stopped either way, since the device just failed us.
+            let rolled_back = st.active.file.set_len(offset).is_ok();
+            inner.poison(
+                &mut st,
+                format!(
+                    "write to {} failed: {e}{}",
+                    path.display(),
+                    if rolled_back {
+                        " (partial frame removed)"
+                    } else {
+                        " (partial frame could not be removed; recovery will drop it)"
+                    }
+                ),
+            );
+            return Err(Error::io("write", path, e));
+        }
+        st.active.len += frame_len;
+        st.disk_bytes += frame_len;
+        st.next_seq += u64::from(prepared.count);
+        let appended = Appended {
+            first_seq,
+            last_seq: st.next_seq - 1,
+        };
+        match inner.opts.sync {
+            SyncPolicy::Always => inner.wait_durable(st, appended.last_seq + 1)?,
+            SyncPolicy::Interval(_) | SyncPolicy::Never => drop(st),
+        }
+        Ok(appended)
+    }
+
+    /// Makes everything appended so far durable (a barrier for tests and shutdown).
+    pub fn sync_now(&self) -> Result<()> {
+        self.inner.sync_now()
+    }
+
+    /// Records that every sequence up to and including `seq` was delivered: persists the
+    /// cursor atomically, then deletes segments holding only acknowledged records.
+    /// Acknowledging an already acknowledged sequence is a no-op.
+    pub fn ack(&self, seq: u64) -> Result<()> {
+        let inner = &*self.inner;
+        let _serial = inner.ack_lock.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let st = inner.lock_state();
+            if seq <= st.acked {
+                return Ok(());
+            }
+            if seq >= st.durable_next {
+                return Err(Error::AckBeyondDurable {
+                    seq,
+                    durable: st.durable_next.saturating_sub(1),
+                });
+            }
+        }
+        cursor::write_cursor(&*inner.fs, &inner.dir, seq)?;
+        {
+            let mut st = inner.lock_state();
+            st.acked = seq;
+            // The active segment can only be given back by rolling past it. Do that once
+            // it is fully delivered and big enough to be worth a new file.
+            let reclaim_at = (inner.segment_bytes / 4).clamp(4096, 1 << 20);
+            if st.poisoned.is_none() && seq + 1 == st.next_seq && st.active.len >= reclaim_at {
+                inner.roll(&mut st)?;
+            }
+        }
+        inner.delete_acked_segments()?;
+        Ok(())
+    }
+
+    /// A reader starting at `from_seq`, or at the oldest undelivered record if that is
+    /// later (delivered records are never handed out again by a new reader).
+    /// Readers see only durable records.
+    pub fn reader(&self, from_seq: u64) -> crate::reader::Reader {
+        crate::reader::Reader::new(Arc::clone(&self.inner), from_seq)
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> LogStats {
+        let st = self.inner.lock_state();
+        let first_unacked_seq = st.acked + 1;
+        let mut backlog_bytes = 0;
+        let mut segs: Vec<(u64, u64)> = st.sealed.iter().map(|s| (s.first_seq, s.len)).collect();
+        segs.push((st.active.first_seq, st.active.len));
+        for (i, (_, len)) in segs.iter().enumerate() {
+            let next_first = segs.get(i + 1).map_or(st.next_seq, |s| s.0);
+            if next_first > first_unacked_seq {
+                backlog_bytes += len;
+            }
+        }
+        if st.next_seq == first_unacked_seq {
+            backlog_bytes = 0;
+        }
+        LogStats {
+            first_unacked_seq,
+            next_seq: st.next_seq,
+            durable_next: st.durable_next,
+            acked: st.acked,
+            backlog_records: st.next_seq - first_unacked_seq,
+            backlog_bytes,
+            disk_bytes: st.disk_bytes,
+            segments: segs.len(),
+            poisoned: st.poisoned.as_deref().map(str::to_owned),
+        }
+    }
+
+    /// Waits until a record at or after `seq` is durable, or `timeout` passes. Returns
+    /// the durable end (`durable_next`). For a replayer idling on an empty backlog.
+    pub fn wait_for_durable(&self, seq: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.inner.lock_state();
+        while st.durable_next <= seq && st.poisoned.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .inner
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        st.durable_next
+    }
+
+    /// What recovery did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.opts
+    }
+
+    /// Syncs everything and releases the directory lock.
+    pub fn close(mut self) -> Result<()> {
+        let res = if self.inner.lock_state().poisoned.is_some() {
+            Ok(())
+        } else {
+            self.inner.sync_now()
+        };
+        self.stop_syncer();
+        res
+    }
+
+    fn stop_syncer(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.changed.notify_all();
+        if let Some(h) = self.syncer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop_syncer();
+    }
+}
+
+impl Inner {
+    /// Deletes sealed segments whose records are all acknowledged. The cursor covering
+    /// them is already durable, so a crash at any point here only leaves extra files that
+    /// the next call (or the next open) removes.
+    fn delete_acked_segments(&self) -> Result<usize> {
+        let doomed: Vec<SealedSegment> = {
+            let mut st = self.lock_state();
+            let mut out = Vec::new();
+            loop {
+                let next_first = match st.sealed.get(1) {
+                    Some(s) => s.first_seq,
+                    None => st.active.first_seq,
+                };
+                match st.sealed.front() {
+                    Some(front) if next_first <= st.acked + 1 => {
+                        let front = *front;
+                        st.disk_bytes -= front.len;
+                        st.sealed.pop_front();
+                        out.push(front);
+                    }
+                    _ => break,
+                }
+            }
+            out
+        };
+        for s in &doomed {
+            let path = segment::segment_path(&self.dir, s.first_seq);
+            match self.fs.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", path, e)),
+            }
+        }
+        if !doomed.is_empty() {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        }
+        Ok(doomed.len())
+    }
+}
+
+fn spawn_syncer(inner: Arc<Inner>, every: Duration) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("echopost-log-sync".into())
+        .spawn(move || {
+            loop {
+                {
+                    let st = inner.lock_state();
+                    let (st, _) = inner
+                        .changed
+                        .wait_timeout_while(st, every, |_| !inner.stop.load(Ordering::SeqCst))
+                        .unwrap_or_else(|p| p.into_inner());
+                    if inner.stop.load(Ordering::SeqCst) || st.poisoned.is_some() {
+                        return;
+                    }
+                }
+                // Errors poison the log; appenders see them on their next call.
+                let _ = inner.sync_now();
+            }
+        })
+}

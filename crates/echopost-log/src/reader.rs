@@ -1,0 +1,283 @@
+//! Sequential reading, bounded in memory whatever the backlog.
+//!
+//! A [`Reader`] walks the segments in order through a read-ahead buffer, checks every
+//! frame's CRC and that sequences continue without gap or repetition, and hands out
+//! records in batches bounded by count and bytes. It holds at most one read-ahead chunk
+//! (1 MiB, or one frame if larger) and one decoded frame.
+//!
+//! It never returns a record that is not durable: it stops at the writer's durable
+//! position. If records were written but not yet synced (policies `interval` and
+//! `never`), it asks for a sync first, so a record is never delivered and then lost in a
+//! power failure, which would let its sequence be reused for a different record.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{CorruptionKind, Error, Result};
+use crate::frame::{self, DecodedBody, FrameKind};
+use crate::log::Inner;
+use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The bytes that were appended.
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct OpenSegment {
+    first_seq: u64,
+    scanner: FrameScanner,
+    /// First sequence the next frame in this segment must carry.
+    expect: u64,
+}
+
+#[derive(Debug)]
+struct CurrentFrame {
+    first_seq: u64,
+    body: DecodedBody,
+    idx: usize,
+}
+
+/// Reads records in sequence order. Created by [`crate::Log::reader`].
+#[derive(Debug)]
+pub struct Reader {
+    inner: Arc<Inner>,
+    next: u64,
+    seg: Option<OpenSegment>,
+    frame: Option<CurrentFrame>,
+}
+
+/// Where a segment ends for a reader: its full length if sealed, the durable length if it
+/// is the active one.
+enum Extent {
+    Sealed(u64),
+    Active(u64),
+}
+
+impl Reader {
+    pub(crate) fn new(inner: Arc<Inner>, from_seq: u64) -> Self {
+        Reader {
+            inner,
+            next: from_seq.max(1),
+            seg: None,
+            frame: None,
+        }
+    }
+
+    /// Sequence of the next record this reader returns.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Up to `max_records` records totalling at most `max_bytes` of data (a single larger
+    /// record is still returned alone). An empty vector means the reader has caught up
+    /// with the durable end of the log.
+    pub fn next_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let max_records = max_records.max(1);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            if let Some(cur) = &mut self.frame {
+                while cur.idx < cur.body.ranges.len() {
+                    let seq = cur.first_seq + cur.idx as u64;
+                    let range = cur.body.ranges[cur.idx].clone();
+                    if seq < self.next {
+                        cur.idx += 1;
+                        continue;
+                    }
+                    if !out.is_empty() && bytes + range.len() > max_bytes {
+                        return Ok(out);
+                    }
+                    bytes += range.len();
+                    out.push(StoredRecord {
+                        seq,
+                        data: cur.body.raw[range].to_vec(),
+                    });
+                    cur.idx += 1;
+                    self.next = seq + 1;
+                    if out.len() >= max_records {
+                        return Ok(out);
+                    }
+                }
+                self.frame = None;
+            }
+            if !self.load_frame()? {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Loads the next frame holding `self.next`. Returns false at the durable end.
+    fn load_frame(&mut self) -> Result<bool> {
+        let mut synced = false;
+        loop {
+            let (durable_next, written_next, extent) = {
+                let st = self.inner.lock_state();
+                if self.next <= st.acked {
+                    // Those records were delivered (and their segment may be gone).
+                    self.next = st.acked + 1;
+                    self.frame = None;
+                }
+                let first_stored = st
+                    .sealed
+                    .front()
+                    .map_or(st.active.first_seq, |s| s.first_seq);
+                if self
+                    .seg
+                    .as_ref()
+                    .is_some_and(|s| s.first_seq < first_stored)
+                {
+                    self.seg = None;
+                }
+                let extent = self.seg.as_ref().map(|s| {
+                    if s.first_seq == st.active.first_seq {
+                        Extent::Active(st.durable_len)
+                    } else {
+                        let len = st
+                            .sealed
+                            .iter()
+                            .find(|x| x.first_seq == s.first_seq)
+                            .map_or(0, |x| x.len);
+                        Extent::Sealed(len)
+                    }
+                });
+                (st.durable_next, st.next_seq, extent)
+            };
+            if self.next >= durable_next {
+                if written_next > durable_next && !synced {
+                    self.inner.sync_now()?;
+                    synced = true;
+                    continue;
+                }
+                return Ok(false);
+            }
+            let Some(seg) = &mut self.seg else {
+                // `None`: the segment was deleted after being delivered; the clamp at the
+                // top of the loop moves past it.
+                self.seg = self.open_segment_for(self.next)?;
+                continue;
+            };
+            let sealed = match extent {
+                Some(Extent::Sealed(len)) => {
+                    seg.scanner.set_limit(len);
+                    true
+                }
+                Some(Extent::Active(len)) => {
+                    seg.scanner.set_limit(len);
+                    false
+                }
+                // A segment deleted under us: it was fully delivered, move on.
+                None => {
+                    self.seg = None;
+                    continue;
+                }
+            };
+            match seg.scanner.next_frame()? {
+                Scanned::End => {
+                    if sealed {
+                        return Err(Error::corrupt(
+                            seg.scanner.path(),
+                            seg.scanner.position(),
+                            CorruptionKind::MissingSeal,
+                        ));
+                    }
+                    // The durable end moved into a newer segment between our look at the
+                    // state and now (a roll); look again.
+                    if synced {
+                        return Ok(false);
+                    }
+                    synced = true;
+                }
+                Scanned::Bad { offset, kind } => {
+                    return Err(Error::corrupt(seg.scanner.path(), offset, kind));
+                }
+                Scanned::Frame {
+                    offset,
+                    header,
+                    body,
+                } => {
+                    if header.first_seq != seg.expect {
+                        return Err(Error::corrupt(
+                            seg.scanner.path(),
+                            offset,
+                            CorruptionKind::SequenceMismatch {
+                                expected: seg.expect,
+                                found: header.first_seq,
+                            },
+                        ));
+                    }
+                    match header.kind {
+                        FrameKind::Seal => {
+                            self.seg = None;
+                        }
+                        FrameKind::Batch => {
+                            seg.expect = header.end_seq();
+                            if header.end_seq() <= self.next {
+                                continue;
+                            }
+                            let decoded =
+                                frame::decode_body(&header, &seg.scanner.bytes()[body])
+                                    .map_err(|k| Error::corrupt(seg.scanner.path(), offset, k))?;
+                            self.frame = Some(CurrentFrame {
+                                first_seq: header.first_seq,
+                                body: decoded,
+                                idx: 0,
+                            });
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the segment that holds `seq`; `None` if it was deleted meanwhile because
+    /// everything in it was acknowledged.
+    fn open_segment_for(&self, seq: u64) -> Result<Option<OpenSegment>> {
+        let first_seq = {
+            let st = self.inner.lock_state();
+            let mut firsts: Vec<u64> = st.sealed.iter().map(|s| s.first_seq).collect();
+            firsts.push(st.active.first_seq);
+            let idx = firsts.partition_point(|&f| f <= seq);
+            firsts[idx.saturating_sub(1)]
+        };
+        let path: PathBuf = segment::segment_path(&self.inner.dir, first_seq);
+        let file = match self.inner.fs.open(&path, crate::fs::OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let st = self.inner.lock_state();
+                let first_stored = st
+                    .sealed
+                    .front()
+                    .map_or(st.active.first_seq, |s| s.first_seq);
+                if first_seq < first_stored {
+                    return Ok(None);
+                }
+                return Err(Error::corrupt(
+                    path,
+                    0,
+                    CorruptionKind::SegmentGap {
+                        expected_first_seq: first_seq,
+                        found_first_seq: 0,
+                    },
+                ));
+            }
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        segment::read_segment_header(&*file, &path, first_seq)?;
+        Ok(Some(OpenSegment {
+            first_seq,
+            scanner: FrameScanner::new(file, path, SEGMENT_HEADER_LEN, SEGMENT_HEADER_LEN),
+            expect: first_seq,
+        }))
+    }
+}

@@ -1,0 +1,357 @@
+//! What is on disk, and what a crash may have left half-done.
+//!
+//! [`analyze`] reads the directory without changing it and either returns a [`Layout`]
+//! (the segments, where the valid data ends, and which crash leftovers need repair) or a
+//! corruption error. [`crate::Log::open`] applies the repairs; [`crate::verify()`] reports
+//! them. Both use this one function, so they cannot disagree about what is a torn write
+//! and what is corruption.
+//!
+//! The cost does not grow with the backlog: for every segment but the last two it reads the
+//! 32-byte header and the 32-byte seal at the end; only the last segment (at most one
+//! segment's worth of bytes) is scanned frame by frame.
+//!
+//! Crash leftovers that are repaired (everything else is corruption):
+//! * **torn tail**: the last segment ends in bytes that are not a valid frame and are not
+//!   followed by any valid frame: a write that was cut short. They are truncated away.
+//!   Under the `always` policy such a frame was never acknowledged.
+//! * **torn segment header**: the last segment is shorter than its header (crash while it
+//!   was being created); it is re-created empty.
+//! * **interrupted roll**: the second-to-last segment is unsealed and the last is empty.
+//!   A roll syncs the old segment, creates and syncs the new one, then writes the seal; a
+//!   crash before the seal leaves exactly this. The seal is written.
+//! * fully acknowledged segments whose deletion had not reached the disk, and a stale
+//!   `cursor.tmp`: removed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cursor::{self, CURSOR_TMP_FILE};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::frame::{self, FRAME_HEADER_LEN, FrameKind};
+use crate::fs::{FileHandle, FileSystem, OpenMode, read_exact_at};
+use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
+
+/// A segment found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentOnDisk {
+    /// First sequence (from the name, checked against the header).
+    pub first_seq: u64,
+    /// File length.
+    pub len: u64,
+}
+
+/// Bytes at the end of the last segment that recovery drops as a torn write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Byte range dropped (`start..end`).
+    pub start: u64,
+    pub end: u64,
+    /// Sequences of the dropped frame, when its header was still readable
+    /// (`first..=last`). These were never acknowledged under the `always` policy.
+    pub dropped_seqs: Option<(u64, u64)>,
+    /// Why the bytes are not a valid frame.
+    pub reason: CorruptionKind,
+}
+
+/// The result of [`analyze`].
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Segments in log order, including the last (active) one.
+    pub segments: Vec<SegmentOnDisk>,
+    /// The persisted acknowledgement cursor (0 for a new log).
+    pub acked: u64,
+    /// Whether the cursor file exists.
+    pub cursor_exists: bool,
+    /// The sequence the next append gets.
+    pub next_seq: u64,
+    /// End of valid data in the last segment (where the next frame goes).
+    pub active_valid_len: u64,
+    /// Torn write at the end of the last segment, to be truncated.
+    pub torn_tail: Option<TornTail>,
+    /// The last segment's header is torn; it must be re-created.
+    pub torn_segment_header: bool,
+    /// The second-to-last segment lacks its seal after an interrupted roll; the seal goes
+    /// at this offset.
+    pub unfinished_seal_at: Option<u64>,
+    /// A stale `cursor.tmp` exists.
+    pub stale_cursor_tmp: bool,
+}
+
+impl Layout {
+    /// First sequence still on disk.
+    pub fn first_seq_on_disk(&self) -> u64 {
+        self.segments.first().map_or(self.next_seq, |s| s.first_seq)
+    }
+}
+
+/// Lists segment files in log order as `(first_seq, len)`.
+pub fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<SegmentOnDisk>, bool)> {
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    let stale_tmp = names.iter().any(|n| n == CURSOR_TMP_FILE);
+    let mut seqs: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_segment_name(n))
+        .collect();
+    seqs.sort_unstable();
+    let mut out = Vec::with_capacity(seqs.len());
+    for first_seq in seqs {
+        let path = segment::segment_path(dir, first_seq);
+        let file = open_read(fs, &path)?;
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        out.push(SegmentOnDisk { first_seq, len });
+    }
+    Ok((out, stale_tmp))
+}
+
+pub(crate) fn open_read(fs: &dyn FileSystem, path: &Path) -> Result<Arc<dyn FileHandle>> {
+    fs.open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))
+}
+
+/// Reads the seal at the end of a segment that must be sealed; returns the successor's
+/// first sequence.
+fn read_seal(file: &dyn FileHandle, path: &Path, len: u64) -> Result<u64> {
+    let min = SEGMENT_HEADER_LEN + FRAME_HEADER_LEN as u64;
+    if len < min {
+        return Err(Error::corrupt(path, len, CorruptionKind::MissingSeal));
+    }
+    let at = len - FRAME_HEADER_LEN as u64;
+    let mut b = [0u8; FRAME_HEADER_LEN];
+    read_exact_at(file, &mut b, at).map_err(|e| Error::io("read", path, e))?;
+    match frame::parse_frame(&b) {
+        Ok((h, _)) if h.kind == FrameKind::Seal => Ok(h.first_seq),
+        _ => Err(Error::corrupt(path, at, CorruptionKind::MissingSeal)),
+    }
+}
+
+/// Invalid bytes at the end of a segment that no valid frame follows.
+#[derive(Debug, Clone)]
+pub struct TailDamage {
+    /// Where the invalid bytes start.
+    pub offset: u64,
+    /// Why they are not a valid frame.
+    pub kind: CorruptionKind,
+    /// Sequences the damaged frame announces, if its header still decodes.
+    pub seqs: Option<(u64, u64)>,
+}
+
+/// Outcome of scanning one segment frame by frame.
+#[derive(Debug, Default, Clone)]
+pub struct SegmentScan {
+    /// Offset just after the last valid frame.
+    pub valid_len: u64,
+    /// Sequence after the last record.
+    pub next_seq: u64,
+    /// The successor's first sequence, if the segment ends with a seal.
+    pub sealed: Option<u64>,
+    /// Damage at the end with nothing valid after it.
+    pub torn: Option<TailDamage>,
+    pub frames: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+}
+
+/// Scans a whole segment, checking every frame's CRC and sequence continuity. With
+/// `decode`, frame bodies are also decompressed and split into records.
+pub fn scan_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    seg: &SegmentOnDisk,
+    decode: bool,
+) -> Result<SegmentScan> {
+    let path = segment::segment_path(dir, seg.first_seq);
+    let file = open_read(fs, &path)?;
+    segment::read_segment_header(&*file, &path, seg.first_seq)?;
+    let mut scanner = FrameScanner::new(file, path.clone(), SEGMENT_HEADER_LEN, seg.len);
+    let mut out = SegmentScan {
+        valid_len: SEGMENT_HEADER_LEN,
+        next_seq: seg.first_seq,
+        ..SegmentScan::default()
+    };
+    loop {
+        match scanner.next_frame()? {
+            Scanned::End => return Ok(out),
+            Scanned::Frame {
+                offset,
+                header,
+                body,
+            } => {
+                if out.sealed.is_some() {
+                    return Err(Error::corrupt(&path, offset, CorruptionKind::DataAfterSeal));
+                }
+                if header.first_seq != out.next_seq {
+                    return Err(Error::corrupt(
+                        &path,
+                        offset,
+                        CorruptionKind::SequenceMismatch {
+                            expected: out.next_seq,
+                            found: header.first_seq,
+                        },
+                    ));
+                }
+                match header.kind {
+                    FrameKind::Seal => out.sealed = Some(header.first_seq),
+                    FrameKind::Batch => {
+                        if decode {
+                            let d = frame::decode_body(&header, &scanner.bytes()[body])
+                                .map_err(|k| Error::corrupt(&path, offset, k))?;
+                            out.payload_bytes +=
+                                d.ranges.iter().map(|r| r.len() as u64).sum::<u64>();
+                        }
+                        out.next_seq = header.end_seq();
+                        out.records += u64::from(header.count);
+                    }
+                }
+                out.frames += 1;
+                out.valid_len = scanner.position();
+            }
+            Scanned::Bad { offset, kind } => {
+                if out.sealed.is_some() {
+                    return Err(Error::corrupt(&path, offset, CorruptionKind::DataAfterSeal));
+                }
+                let seqs = header_seqs_at(&scanner, offset)?;
+                if let Some(valid_at) = scanner.find_valid_frame_after(offset)? {
+                    return Err(Error::corrupt(
+                        &path,
+                        offset,
+                        CorruptionKind::DamageBeforeValidData {
+                            valid_frame_at: valid_at,
+                        },
+                    ));
+                }
+                out.torn = Some(TailDamage { offset, kind, seqs });
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// The sequences a damaged frame announces, if its header still decodes.
+fn header_seqs_at(scanner: &FrameScanner, offset: u64) -> Result<Option<(u64, u64)>> {
+    let mut b = [0u8; FRAME_HEADER_LEN];
+    if read_exact_at(scanner.file(), &mut b, offset).is_err() {
+        return Ok(None);
+    }
+    Ok(frame::decode_header(&b)
+        .ok()
+        .filter(|h| h.kind == FrameKind::Batch)
+        .map(|h| (h.first_seq, h.end_seq() - 1)))
+}
+
+/// Reads the directory and decides what is data, what is a crash leftover and what is
+/// corruption. Changes nothing.
+pub fn analyze(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
+    let (segments, stale_cursor_tmp) = list_segments(fs, dir)?;
+    let cursor = cursor::read_cursor(fs, dir)?;
+    let cursor_path = cursor::cursor_path(dir);
+    let mut layout = Layout {
+        segments: segments.clone(),
+        acked: cursor.unwrap_or(0),
+        cursor_exists: cursor.is_some(),
+        next_seq: cursor.map_or(1, |a| a + 1),
+        active_valid_len: 0,
+        torn_tail: None,
+        torn_segment_header: false,
+        unfinished_seal_at: None,
+        stale_cursor_tmp,
+    };
+    let Some(last) = segments.last() else {
+        return Ok(layout);
+    };
+    if cursor.is_none() {
+        return Err(Error::corrupt(
+            cursor_path,
+            0,
+            CorruptionKind::CursorMissing,
+        ));
+    }
+    let last_is_empty = last.len <= SEGMENT_HEADER_LEN;
+    let n = segments.len();
+    for (i, seg) in segments.iter().enumerate().take(n - 1) {
+        let path = segment::segment_path(dir, seg.first_seq);
+        let file = open_read(fs, &path)?;
+        segment::read_segment_header(&*file, &path, seg.first_seq)?;
+        let successor = segments[i + 1].first_seq;
+        let next = if i == n - 2 && last_is_empty {
+            match read_seal(&*file, &path, seg.len) {
+                Ok(next) => next,
+                Err(Error::Corruption(_)) => {
+                    // Possibly an interrupted roll: the whole segment must be clean.
+                    let scan = scan_segment(fs, dir, seg, false)?;
+                    if let Some(t) = scan.torn {
+                        return Err(Error::corrupt(path, t.offset, t.kind));
+                    }
+                    if scan.sealed.is_some() {
+                        return Err(Error::corrupt(
+                            path,
+                            scan.valid_len,
+                            CorruptionKind::DataAfterSeal,
+                        ));
+                    }
+                    layout.unfinished_seal_at = Some(scan.valid_len);
+                    scan.next_seq
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            read_seal(&*file, &path, seg.len)?
+        };
+        if next != successor {
+            return Err(Error::corrupt(
+                segment::segment_path(dir, successor),
+                0,
+                CorruptionKind::SegmentGap {
+                    expected_first_seq: next,
+                    found_first_seq: successor,
+                },
+            ));
+        }
+    }
+
+    let path = segment::segment_path(dir, last.first_seq);
+    if last.len < SEGMENT_HEADER_LEN {
+        layout.torn_segment_header = true;
+        layout.next_seq = last.first_seq;
+        layout.active_valid_len = SEGMENT_HEADER_LEN;
+    } else {
+        let scan = scan_segment(fs, dir, last, false)?;
+        if let Some(next) = scan.sealed {
+            return Err(Error::corrupt(
+                path,
+                scan.valid_len - FRAME_HEADER_LEN as u64,
+                CorruptionKind::MissingSuccessor {
+                    expected_first_seq: next,
+                },
+            ));
+        }
+        if let Some(t) = scan.torn {
+            layout.torn_tail = Some(TornTail {
+                file: path,
+                start: t.offset,
+                end: last.len,
+                dropped_seqs: t.seqs,
+                reason: t.kind,
+            });
+        }
+        layout.next_seq = scan.next_seq;
+        layout.active_valid_len = scan.valid_len;
+    }
+
+    let first = segments[0].first_seq;
+    if layout.acked + 1 < first || layout.acked >= layout.next_seq {
+        return Err(Error::corrupt(
+            cursor::cursor_path(dir),
+            16,
+            CorruptionKind::CursorOutOfRange {
+                acked: layout.acked,
+                first_seq: first,
+                next_seq: layout.next_seq,
+            },
+        ));
+    }
+    Ok(layout)
+}

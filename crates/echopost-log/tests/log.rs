@@ -1,0 +1,458 @@
+//! Behaviour of the log through its public API, on the real file system and the simulated one.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use echopost_log::sim::{Fault, FaultError, SimFs};
+use echopost_log::{
+    Compression, CorruptionKind, Error, Log, LogOptions, SyncPolicy, verify, verify_with_fs,
+};
+
+#[test]
+fn appends_come_back_in_order_across_segments_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert!(log.recovery_report().created);
+    let mut expected = Vec::new();
+    for b in 0..50u64 {
+        let batch: Vec<Vec<u8>> = (0..(b % 7 + 1)).map(|i| rec(b * 100 + i, 100)).collect();
+        let a = log.append(&batch).unwrap();
+        assert_eq!(a.first_seq, expected.len() as u64 + 1);
+        assert_eq!(a.last_seq - a.first_seq + 1, batch.len() as u64);
+        expected.extend(batch);
+    }
+    assert!(segment_files(dir.path()).len() > 3, "segments should roll");
+    let got = read_all(&log, 1, 13).unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1);
+        assert_eq!(r.data, expected[i]);
+    }
+    drop(log);
+
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let rep = log.recovery_report();
+    assert!(rep.torn_tail.is_none() && !rep.created);
+    assert_eq!(rep.next_seq, expected.len() as u64 + 1);
+    let got: Vec<Vec<u8>> = read_all(&log, 1, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.data)
+        .collect();
+    assert_eq!(got, expected);
+    // Reading from the middle starts exactly there.
+    let mid = read_all(&log, 77, 5).unwrap();
+    assert_eq!(mid[0].seq, 77);
+    assert_eq!(mid.len(), expected.len() - 76);
+    let v = verify(dir.path()).unwrap();
+    assert_eq!(v.records, expected.len() as u64);
+    assert!(v.segments > 3);
+}
+
+#[test]
+fn batches_are_bounded_by_count_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let batch: Vec<Vec<u8>> = (0..100).map(|i| rec(i, 100)).collect();
+    log.append(&batch).unwrap();
+    let mut r = log.reader(1);
+    assert_eq!(r.next_batch(10, 1 << 20).unwrap().len(), 10);
+    assert_eq!(r.next_batch(1000, 450).unwrap().len(), 4);
+    let one = r.next_batch(1000, 1).unwrap();
+    assert_eq!(
+        one.len(),
+        1,
+        "a record larger than the byte bound still comes alone"
+    );
+    assert_eq!(r.position(), 16);
+}
+
+#[test]
+fn sequences_are_never_reused_after_everything_is_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..100 {
+        log.append(&[rec(i, 200)]).unwrap();
+    }
+    log.ack(100).unwrap();
+    let st = log.stats();
+    assert_eq!(st.backlog_records, 0);
+    assert_eq!(st.segments, 1, "fully acked segments are deleted");
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.append(&[b"next"]).unwrap().first_seq, 101);
+    assert!(read_all(&log, 1, 10).unwrap().iter().all(|r| r.seq == 101));
+}
+
+#[test]
+fn reading_resumes_after_the_persisted_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..60 {
+        log.append(&[rec(i, 150)]).unwrap();
+    }
+    log.ack(25).unwrap();
+    assert_eq!(log.stats().first_unacked_seq, 26);
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let st = log.stats();
+    assert_eq!((st.acked, st.backlog_records), (25, 35));
+    let got = read_all(&log, st.first_unacked_seq, 7).unwrap();
+    assert_eq!(got.first().unwrap().seq, 26);
+    assert_eq!(got.len(), 35);
+    // A reader asked for deleted records starts at the oldest one still stored.
+    let first_stored = read_all(&log, 1, 1).unwrap()[0].seq;
+    assert!(first_stored <= 26);
+}
+
+#[test]
+fn ack_beyond_durable_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.append(&[b"a"]).unwrap();
+    assert!(matches!(
+        log.ack(2),
+        Err(Error::AckBeyondDurable { seq: 2, durable: 1 })
+    ));
+    log.ack(1).unwrap();
+    log.ack(1).unwrap();
+}
+
+#[test]
+fn bad_input_is_refused_without_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        max_batch_bytes: 1000,
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), opts).unwrap();
+    let empty: [&[u8]; 0] = [];
+    assert!(matches!(log.append(&empty), Err(Error::EmptyBatch)));
+    assert!(matches!(
+        log.append(&[vec![0u8; 2000]]),
+        Err(Error::BatchTooLarge { limit: 1000, .. })
+    ));
+    assert_eq!(log.append(&[b"ok"]).unwrap().first_seq, 1);
+}
+
+#[test]
+fn second_opener_gets_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let err = Log::open(dir.path(), LogOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("locked"));
+    drop(log);
+    Log::open(dir.path(), LogOptions::default()).unwrap();
+}
+
+#[test]
+fn quota_refuses_with_full_and_recovers_after_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        max_disk_bytes: Some(64 * 1024),
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), opts).unwrap();
+    let mut n = 0u64;
+    let err = loop {
+        match log.append(&[rec(n, 1000)]) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Full { limit: 65536, .. }), "{err}");
+    assert!(!err.is_fatal());
+    assert!(n > 40, "quota should hold most of 64 KiB, took {n}");
+    assert!(log.stats().disk_bytes <= 64 * 1024);
+    log.ack(n).unwrap();
+    log.append(&[rec(n, 1000)]).unwrap();
+    assert!(log.stats().disk_bytes < 16 * 1024);
+}
+
+#[test]
+fn compressed_frames_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        compression: Compression::Zstd { level: 3 },
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), opts).unwrap();
+    let batch: Vec<Vec<u8>> = (0..200).map(|i| rec(i, 500)).collect();
+    log.append(&batch).unwrap();
+    assert!(
+        log.stats().disk_bytes < 200 * 500 / 4,
+        "compression should pay off here"
+    );
+    drop(log);
+    // Reading does not depend on the option: the flag is per frame.
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let got: Vec<Vec<u8>> = read_all(&log, 1, 64)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.data)
+        .collect();
+    assert_eq!(got, batch);
+}
+
+#[test]
+fn concurrent_appenders_get_gapless_unique_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), small_segments()).unwrap());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                (0..50u64)
+                    .map(|i| {
+                        let a = log.append(&[rec(t * 1000 + i, 64)]).unwrap();
+                        (a.first_seq, rec(t * 1000 + i, 64))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut acked: Vec<(u64, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    acked.sort();
+    let got = read_all(&log, 1, 100).unwrap();
+    assert_eq!(got.len(), 400);
+    for ((seq, data), r) in acked.iter().zip(&got) {
+        assert_eq!((*seq, data), (r.seq, &r.data));
+    }
+}
+
+#[test]
+fn interval_and_never_policies_are_visible_to_readers_after_sync() {
+    for policy in [
+        SyncPolicy::Interval(Duration::from_millis(5)),
+        SyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            sync: policy,
+            ..LogOptions::default()
+        };
+        let log = Log::open(dir.path(), opts).unwrap();
+        for i in 0..10 {
+            log.append(&[rec(i, 10)]).unwrap();
+        }
+        // The reader syncs on demand, so it sees everything written.
+        assert_eq!(read_all(&log, 1, 100).unwrap().len(), 10, "{policy}");
+        log.close().unwrap();
+    }
+}
+
+#[test]
+fn torn_tail_is_truncated_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    for i in 0..10 {
+        log.append(&[rec(i, 100)]).unwrap();
+    }
+    drop(log);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    // Cut the last frame in half, as a crash mid-write would.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 50).unwrap();
+    drop(f);
+    let v = verify(dir.path()).unwrap();
+    assert!(
+        v.torn_tail.is_some(),
+        "verify reports the torn tail without failing"
+    );
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let t = log
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("torn tail reported");
+    assert_eq!(t.dropped_seqs, Some((10, 10)));
+    assert_eq!(t.end, len - 50);
+    assert_eq!(read_all(&log, 1, 100).unwrap().len(), 9);
+    assert_eq!(log.append(&[b"x"]).unwrap().first_seq, 10);
+}
+
+#[test]
+fn damage_followed_by_valid_frames_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    for i in 0..10 {
+        log.append(&[rec(i, 100)]).unwrap();
+    }
+    drop(log);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[32 + 136 * 3 + 40] ^= 0xff; // inside the 4th frame's body
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Log::open(dir.path(), LogOptions::default()).unwrap_err();
+    let Error::Corruption(c) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(c.file, seg);
+    assert_eq!(c.offset, 32 + 136 * 3);
+    assert!(matches!(
+        c.kind,
+        CorruptionKind::DamageBeforeValidData { .. }
+    ));
+    let verr = verify(dir.path()).unwrap_err();
+    assert_eq!(verr.to_string(), err.to_string(), "verify agrees with open");
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_found_by_readers_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..100 {
+        log.append(&[rec(i, 200)]).unwrap();
+    }
+    drop(log);
+    let segs = segment_files(dir.path());
+    let mut bytes = std::fs::read(&segs[1]).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&segs[1], &bytes).unwrap();
+    // Open does not read sealed segments (bounded open time)...
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    // ...but no reader gets past the damage, and verify pinpoints it.
+    let err = read_all(&log, 1, 10).unwrap_err();
+    let Error::Corruption(c) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(c.file, segs[1]);
+    let verr = verify(dir.path()).unwrap_err();
+    let Error::Corruption(vc) = &verr else {
+        panic!("{verr}")
+    };
+    assert_eq!(vc.file, segs[1]);
+}
+
+#[test]
+fn missing_middle_segment_and_missing_cursor_are_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..100 {
+        log.append(&[rec(i, 200)]).unwrap();
+    }
+    drop(log);
+    let segs = segment_files(dir.path());
+    std::fs::rename(&segs[2], dir.path().join("elsewhere")).unwrap();
+    let err = Log::open(dir.path(), small_segments()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corruption(c) if matches!(c.kind, CorruptionKind::SegmentGap { .. })),
+        "{err}"
+    );
+    std::fs::rename(dir.path().join("elsewhere"), &segs[2]).unwrap();
+    std::fs::remove_file(dir.path().join("cursor")).unwrap();
+    let err = Log::open(dir.path(), small_segments()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corruption(c) if c.kind == CorruptionKind::CursorMissing),
+        "{err}"
+    );
+    // Deleting the active (last) segment is detected too: its predecessor's seal names it.
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = Log::open(log_dir.path(), small_segments()).unwrap();
+    for i in 0..100 {
+        log.append(&[rec(i, 200)]).unwrap();
+    }
+    drop(log);
+    std::fs::remove_file(segment_files(log_dir.path()).pop().unwrap()).unwrap();
+    let err = Log::open(log_dir.path(), small_segments()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corruption(c) if matches!(c.kind, CorruptionKind::MissingSuccessor { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_format_version_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.append(&[b"a"]).unwrap();
+    log.append(&[b"b"]).unwrap();
+    drop(log);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[32 + 4] = 77; // version byte of the first frame, which a valid frame follows
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Log::open(dir.path(), LogOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("byte 32"), "{err}");
+}
+
+#[test]
+fn failed_fsync_poisons_the_writer() {
+    let fs = SimFs::new(11);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    log.append(&[b"durable"]).unwrap();
+    let at = fs.op_count() + 1; // the write succeeds, its fdatasync fails
+    fs.set_fault(Some(Fault {
+        at_op: at,
+        error: FaultError::Eio,
+        persistent: false,
+    }));
+    let err = log.append(&[b"lost"]).unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    // The fault was one-shot, but the log must not trust the device again.
+    let err = log.append(&[b"later"]).unwrap_err();
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+    assert!(err.to_string().contains("fdatasync"), "{err}");
+    assert!(log.stats().poisoned.is_some());
+    drop(log);
+    fs.crash(true);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    let got = read_all(&log, 1, 10).unwrap();
+    assert_eq!(got[0].data, b"durable");
+    assert!(got.len() <= 2);
+}
+
+#[test]
+fn enospc_during_write_rolls_back_the_partial_frame() {
+    let fs = SimFs::new(5);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    log.append(&[b"first"]).unwrap();
+    fs.set_fault(Some(Fault {
+        at_op: fs.op_count(),
+        error: FaultError::Enospc,
+        persistent: false,
+    }));
+    let err = log.append(&[vec![7u8; 5000]]).unwrap_err();
+    assert!(err.is_no_space(), "{err}");
+    assert!(matches!(log.append(&[b"x"]), Err(Error::Poisoned(_))));
+    drop(log);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    assert!(
+        log.recovery_report().torn_tail.is_none(),
+        "rolled back, nothing torn"
+    );
+    let got = read_all(&log, 1, 10).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(log.append(&[b"again"]).unwrap().first_seq, 2);
+    verify_with_fs(Arc::new(fs.clone()), sim_dir()).unwrap();
+}
+
+#[test]
+fn open_time_does_not_depend_on_sealed_segments_contents() {
+    // Recovery reads only headers and seals of sealed segments: damage inside them is not
+    // seen at open (it is seen by readers and verify), which proves they are not scanned.
+    let fs = SimFs::new(2);
+    let log = open_sim(&fs, small_segments()).unwrap();
+    for i in 0..200 {
+        log.append(&[rec(i, 300)]).unwrap();
+    }
+    drop(log);
+    let ops_before = fs.op_count();
+    let log = open_sim(&fs, small_segments()).unwrap();
+    let open_ops = fs.op_count() - ops_before;
+    let segments = log.stats().segments as u64;
+    assert!(segments > 10);
+    assert!(
+        open_ops < segments * 6 + 40,
+        "{open_ops} operations for {segments} segments"
+    );
+}
