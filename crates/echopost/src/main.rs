@@ -1,1 +1,50 @@
-fn main() {}
+//! `echopost`: parse the command line, run the chosen subcommand, exit with its code.
+//!
+//! Deliberately thin: the daemon lives in the library (`echopost::lifecycle`), so tests and
+//! future subcommands reuse it. Bad flags exit with code 2 (clap's usage-error code, which
+//! is also ours).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use echopost::cli::{Cli, Command, RunArgs};
+use echopost::config::Config;
+use echopost::lifecycle;
+
+/// How long blocking work (an fsync on a device that stopped answering) may delay the
+/// process exit once the daemon has finished.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("echopost: {e:#}");
+            echopost::exit::ExitCode::Fatal.into()
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<echopost::exit::ExitCode> {
+    let config = match Config::from_run_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("echopost: {e}");
+            return Ok(e.exit_code());
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("echopost")
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = lifecycle::run(config, &runtime);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    Ok(code)
+}

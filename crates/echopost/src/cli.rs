@@ -1,0 +1,428 @@
+//! The command line: clap definitions and the parsers for sizes, durations and the sync
+//! policy.
+//!
+//! Every flag has an `ECHOPOST_*` environment twin because the daemon is usually started by
+//! the application (or a service manager) rather than typed by hand, and environment
+//! variables are the easiest thing to pass through those layers. The flags that name the
+//! directory and socket live in [`DirArgs`], a reusable `#[derive(Args)]` struct, so that
+//! later subcommands (`status`, `inspect`, `verify`, `send`, `bench`, `dead-letters`) share
+//! exactly the same spelling, environment variables and defaults as `run`.
+//!
+//! This module only *parses*; defaults that depend on the environment (the state
+//! directory) and cross-flag validation live in [`crate::config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use echopost_log::SyncPolicy;
+
+/// EchoPost: keeps an application's records safe on local disk while its main server is
+/// unreachable, and replays them once it is back.
+#[derive(Debug, Parser)]
+#[command(name = "echopost", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands. Each further operator command becomes one more variant here.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: accept records on the UNIX socket, store them durably, replay them
+    /// to --upstream, and exit once everything is delivered.
+    #[command(after_help = RUN_EXIT_CODES)]
+    Run(RunArgs),
+}
+
+/// The exit codes of `echopost run`, shown under its `--help`.
+pub const RUN_EXIT_CODES: &str = "\
+Exit codes:
+  0  clean: SIGTERM/SIGINT, or everything delivered and no append for --linger
+  2  usage or configuration error
+  3  the directory (or socket) belongs to a running echopost
+  4  storage corruption: the message names the file; run `echopost verify`
+  5  fatal I/O: fsync failure, or the device is full";
+
+/// Where EchoPost keeps its state and where its socket is. Shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct DirArgs {
+    /// State directory (log segments, cursor, session logs, socket). Created with mode
+    /// 0700. Default: $XDG_STATE_HOME/echopost, else ~/.local/state/echopost (Linux) or
+    /// ~/Library/Application Support/echopost (macOS).
+    #[arg(long, env = "ECHOPOST_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// UNIX socket the daemon listens on. Default: DIR/echopost.sock.
+    #[arg(long, env = "ECHOPOST_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// How replayed records are delivered (see `--sink`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkArg {
+    /// Batches of records to the upstream's `echopost.v1.Sink/Deliver`.
+    Deliver,
+    /// Each record replayed verbatim as the HTTP or gRPC request it stands for.
+    Forward,
+}
+
+/// Flags of `echopost run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Main server to replay to: grpc://, grpcs://, http:// or https:// URL. Without it,
+    /// records are kept until a later run names one.
+    #[arg(long, env = "ECHOPOST_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// When an append counts as durable: `always` (fdatasync before answering; nothing
+    /// acknowledged is lost even on power loss), `interval:MS` (sync every MS
+    /// milliseconds; power loss loses at most that window), or `never` (the OS decides).
+    #[arg(long, env = "ECHOPOST_SYNC", value_name = "POLICY", default_value = "always", value_parser = parse_sync)]
+    pub sync: SyncPolicy,
+
+    /// Disk quota for stored records, e.g. `512MiB` or `10GB`. Appends beyond it are
+    /// refused with RESOURCE_EXHAUSTED until replay frees space. Default: no limit.
+    #[arg(long, env = "ECHOPOST_MAX_DISK", value_name = "BYTES", value_parser = parse_size)]
+    pub max_disk: Option<u64>,
+
+    /// How long to stay up with an empty backlog and no appends before exiting, e.g.
+    /// `3s`, `300ms`, `1m`.
+    #[arg(long, env = "ECHOPOST_LINGER", value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub linger: Duration,
+
+    /// Largest accepted record (its encoded size), e.g. `4MiB`. Larger records are refused
+    /// with INVALID_ARGUMENT.
+    #[arg(long, env = "ECHOPOST_MAX_RECORD_BYTES", value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub max_record_bytes: u64,
+
+    /// Log verbosity for stderr and the session log: error, warn, info, debug, trace, or
+    /// a tracing filter such as `info,echopost_log=debug`.
+    #[arg(
+        long,
+        env = "ECHOPOST_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Also accept connections from this user id (repeatable; the daemon's own uid is
+    /// always accepted). In ECHOPOST_ALLOW_UID, separate uids with commas.
+    #[arg(
+        long,
+        env = "ECHOPOST_ALLOW_UID",
+        value_name = "UID",
+        value_delimiter = ','
+    )]
+    pub allow_uid: Vec<u32>,
+
+    /// How replayed records are delivered. Default: `deliver` for grpc:// and grpcs://
+    /// upstreams, `forward` for http:// and https://.
+    #[arg(long, env = "ECHOPOST_SINK", value_name = "SINK")]
+    pub sink: Option<SinkArg>,
+
+    /// Service name checked with grpc.health.v1.Health/Check on gRPC upstreams
+    /// ("" = the whole server).
+    #[arg(
+        long,
+        env = "ECHOPOST_HEALTH_SERVICE",
+        value_name = "NAME",
+        default_value = ""
+    )]
+    pub health_service: String,
+
+    /// URL probed with GET on HTTP upstreams. Default: <upstream>/healthz.
+    #[arg(long, env = "ECHOPOST_HEALTH_URL", value_name = "URL")]
+    pub health_url: Option<String>,
+
+    /// Consecutive successful health probes needed before replay starts.
+    #[arg(long, env = "ECHOPOST_HEALTHY_AFTER", value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub healthy_after: u32,
+
+    /// Most records per replay batch.
+    #[arg(long, env = "ECHOPOST_BATCH_RECORDS", value_name = "N", default_value = "1000",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_records: u64,
+
+    /// Most bytes per replay batch, e.g. `4MiB` (a single larger record is still sent
+    /// alone).
+    #[arg(long, env = "ECHOPOST_BATCH_BYTES", value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub batch_bytes: u64,
+
+    /// PEM file with the CA certificate(s) that sign a TLS upstream's certificate.
+    #[arg(long, env = "ECHOPOST_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Extra header for every replayed request, as "Name: value" (repeatable). In
+    /// ECHOPOST_UPSTREAM_HEADER, separate headers with newlines.
+    #[arg(
+        long,
+        env = "ECHOPOST_UPSTREAM_HEADER",
+        value_name = "HEADER",
+        value_delimiter = '\n'
+    )]
+    pub upstream_header: Vec<String>,
+
+    /// Timeout of each replayed request, e.g. `10s`.
+    #[arg(long, env = "ECHOPOST_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Parses a byte size: a number with an optional unit. `KB`, `MB`, `GB`, `TB` are powers
+/// of 1000; `KiB`, `MiB`, `GiB`, `TiB` and the short `K`, `M`, `G`, `T` are powers of
+/// 1024; `B` or no unit means bytes. Units are case-insensitive; a decimal fraction is
+/// allowed (`1.5GiB`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let mult: u128 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    let value = scale_decimal(num, mult).ok_or_else(|| {
+        format!("invalid size {s:?}: expected a number with a unit, like 512MiB or 10GB")
+    })?;
+    u64::try_from(value).map_err(|_| format!("invalid size {s:?}: too large"))
+}
+
+/// Parses a duration: one or more number+unit pairs (`300ms`, `3s`, `1m30s`, `1.5h`).
+/// Units: `ns`, `us`, `ms`, `s`, `m`, `h`. A bare `0` is accepted.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if t.is_empty() {
+        return Err("invalid duration \"\": expected e.g. 300ms, 3s or 1m".to_owned());
+    }
+    let mut total: u128 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(n_end);
+        let u_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(u_end);
+        let nanos_per: u128 = match unit.trim() {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: a unit is required (ms, s, m or h), e.g. 300ms"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {other:?} (use ns, us, ms, s, m or h)"
+                ));
+            }
+        };
+        let part = scale_decimal(num, nanos_per)
+            .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 300ms, 3s or 1m30s"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
+        rest = next;
+    }
+    let secs = u64::try_from(total / 1_000_000_000)
+        .map_err(|_| format!("invalid duration {s:?}: too large"))?;
+    // The remainder of a division by 10^9 always fits in u32.
+    let nanos = (total % 1_000_000_000) as u32;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Parses the sync policy: `always`, `never`, or `interval:MS` (MS in milliseconds, or a
+/// duration with a unit such as `interval:1s`).
+pub fn parse_sync(s: &str) -> Result<SyncPolicy, String> {
+    let t = s.trim();
+    match t {
+        "always" => return Ok(SyncPolicy::Always),
+        "never" => return Ok(SyncPolicy::Never),
+        _ => {}
+    }
+    let Some(spec) = t.strip_prefix("interval:") else {
+        return Err(format!(
+            "invalid sync policy {s:?}: use always, never or interval:MS (e.g. interval:100)"
+        ));
+    };
+    let every = if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+        spec.parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("invalid sync policy {s:?}: interval too large"))?
+    } else {
+        parse_duration(spec).map_err(|e| format!("invalid sync policy {s:?}: {e}"))?
+    };
+    if every.is_zero() {
+        return Err(format!(
+            "invalid sync policy {s:?}: the interval must be above zero (use `always` to sync every append)"
+        ));
+    }
+    Ok(SyncPolicy::Interval(every))
+}
+
+/// `num × mult` for a non-negative decimal `num` ("12", "1.5"), rounded down; `None` if
+/// `num` is not a number or the result overflows.
+fn scale_decimal(num: &str, mult: u128) -> Option<u128> {
+    let (int, frac) = match num.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (num, ""),
+    };
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int_v: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut value = int_v.checked_mul(mult)?;
+    if !frac.is_empty() {
+        // Keep at most 18 fractional digits so 10^digits fits comfortably.
+        let frac = &frac[..frac.len().min(18)];
+        let frac_v: u128 = frac.parse().ok()?;
+        let denom = 10u128.pow(frac.len() as u32);
+        value = value.checked_add(frac_v.checked_mul(mult)? / denom)?;
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("2 mib"), Ok(2 << 20));
+        assert_eq!(parse_size("7B"), Ok(7));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(
+            parse_duration("3")
+                .unwrap_err()
+                .contains("unit is required")
+        );
+        assert!(parse_duration("3 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sync_policies() {
+        assert_eq!(parse_sync("always"), Ok(SyncPolicy::Always));
+        assert_eq!(parse_sync("never"), Ok(SyncPolicy::Never));
+        assert_eq!(
+            parse_sync("interval:100"),
+            Ok(SyncPolicy::Interval(Duration::from_millis(100)))
+        );
+        assert_eq!(
+            parse_sync("interval:1s"),
+            Ok(SyncPolicy::Interval(Duration::from_secs(1)))
+        );
+        assert!(parse_sync("interval:0").is_err());
+        assert!(parse_sync("sometimes").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_run_flag_has_an_env_twin_and_help() {
+        let cmd = Cli::command();
+        let run = cmd
+            .get_subcommands()
+            .find(|c| c.get_name() == "run")
+            .unwrap();
+        for arg in run.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{id} has no env twin"));
+            let expected = format!("ECHOPOST_{}", id.to_ascii_uppercase());
+            assert_eq!(env.to_str(), Some(expected.as_str()), "--{id}");
+            assert!(arg.get_help().is_some(), "--{id} has no help");
+        }
+    }
+
+    #[test]
+    fn run_parses_flags() {
+        let cli = Cli::try_parse_from([
+            "echopost",
+            "run",
+            "--dir",
+            "/tmp/x",
+            "--sync",
+            "interval:50",
+            "--max-disk",
+            "10GB",
+            "--linger",
+            "300ms",
+            "--allow-uid",
+            "1001",
+            "--allow-uid",
+            "1002",
+            "--upstream-header",
+            "A: b",
+            "--upstream-header",
+            "C: d, e",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command;
+        assert_eq!(a.dirs.dir, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(a.sync, SyncPolicy::Interval(Duration::from_millis(50)));
+        assert_eq!(a.max_disk, Some(10_000_000_000));
+        assert_eq!(a.linger, Duration::from_millis(300));
+        assert_eq!(a.allow_uid, vec![1001, 1002]);
+        assert_eq!(a.upstream_header, vec!["A: b", "C: d, e"]);
+        assert_eq!(a.max_record_bytes, 4 << 20);
+        assert_eq!(a.request_timeout, Duration::from_secs(10));
+    }
+}

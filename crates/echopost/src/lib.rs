@@ -1,0 +1,43 @@
+//! The EchoPost daemon as a library.
+//!
+//! `main.rs` only parses the command line and turns the outcome into an exit code; all the
+//! logic lives here so that integration tests, and later a client crate and the operator
+//! subcommands, can reuse the pieces (size and duration parsing, the peer-credential
+//! decision, the record encoding rules) without going through a process.
+//!
+//! One module per concept:
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`cli`] | the command line (clap), size / duration / sync-policy parsing |
+//! | [`config`] | resolved, validated settings of `echopost run` |
+//! | [`exit`] | exit codes and the mapping from errors to them |
+//! | [`session_log`] | the per-session log file `DIR/logs/<UTC>-<pid>.log` plus stderr |
+//! | [`source_id`] | the directory's stable id (`DIR/source-id`) |
+//! | [`socket`] | the UNIX listener: permissions, stale sockets, peer credentials per connection |
+//! | [`peer`] | who may talk to the daemon (the uid decision and the tower layer enforcing it) |
+//! | [`platform`] | the only platform-specific code (`cfg`-gated): peer uid, default directory |
+//! | [`gate`] | the ingest gate that makes "acknowledged then lost" impossible at exit |
+//! | [`limits`] | message and record size limits, and the status mapping of oversized requests |
+//! | [`server`] | the `echopost.v1.EchoPost` gRPC service |
+//! | [`rates`] | recent delivery rate for `Status` |
+//! | [`lifecycle`] | startup order, signals, linger exit, shutdown |
+//! | [`replay`] | replay to the main server (the replayer's seam) |
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod gate;
+pub mod lifecycle;
+pub mod limits;
+pub mod peer;
+pub mod platform;
+pub mod rates;
+pub mod replay;
+pub mod server;
+pub mod session_log;
+pub mod socket;
+pub mod source_id;
+
+/// The daemon's version, reported by `--version`, `Status` and the session log.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,353 @@
+//! The UNIX listener: file permissions, stale-socket detection, and the peer's uid on
+//! every accepted connection.
+//!
+//! * **Permissions.** The socket file is created `0600` (the process umask is narrowed to
+//!   `0177` around `bind`, so there is no moment when it is wider) inside a directory
+//!   created `0700`. A directory that already exists is not changed, but a warning names
+//!   it when other users can enter it.
+//! * **Stale or live.** A socket file left by a crashed run is harmless to remove, but one
+//!   a running daemon listens on is not: deleting it would silently steal that daemon's
+//!   clients. So an existing socket file is probed with a `connect`: refused means stale
+//!   (replaced), accepted means live (startup fails with exit code 3). Anything that is not
+//!   a socket is never deleted.
+//! * **Peer credentials.** Each accepted stream is wrapped in a [`PeerStream`] carrying the
+//!   peer's uid (read once, at accept, via [`crate::platform::peer_uid`]), which tonic
+//!   attaches to every request of the connection for [`crate::peer::PeerCheckLayer`].
+//! * **Removal.** [`SocketFile::remove_if_ours`] removes the path only while it is still
+//!   the file this process bound (same device and inode), so a daemon that exits late
+//!   never deletes the socket of the instance that replaced it.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::Connected;
+
+use crate::peer::{PeerInfo, PeerPolicy};
+use crate::platform;
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// A running process accepts connections on the path.
+    #[error("another process is listening on {}", path.display())]
+    Live { path: PathBuf },
+    /// The path exists and is not a socket; it is left alone.
+    #[error("{} exists and is not a socket; refusing to replace it (remove it or pass another --socket)", path.display())]
+    NotASocket { path: PathBuf },
+    /// Anything else.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SocketError + use<> {
+    let path = path.to_path_buf();
+    move |source| SocketError::Io {
+        context,
+        path,
+        source,
+    }
+}
+
+/// The socket file this process created; see [`SocketFile::remove_if_ours`].
+#[derive(Debug, Clone)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket file if it is still the one this process bound. Returns whether
+    /// it removed it.
+    ///
+    /// Call it while the listener is still open: a bound socket keeps its inode alive, so
+    /// another file at the path cannot have the same device and inode numbers.
+    pub fn remove_if_ours(&self) -> io::Result<bool> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
+                std::fs::remove_file(&self.path)?;
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What [`bind`] found at the path before binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Previous {
+    /// Nothing.
+    Nothing,
+    /// A stale socket file from a crashed run, now replaced.
+    ReplacedStale,
+}
+
+/// Binds a listening socket at `path` (see the module documentation). Blocking; call it
+/// during startup.
+pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile, Previous), SocketError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        match std::fs::metadata(parent) {
+            Ok(m) => {
+                if m.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        dir = %parent.display(),
+                        mode = format!("{:o}", m.permissions().mode() & 0o777),
+                        "the socket's directory is accessible to other users; the socket itself is 0600 and other users are refused by uid"
+                    );
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(io_err("cannot create the socket directory", parent))?;
+            }
+            Err(e) => return Err(io_err("cannot inspect the socket directory", parent)(e)),
+        }
+    }
+
+    let previous = clear_stale(path)?;
+    let listener = match bind_private(path) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            // Someone bound it between our check and our bind.
+            return Err(SocketError::Live {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(io_err("cannot listen on", path)(e)),
+    };
+    // Belt and braces: the umask already made it 0600.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("cannot set the permissions of", path))?;
+    let m = std::fs::symlink_metadata(path).map_err(io_err("cannot inspect", path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("cannot configure", path))?;
+    Ok((
+        listener,
+        SocketFile {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+        previous,
+    ))
+}
+
+/// Removes a stale socket at `path`; refuses a live one or a non-socket.
+fn clear_stale(path: &Path) -> Result<Previous, SocketError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Previous::Nothing),
+        Err(e) => return Err(io_err("cannot inspect", path)(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(SocketError::NotASocket {
+            path: path.to_path_buf(),
+        });
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(SocketError::Live {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            match std::fs::remove_file(path) {
+                Ok(()) => Ok(Previous::ReplacedStale),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Previous::Nothing),
+                Err(e) => Err(io_err("cannot remove the stale socket", path)(e)),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Previous::Nothing),
+        Err(e) => Err(io_err("cannot check whether a daemon listens on", path)(e)),
+    }
+}
+
+/// `bind` with the umask narrowed so the socket file is born `0600`.
+///
+/// The umask is process-wide. This runs during startup, before the socket exists and
+/// before any append can make the engine create a file, so no other file creation can
+/// race with it.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    // SAFETY: umask has no preconditions; it only swaps the process's mask.
+    let old = unsafe { libc::umask(0o177) };
+    let res = UnixListener::bind(path);
+    // SAFETY: as above; restores the previous mask.
+    unsafe { libc::umask(old) };
+    res
+}
+
+/// A connection with the peer's uid attached (see the module documentation).
+#[derive(Debug)]
+pub struct PeerStream {
+    inner: tokio::net::UnixStream,
+    info: PeerInfo,
+}
+
+impl PeerStream {
+    /// Reads the peer's uid from the kernel.
+    pub fn new(inner: tokio::net::UnixStream) -> PeerStream {
+        let uid = match platform::peer_uid(&inner) {
+            Ok(uid) => Some(uid),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the peer's credentials; the connection will be refused");
+                None
+            }
+        };
+        PeerStream {
+            inner,
+            info: PeerInfo { uid },
+        }
+    }
+
+    /// The peer's identity.
+    pub fn info(&self) -> PeerInfo {
+        self.info
+    }
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The stream of accepted connections for tonic. Refused peers are logged here, once per
+/// connection; their requests are answered by [`crate::peer::PeerCheckLayer`].
+///
+/// An accept error (e.g. out of file descriptors) is logged and followed by a short pause:
+/// tonic retries at once, which would otherwise spin.
+pub fn incoming(
+    listener: tokio::net::UnixListener,
+    policy: Arc<PeerPolicy>,
+) -> impl Stream<Item = io::Result<PeerStream>> + Send + 'static {
+    tokio_stream::wrappers::UnixListenerStream::new(listener).then(move |res| {
+        let policy = Arc::clone(&policy);
+        async move {
+            match res {
+                Ok(stream) => {
+                    let s = PeerStream::new(stream);
+                    if let Err(why) = policy.check(s.info().uid) {
+                        tracing::warn!(peer_uid = ?s.info().uid, "refusing a connection: {why}");
+                    }
+                    Ok(s)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err(e)
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_0600_replaces_stale_refuses_live_and_non_sockets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("sub").join("s.sock");
+
+        let (l, file, prev) = bind(&path).unwrap();
+        assert_eq!(prev, Previous::Nothing);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+
+        // Live: the listener is open.
+        assert!(matches!(bind(&path), Err(SocketError::Live { .. })));
+
+        // Someone deletes our socket file and another instance binds the path while we
+        // still listen: removing "ours" must leave the newcomer's file alone.
+        std::fs::remove_file(&path).unwrap();
+        let (l2, file2, prev) = bind(&path).unwrap();
+        assert_eq!(prev, Previous::Nothing);
+        assert!(!file.remove_if_ours().unwrap());
+        assert!(path.exists());
+        drop(l);
+
+        // Stale: the listener is gone, the file stays; the next bind replaces it.
+        drop(l2);
+        let (_l3, file3, prev) = bind(&path).unwrap();
+        assert_eq!(prev, Previous::ReplacedStale);
+        assert!(file3.remove_if_ours().unwrap());
+        assert!(!path.exists());
+        let _ = file2;
+
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        assert!(matches!(bind(&plain), Err(SocketError::NotASocket { .. })));
+        assert_eq!(std::fs::read(&plain).unwrap(), b"x");
+    }
+}

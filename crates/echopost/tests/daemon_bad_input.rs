@@ -1,0 +1,226 @@
+//! Bad input through the real binary and socket: every case gets its documented status
+//! and stores nothing (checked with Status and Read).
+
+mod common;
+
+use common::{Area, Daemon, append, assert_nothing_stored, read_all, record, status};
+use echopost_proto::v1::AppendRequest;
+use tonic::Code;
+
+#[tokio::test]
+async fn empty_batch_is_invalid_argument() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &[]).await;
+    let mut c = d.client().await;
+    let e = c
+        .append(AppendRequest { records: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("empty batch"), "{}", e.message());
+    assert_nothing_stored(&mut c).await;
+}
+
+#[tokio::test]
+async fn record_above_the_default_limit_is_invalid_argument_and_the_batch_is_not_stored() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &[]).await;
+    let mut c = d.client().await;
+    let big = vec![b'x'; 4 << 20]; // the payload alone is 4 MiB; the encoding is larger
+    let e = append(&mut c, &[b"small and fine", &big])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("4194304"), "{}", e.message());
+    assert!(
+        e.message().contains("--max-record-bytes"),
+        "{}",
+        e.message()
+    );
+    assert_nothing_stored(&mut c).await;
+}
+
+#[tokio::test]
+async fn max_record_bytes_flag_sets_the_limit() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &["--max-record-bytes", "1KiB"]).await;
+    let mut c = d.client().await;
+    let e = append(&mut c, &[&[0u8; 2000]]).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("1024"), "{}", e.message());
+    assert_nothing_stored(&mut c).await;
+    append(&mut c, &[&[0u8; 900]]).await.unwrap();
+    assert_eq!(status(&mut c).await.next_sequence, 2);
+}
+
+fn oversized_request() -> AppendRequest {
+    // 17 records of 4,000,000 bytes: each under --max-record-bytes (4 MiB), together
+    // above the 64 MiB gRPC message limit.
+    AppendRequest {
+        records: (0..17).map(|_| record(vec![7u8; 4_000_000])).collect(),
+    }
+}
+
+#[tokio::test]
+async fn request_above_the_grpc_limit_is_resource_exhausted() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &[]).await;
+    let mut c = d.client().await;
+    let e = c.append(oversized_request()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("67108864"), "{}", e.message());
+    // The daemon is fine afterwards, and nothing was stored.
+    let mut c = d.client().await;
+    assert_nothing_stored(&mut c).await;
+}
+
+#[tokio::test]
+async fn stream_request_above_the_grpc_limit_is_resource_exhausted() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &[]).await;
+    let mut c = d.client().await;
+    let requests = vec![
+        AppendRequest {
+            records: vec![record(b"fine".to_vec())],
+        },
+        oversized_request(),
+    ];
+    let mut responses = c
+        .append_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.message().await.unwrap().unwrap();
+    assert_eq!(first.first_sequence, 1);
+    let e = responses.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("67108864"), "{}", e.message());
+    let mut c = d.client().await;
+    assert_eq!(
+        status(&mut c).await.next_sequence,
+        2,
+        "only the first request is stored"
+    );
+}
+
+#[tokio::test]
+async fn bad_request_in_a_stream_ends_it_after_the_good_ones() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &[]).await;
+    let mut c = d.client().await;
+    let one = |p: &[u8]| AppendRequest {
+        records: vec![record(p.to_vec())],
+    };
+    let requests = vec![
+        one(b"a"),
+        one(b"b"),
+        AppendRequest { records: vec![] },
+        one(b"never stored"),
+    ];
+    let mut responses = c
+        .append_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        responses.message().await.unwrap().unwrap().first_sequence,
+        1
+    );
+    assert_eq!(
+        responses.message().await.unwrap().unwrap().first_sequence,
+        2
+    );
+    let e = responses.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let (records, _) = read_all(&mut c, 0, 0).await;
+    let payloads: Vec<Vec<u8>> = records
+        .into_iter()
+        .map(|r| r.record.unwrap().payload)
+        .collect();
+    assert_eq!(payloads, vec![b"a".to_vec(), b"b".to_vec()]);
+}
+
+#[tokio::test]
+async fn over_the_disk_quota_is_resource_exhausted_buffer_full() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &["--max-disk", "64KiB"]).await;
+    let mut c = d.client().await;
+    let payload = vec![1u8; 1000];
+    let mut stored = 0u64;
+    let err = loop {
+        match append(&mut c, &[&payload]).await {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 1000, "the quota was never reached");
+    };
+    assert!(stored > 10, "refused too early: after {stored} appends");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().starts_with("buffer full: "),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("bytes of 65536"),
+        "{}",
+        err.message()
+    );
+
+    // The refused append stored nothing, and the daemon keeps refusing while full.
+    let st = status(&mut c).await;
+    assert_eq!(st.next_sequence, stored + 1);
+    assert_eq!(st.max_disk_bytes, 65536);
+    assert!(st.disk_bytes <= 65536, "{st:?}");
+    let again = append(&mut c, &[&payload]).await.unwrap_err();
+    assert_eq!(again.code(), Code::ResourceExhausted);
+    assert_eq!(status(&mut c).await.next_sequence, stored + 1);
+    let (records, _) = read_all(&mut c, 0, 0).await;
+    assert_eq!(records.len() as u64, stored);
+    // The first refusal is logged once, with the figures.
+    let logs = d.session_logs();
+    assert_eq!(logs.matches("disk quota reached").count(), 1, "{logs}");
+}
+
+#[tokio::test]
+async fn client_disconnecting_mid_stream_loses_only_unacknowledged_requests() {
+    let area = Area::new();
+    let d = Daemon::start(&area, &[]).await;
+    let mut c = d.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<AppendRequest>(8);
+    let mut responses = c
+        .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut acked = Vec::new();
+    for i in 0..5u32 {
+        tx.send(AppendRequest {
+            records: vec![record(format!("{i}").into_bytes())],
+        })
+        .await
+        .unwrap();
+        acked.push(responses.message().await.unwrap().unwrap().first_sequence);
+    }
+    // Send more without waiting, then vanish.
+    for i in 5..8u32 {
+        let _ = tx
+            .send(AppendRequest {
+                records: vec![record(format!("{i}").into_bytes())],
+            })
+            .await;
+    }
+    drop(responses);
+    drop(tx);
+    drop(c);
+
+    let mut c = d.client().await;
+    let (records, _) = read_all(&mut c, 0, 0).await;
+    let seqs: Vec<u64> = records.iter().map(|r| r.sequence).collect();
+    assert!(seqs.len() >= 5 && seqs.len() <= 8, "{seqs:?}");
+    for s in acked {
+        assert!(seqs.contains(&s), "acknowledged {s} missing");
+    }
+    // The daemon keeps serving.
+    append(&mut c, &[b"next"]).await.unwrap();
+}
