@@ -215,7 +215,13 @@ fn bench_open(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_append, bench_concurrent, bench_read, bench_open);
+criterion_group!(
+    benches,
+    bench_append,
+    bench_concurrent,
+    bench_read,
+    bench_open
+);
 
 /// Reads criterion's point estimate (mean, ns per iteration) for one benchmark.
 fn mean_ns(group: &str, bench: &str) -> Option<f64> {
@@ -262,11 +268,17 @@ fn paired_ratio(batch: usize, rounds: usize, per_round: usize) -> (f64, f64, f64
     }
     let ops = (rounds * per_round) as f64;
     let mb = |d: Duration| ops * (batch * RECORD) as f64 / d.as_secs_f64() / 1e6;
-    (mb(t_log), mb(t_raw), t_raw.as_secs_f64() / t_log.as_secs_f64())
+    (
+        mb(t_log),
+        mb(t_raw),
+        t_raw.as_secs_f64() / t_log.as_secs_f64(),
+    )
 }
 
 fn summary() {
-    println!("\n== paired ratio: engine vs raw pwrite+fdatasync of the same bytes, alternating rounds");
+    println!(
+        "\n== paired ratio: engine vs raw pwrite+fdatasync of the same bytes, alternating rounds"
+    );
     for (batch, rounds, per_round) in [(1usize, 40, 100), (100, 40, 50), (1000, 40, 25)] {
         let (log_mb, raw_mb, ratio) = paired_ratio(batch, rounds, per_round);
         println!(

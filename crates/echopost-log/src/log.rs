@@ -380,6 +380,12 @@ impl Log {
             .ok_or_else(|| Error::Locked { dir: dir.clone() })?;
 
         let layout = recovery::analyze(&*fs, &dir)?;
+        // A killed process may have left directory entries that are not durable: a segment
+        // it created, the cursor it renamed, when their directory sync never ran. Repairs
+        // and new records build on them (e.g. a completed roll's seal names the new
+        // segment), so make them durable before anything else.
+        fs.sync_dir(&dir)
+            .map_err(|e| Error::io("sync directory", &dir, e))?;
         let mut report = RecoveryReport {
             acked: layout.acked,
             next_seq: layout.next_seq,
@@ -463,6 +469,17 @@ impl Log {
             }
         };
 
+        // The seal of the segment a killed process was rolling away from may be in the page
+        // cache only (the roll's sync failed); new records will depend on it.
+        if let Some(prev) = sealed.back()
+            && !report.completed_roll
+        {
+            let path = segment::segment_path(&dir, prev.first_seq);
+            fs.open(&path, OpenMode::ReadWrite)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
+
         let segment_bytes = opts.effective_segment_bytes();
         let disk_bytes = sealed.iter().map(|s| s.len).sum::<u64>() + active.len;
         let state = State {
@@ -510,6 +527,30 @@ impl Log {
     /// Appends `records` as one atomic batch and returns their sequences. Returns when the
     /// batch is durable under the sync policy.
     pub fn append<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Appended> {
+        self.append_inner(records, self.inner.opts.sync == SyncPolicy::Always)
+    }
+
+    /// Writes `records` as one atomic batch and returns their sequences *without* waiting
+    /// for durability, whatever the sync policy. The batch is not safe until a later
+    /// [`Log::wait_durable`] (or [`Log::sync_now`]) covering `last_seq` returns Ok; only
+    /// then may it be acknowledged to anyone.
+    ///
+    /// This lets one thread write many batches back to back and make them all durable
+    /// with a single `fdatasync` (how the daemon group-commits requests without a thread
+    /// per request), and lets a stream of batches be pipelined while keeping its order.
+    pub fn append_nowait<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Appended> {
+        self.append_inner(records, false)
+    }
+
+    /// Blocks until every sequence up to and including `seq` is durable, syncing if
+    /// needed (group-committed with concurrent appenders). Fails if the log is poisoned.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let st = self.inner.lock_state();
+        let target = seq.saturating_add(1).min(st.next_seq);
+        self.inner.wait_durable(st, target)
+    }
+
+    fn append_inner<R: AsRef<[u8]>>(&self, records: &[R], wait: bool) -> Result<Appended> {
         if records.is_empty() {
             return Err(Error::EmptyBatch);
         }
@@ -583,9 +624,8 @@ impl Log {
             first_seq,
             last_seq: st.next_seq - 1,
         };
-        match inner.opts.sync {
-            SyncPolicy::Always => inner.wait_durable(st, appended.last_seq + 1)?,
-            SyncPolicy::Interval(_) | SyncPolicy::Never => drop(st),
+        if wait {
+            inner.wait_durable(st, appended.last_seq + 1)?;
         }
         Ok(appended)
     }
@@ -711,7 +751,14 @@ impl Log {
     }
 
     fn stop_syncer(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
+        {
+            // Raise the flag under the state lock: the syncer tests it under that lock right
+            // before it waits, so it either sees the flag or is already waiting when the
+            // notification comes. (Raised without the lock, the notification could fall
+            // between its test and its wait, and closing would hang for a whole interval.)
+            let _st = self.inner.lock_state();
+            self.inner.stop.store(true, Ordering::SeqCst);
+        }
         self.inner.changed.notify_all();
         if let Some(h) = self.syncer.take() {
             let _ = h.join();
@@ -726,9 +773,10 @@ impl Drop for Log {
 }
 
 impl Inner {
-    /// Deletes sealed segments whose records are all acknowledged. The cursor covering
-    /// them is already durable, so a crash at any point here only leaves extra files that
-    /// the next call (or the next open) removes.
+    /// Deletes sealed segments whose records are all acknowledged, oldest first. The cursor
+    /// covering them is already durable, so a crash (or a failed removal) at any point here
+    /// only leaves extra files at the front of the log that the next call (or the next open)
+    /// removes.
     fn delete_acked_segments(&self) -> Result<usize> {
         let doomed: Vec<SealedSegment> = {
             let mut st = self.lock_state();
@@ -750,12 +798,23 @@ impl Inner {
             }
             out
         };
-        for s in &doomed {
+        for (i, s) in doomed.iter().enumerate() {
             let path = segment::segment_path(&self.dir, s.first_seq);
             match self.fs.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", path, e)),
+                Err(e) => {
+                    // Segments go strictly oldest first, so the files on disk always chain
+                    // without a gap. Put back the ones still there, to be retried by the
+                    // next call (deleting younger ones now would leave this one stranded
+                    // before a gap, which the next open would rightly call corruption).
+                    let mut st = self.lock_state();
+                    for s in doomed[i..].iter().rev() {
+                        st.disk_bytes += s.len;
+                        st.sealed.push_front(*s);
+                    }
+                    return Err(Error::io("remove", path, e));
+                }
             }
         }
         if !doomed.is_empty() {

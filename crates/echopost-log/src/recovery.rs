@@ -18,7 +18,8 @@
 //!   was being created); it is re-created empty.
 //! * **interrupted roll**: the second-to-last segment is unsealed and the last is empty.
 //!   A roll syncs the old segment, creates and syncs the new one, then writes the seal; a
-//!   crash before the seal leaves exactly this. The seal is written.
+//!   crash before the seal is durable leaves exactly this, possibly with a torn prefix of
+//!   the seal (never anything else) after the last frame. The seal is written.
 //! * fully acknowledged segments whose deletion had not reached the disk, and a stale
 //!   `cursor.tmp`: removed.
 
@@ -128,6 +129,27 @@ fn read_seal(file: &dyn FileHandle, path: &Path, len: u64) -> Result<u64> {
     }
 }
 
+/// True if the bytes of `file` from `at` to its end (`len`) are a strict, non-empty prefix
+/// of the seal naming `successor`: what a crash leaves when it tears the seal of a roll.
+fn is_torn_seal(
+    file: &dyn FileHandle,
+    path: &Path,
+    at: u64,
+    len: u64,
+    successor: u64,
+) -> Result<bool> {
+    let seal = frame::encode_seal(successor);
+    let Some(n) = len
+        .checked_sub(at)
+        .filter(|&n| n > 0 && n < seal.len() as u64)
+    else {
+        return Ok(false);
+    };
+    let mut b = vec![0u8; n as usize];
+    read_exact_at(file, &mut b, at).map_err(|e| Error::io("read", path, e))?;
+    Ok(b[..] == seal[..n as usize])
+}
+
 /// Invalid bytes at the end of a segment that no valid frame follows.
 #[derive(Debug, Clone)]
 pub struct TailDamage {
@@ -214,7 +236,7 @@ pub fn scan_segment(
                     return Err(Error::corrupt(&path, offset, CorruptionKind::DataAfterSeal));
                 }
                 let seqs = header_seqs_at(&scanner, offset)?;
-                if let Some(valid_at) = scanner.find_valid_frame_after(offset)? {
+                if let Some(valid_at) = scanner.find_valid_frame_after(offset, out.next_seq)? {
                     return Err(Error::corrupt(
                         &path,
                         offset,
@@ -280,9 +302,12 @@ pub fn analyze(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
             match read_seal(&*file, &path, seg.len) {
                 Ok(next) => next,
                 Err(Error::Corruption(_)) => {
-                    // Possibly an interrupted roll: the whole segment must be clean.
+                    // Possibly an interrupted roll: the whole segment must be clean, except
+                    // that the seal write itself may have been torn by the crash.
                     let scan = scan_segment(fs, dir, seg, false)?;
-                    if let Some(t) = scan.torn {
+                    if let Some(t) = scan.torn
+                        && !is_torn_seal(&*file, &path, t.offset, seg.len, successor)?
+                    {
                         return Err(Error::corrupt(path, t.offset, t.kind));
                     }
                     if scan.sealed.is_some() {

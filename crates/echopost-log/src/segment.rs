@@ -257,11 +257,23 @@ impl FrameScanner {
         self.pos = pos;
     }
 
-    /// Offset of the first valid frame strictly after `after` and before `limit`, if any.
-    /// This is what separates a torn tail (nothing valid follows the damage) from
-    /// corruption (valid data follows it). It looks at every offset where the frame magic
-    /// appears, so it costs one pass over the rest of the segment.
-    pub fn find_valid_frame_after(&mut self, after: u64) -> Result<Option<u64>> {
+    /// Offset of the first valid frame strictly after `after` and before `limit` that
+    /// could follow the damage at `after` in this log: one whose first sequence is at least
+    /// `min_first_seq`, the sequence the damaged frame should have carried. This is what
+    /// separates a torn tail (nothing valid follows the damage) from corruption (valid data
+    /// follows it). A valid frame announcing an earlier sequence cannot come after the
+    /// damaged one; it can only be bytes inside a record (a record may hold anything,
+    /// including a copy of a frame), e.g. in the body of a torn last frame, so it is not
+    /// counted. Every frame really following the damage carries a sequence at least
+    /// `min_first_seq`, so none is overlooked.
+    ///
+    /// It looks at every offset where the frame magic appears, so it costs one pass over
+    /// the rest of the segment.
+    pub fn find_valid_frame_after(
+        &mut self,
+        after: u64,
+        min_first_seq: u64,
+    ) -> Result<Option<u64>> {
         let mut at = after + 1;
         while at + FRAME_HEADER_LEN as u64 <= self.limit {
             self.pos = at;
@@ -281,7 +293,9 @@ impl FrameScanner {
             };
             let candidate = at + i as u64;
             self.pos = candidate;
-            if let Scanned::Frame { .. } = self.next_frame()? {
+            if let Scanned::Frame { header, .. } = self.next_frame()?
+                && header.first_seq >= min_first_seq
+            {
                 return Ok(Some(candidate));
             }
             at = candidate + 1;

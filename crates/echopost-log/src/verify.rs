@@ -82,7 +82,9 @@ pub fn verify_with_fs(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<
                     ));
                 }
             }
-            if let Some(t) = scan.torn {
+            if let Some(t) = scan.torn
+                && !(unfinished && layout.unfinished_seal_at == Some(t.offset))
+            {
                 return Err(Error::corrupt(path, t.offset, t.kind));
             }
         }

@@ -456,3 +456,29 @@ fn open_time_does_not_depend_on_sealed_segments_contents() {
         "{open_ops} operations for {segments} segments"
     );
 }
+
+#[test]
+fn append_nowait_is_durable_only_after_wait_durable() {
+    let fs = SimFs::new(9);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    let a = log.append_nowait(&[b"one"]).unwrap();
+    let b = log.append_nowait(&[&b"two"[..], b"three"]).unwrap();
+    assert_eq!((a.first_seq, b.first_seq, b.last_seq), (1, 2, 3));
+    assert_eq!(log.stats().durable_next, 1, "nothing synced yet");
+    log.wait_durable(b.last_seq).unwrap();
+    assert_eq!(log.stats().durable_next, 4);
+    log.append_nowait(&[b"not synced"]).unwrap();
+    drop(log);
+    fs.crash(false);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    let got: Vec<Vec<u8>> = read_all(&log, 1, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.data)
+        .collect();
+    assert_eq!(
+        got,
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+    assert_eq!(log.append(&[b"four"]).unwrap().first_seq, 4);
+}

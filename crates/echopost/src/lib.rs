@@ -17,6 +17,7 @@
 //! | [`socket`] | the UNIX listener: permissions, stale sockets, peer credentials per connection |
 //! | [`peer`] | who may talk to the daemon (the uid decision and the tower layer enforcing it) |
 //! | [`platform`] | the only platform-specific code (`cfg`-gated): peer uid, default directory |
+//! | [`committer`] | one thread that writes queued appends and group-commits them with one `fdatasync` |
 //! | [`gate`] | the ingest gate that makes "acknowledged then lost" impossible at exit |
 //! | [`limits`] | message and record size limits, and the status mapping of oversized requests |
 //! | [`server`] | the `echopost.v1.EchoPost` gRPC service |
@@ -25,6 +26,7 @@
 //! | [`replay`] | replay to the main server (the replayer's seam) |
 
 pub mod cli;
+pub mod committer;
 pub mod config;
 pub mod exit;
 pub mod gate;

@@ -330,7 +330,7 @@ async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<echopost_log::Error>(4);
 
-    let ingest = Arc::new(Ingest::new(
+    let ingest = match Ingest::new(
         Arc::clone(&log),
         Arc::clone(&gate),
         config.max_record_bytes,
@@ -347,7 +347,10 @@ async fn serve(
         },
         fatal_tx,
         shutdown_rx.clone(),
-    ));
+    ) {
+        Ok(i) => Arc::new(i),
+        Err(e) => return StopReason::Server(format!("cannot start the commit thread: {e}")),
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

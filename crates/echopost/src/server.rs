@@ -46,6 +46,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::committer::{Chain, CommitError, Committer, PendingAppend};
 use crate::gate::{AppendGate, GateClosed};
 use crate::limits;
 use crate::rates::{self, RateMeter};
@@ -97,6 +98,16 @@ pub struct Ingest {
     full_reported: AtomicBool,
     /// A fatal storage error was already logged.
     fatal_reported: AtomicBool,
+    /// Writes and group-commits every append (see [`crate::committer`]).
+    committer: Committer,
+}
+
+/// An append queued to the committer, with the figures needed to report its outcome.
+#[derive(Debug)]
+pub struct QueuedAppend {
+    pending: PendingAppend,
+    records: usize,
+    bytes: usize,
 }
 
 impl Ingest {
@@ -110,8 +121,10 @@ impl Ingest {
         info: StaticInfo,
         fatal: mpsc::Sender<echopost_log::Error>,
         shutdown: watch::Receiver<bool>,
-    ) -> Ingest {
-        Ingest {
+    ) -> std::io::Result<Ingest> {
+        // The thread stops by itself once this `Ingest` (the only sender) is dropped.
+        let (committer, _thread) = Committer::start(Arc::clone(&log))?;
+        Ok(Ingest {
             log,
             gate,
             max_record_bytes,
@@ -122,11 +135,24 @@ impl Ingest {
             shutdown,
             full_reported: AtomicBool::new(false),
             fatal_reported: AtomicBool::new(false),
-        }
+            committer,
+        })
     }
 
     /// Validates, encodes and stores one request. See the module documentation.
     pub async fn append(&self, req: AppendRequest) -> Result<AppendResponse, Status> {
+        let queued = self.enqueue(req, None).await?;
+        self.finish(queued).await
+    }
+
+    /// Validates and encodes one request and queues it for the committer. Requests are
+    /// stored in the order they are queued; `chain` links the requests of one stream so
+    /// that none is stored after one of them failed.
+    pub async fn enqueue(
+        &self,
+        req: AppendRequest,
+        chain: Option<Chain>,
+    ) -> Result<QueuedAppend, Status> {
         let records = encode_batch(req.records, self.max_record_bytes, now_unix_nanos())?;
         let pass = self
             .gate
@@ -134,20 +160,32 @@ impl Ingest {
             .map_err(|e: GateClosed| Status::unavailable(e.to_string()))?;
         let count = records.len();
         let bytes: usize = records.iter().map(Vec::len).sum();
-        let log = Arc::clone(&self.log);
-        let res = tokio::task::spawn_blocking(move || {
-            // Held until the engine returned, even if the client is gone meanwhile.
-            let _pass = pass;
-            log.append(&records)
+        let pending = self
+            .committer
+            .enqueue(records, pass, chain)
+            .await
+            .map_err(|e| self.commit_error(e, count, bytes))?;
+        Ok(QueuedAppend {
+            pending,
+            records: count,
+            bytes,
         })
-        .await;
-        match res {
-            Ok(Ok(a)) => {
+    }
+
+    /// Waits for a queued append to be stored and turns the outcome into the answer.
+    pub async fn finish(&self, queued: QueuedAppend) -> Result<AppendResponse, Status> {
+        let QueuedAppend {
+            pending,
+            records,
+            bytes,
+        } = queued;
+        match pending.wait().await {
+            Ok(a) => {
                 self.full_reported.store(false, Ordering::Relaxed);
                 tracing::trace!(
                     first = a.first_seq,
                     last = a.last_seq,
-                    records = count,
+                    records,
                     bytes,
                     "stored"
                 );
@@ -156,11 +194,15 @@ impl Ingest {
                     last_sequence: a.last_seq,
                 })
             }
-            Ok(Err(e)) => Err(self.storage_error(e, count, bytes)),
-            Err(join) => {
-                tracing::error!(error = %join, records = count, bytes, "append task failed");
-                Err(Status::internal(format!("append failed: {join}")))
-            }
+            Err(e) => Err(self.commit_error(e, records, bytes)),
+        }
+    }
+
+    fn commit_error(&self, e: CommitError, records: usize, bytes: usize) -> Status {
+        match e {
+            CommitError::Log(e) => self.storage_error(e, records, bytes),
+            CommitError::Stopped => Status::unavailable(GateClosed.to_string()),
+            CommitError::ChainBroken => Status::aborted(CommitError::ChainBroken.to_string()),
         }
     }
 
@@ -399,20 +441,41 @@ impl EchoPost for EchoPostService {
             }
         });
 
-        // Appender: stores in order, answers in order, stops at the first error.
+        // Queuer: hands requests to the committer in order without waiting for each to be
+        // durable (pipelining), so one stream's requests share fsyncs. The chain makes the
+        // committer refuse everything queued behind a failed request.
+        let (queued_tx, mut queued_rx) =
+            mpsc::channel::<Result<QueuedAppend, Status>>(STREAM_QUEUE);
         let ingest = Arc::clone(&self.inner);
+        let out_closed = out_tx.clone();
         tokio::spawn(async move {
+            let chain = Chain::default();
             while let Some(item) = work_rx.recv().await {
-                let resp = match item {
+                let queued = match item {
                     Ok((req, permit)) => {
-                        if out_tx.is_closed() {
+                        if out_closed.is_closed() {
                             // The client is gone: nothing more is stored for it.
                             break;
                         }
-                        let r = ingest.append(req).await;
+                        let q = ingest.enqueue(req, Some(chain.clone())).await;
                         drop(permit);
-                        r
+                        q
                     }
+                    Err(s) => Err(s),
+                };
+                let last = queued.is_err();
+                if queued_tx.send(queued).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+
+        // Answerer: answers in order, stops at the first error.
+        let ingest = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            while let Some(item) = queued_rx.recv().await {
+                let resp = match item {
+                    Ok(q) => ingest.finish(q).await,
                     Err(s) => Err(s),
                 };
                 let last = resp.is_err();
@@ -571,7 +634,8 @@ mod tests {
             },
             fatal_tx,
             shutdown_rx,
-        );
+        )
+        .unwrap();
         (ingest, fatal_rx)
     }
 
