@@ -41,9 +41,12 @@ async fn post_to_main_server(addr: &str, body: &[u8]) -> std::io::Result<()> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let main_server = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
-    let dir = args
-        .next()
-        .unwrap_or_else(|| std::env::temp_dir().join("echopost-demo").display().to_string());
+    let dir = args.next().unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join("echopost-demo")
+            .display()
+            .to_string()
+    });
 
     let mut settings = DaemonSettings::new(&dir);
     settings.upstream = Some(format!("http://{main_server}"));
@@ -59,7 +62,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         id: format!("event-{i}"),
                         stream: "events".into(),
                         payload: body,
-                        headers: [("content-type".to_owned(), "application/json".to_owned())].into(),
+                        headers: [("content-type".to_owned(), "application/json".to_owned())]
+                            .into(),
                         route: "POST /events".into(),
                         timestamp_unix_nanos: 0,
                     }])

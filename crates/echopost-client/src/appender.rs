@@ -43,10 +43,16 @@ pub struct Appender {
 }
 
 impl Appender {
-    pub(crate) async fn open(mut rpc: EchoPostClient<Channel>, window: usize) -> Result<Self, ClientError> {
+    pub(crate) async fn open(
+        mut rpc: EchoPostClient<Channel>,
+        window: usize,
+    ) -> Result<Self, ClientError> {
         let window = window.max(1);
         let (tx, rx) = mpsc::channel(window);
-        let acks = rpc.append_stream(ReceiverStream::new(rx)).await?.into_inner();
+        let acks = rpc
+            .append_stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
         Ok(Appender {
             tx: Some(tx),
             acks,
@@ -67,9 +73,13 @@ impl Appender {
         })?;
         if tx.send(AppendRequest { records }).await.is_err() {
             // The request stream is gone: the call failed. Surface its status if any.
-            return Err(self.receive().await.err().unwrap_or(ClientError::StreamClosed {
-                unacknowledged: self.in_flight + 1,
-            }));
+            return Err(self
+                .receive()
+                .await
+                .err()
+                .unwrap_or(ClientError::StreamClosed {
+                    unacknowledged: self.in_flight + 1,
+                }));
         }
         self.in_flight += 1;
         Ok(())

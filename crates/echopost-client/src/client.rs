@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use echopost_proto::v1::echo_post_client::EchoPostClient;
-use echopost_proto::v1::{AppendRequest, ReadRequest, Record, StatusRequest, StatusResponse, StoredRecord};
+use echopost_proto::v1::{
+    AppendRequest, ReadRequest, Record, StatusRequest, StatusResponse, StoredRecord,
+};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -111,12 +113,21 @@ impl Client {
 
     /// The daemon's figures: backlog, disk use, upstream state, delivery rate, ...
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
-        Ok(self.rpc.clone().status(StatusRequest {}).await?.into_inner())
+        Ok(self
+            .rpc
+            .clone()
+            .status(StatusRequest {})
+            .await?
+            .into_inner())
     }
 
     /// Up to `limit` stored records from `from_sequence` on (0: from the oldest
     /// undelivered one), without consuming them.
-    pub async fn read(&self, from_sequence: u64, limit: u32) -> Result<Vec<StoredRecord>, ClientError> {
+    pub async fn read(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>, ClientError> {
         let mut stream = self
             .rpc
             .clone()

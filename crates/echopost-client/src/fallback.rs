@@ -13,6 +13,14 @@
 //! daemon (or one that answers `UNAVAILABLE` while it shuts down, which means the append
 //! was not stored) and starts a new one. Retrying in these cases cannot lose or duplicate
 //! data: nothing was acknowledged.
+//!
+//! # Why it may start the daemon more than once
+//! The daemon holding the lock when ours exited with code 3 is not necessarily one that is
+//! starting: it may be one on its way out (its linger time passed, it closed its socket
+//! and is syncing before it releases the lock). Waiting for *that* one to answer would
+//! wait forever. So while nothing answers, the helper looks at the lock itself: once no
+//! process holds it, nobody is starting a daemon, and it starts another one. The lock
+//! still guarantees that at most one of them runs.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -31,6 +39,10 @@ const EXIT_LOCKED: i32 = 3;
 const POLL: Duration = Duration::from_millis(25);
 /// How many times one append starts or reconnects to a daemon before giving up.
 const ATTEMPTS: usize = 4;
+/// Least time between two starts by one helper while it waits for a daemon to answer.
+const RESPAWN_PACE: Duration = Duration::from_millis(200);
+/// Name of the daemon's lock file in its directory (`echopost_log::LOCK_FILE`).
+const LOCK_FILE: &str = "LOCK";
 
 /// How to start the daemon when none answers. Mirrors `echopost run`'s flags.
 #[derive(Debug, Clone)]
@@ -74,10 +86,14 @@ impl DaemonSettings {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("run").arg("--dir").arg(&self.dir);
-        if let Some(s) = &self.socket {
-            cmd.arg("--socket").arg(s);
-        }
+        // The socket is always passed explicitly: the helper waits on `socket_path()`, so
+        // an `ECHOPOST_SOCKET` in the application's environment must not move the daemon
+        // elsewhere.
+        cmd.arg("run")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--socket")
+            .arg(self.socket_path());
         if let Some(u) = &self.upstream {
             cmd.arg("--upstream").arg(u);
         }
@@ -143,10 +159,16 @@ impl Fallback {
     }
 
     /// Stores `records` as one atomic batch through the directory's daemon, starting it if
-    /// needed. Retries when the daemon is gone or shutting down (nothing was stored then).
+    /// needed. Retries when the daemon is gone or shutting down (nothing was stored then),
+    /// a few times and for up to the start timeout: a daemon in the middle of its linger
+    /// exit refuses appends while still answering health checks for a moment, and a busy
+    /// machine can stretch that moment past a fixed number of quick retries.
     pub async fn append(&self, records: Vec<Record>) -> Result<Appended, ClientError> {
         let mut last = None;
-        for _ in 0..ATTEMPTS {
+        let deadline = Instant::now() + self.settings.start_timeout;
+        let mut attempt = 0;
+        while attempt < ATTEMPTS || Instant::now() < deadline {
+            attempt += 1;
             let client = self.ensure_running().await?;
             match client.append(records.clone()).await {
                 Ok(a) => return Ok(a),
@@ -161,28 +183,41 @@ impl Fallback {
         Err(last.unwrap_or(ClientError::StreamClosed { unacknowledged: 1 }))
     }
 
-    async fn start_and_wait(&self, socket: &Path) -> Result<Client, ClientError> {
+    fn spawn(&self) -> Result<Arc<Mutex<Option<ExitStatus>>>, ClientError> {
         let s = &self.settings;
         let child = s.command().spawn().map_err(|e| ClientError::Spawn {
             binary: s.binary.clone(),
             source: e,
         })?;
-        let exited = reap_in_background(child);
-        let deadline = Instant::now() + s.start_timeout;
+        Ok(reap_in_background(child))
+    }
+
+    async fn start_and_wait(&self, socket: &Path) -> Result<Client, ClientError> {
+        let s = &self.settings;
+        let mut exited = self.spawn()?;
+        let mut spawned_at = Instant::now();
+        let deadline = spawned_at + s.start_timeout;
         loop {
             if let Some(c) = try_healthy(socket).await {
                 return Ok(c);
             }
             let status = exited.lock().ok().and_then(|g| *g);
-            if let Some(st) = status
-                && st.code() != Some(EXIT_LOCKED)
-            {
-                // Exit 3 means another process's daemon holds the directory: keep waiting
-                // for it. Anything else is a real failure to start.
-                return Err(ClientError::DaemonExited {
-                    status: st.to_string(),
-                    dir: s.dir.clone(),
-                });
+            if let Some(st) = status {
+                if st.code() != Some(EXIT_LOCKED) {
+                    // Anything but exit 3 is a real failure to start.
+                    return Err(ClientError::DaemonExited {
+                        status: st.to_string(),
+                        dir: s.dir.clone(),
+                    });
+                }
+                // Exit 3: another process's daemon held the directory. Keep waiting for it
+                // while it holds the lock; once the lock is free and still nothing
+                // answers, that daemon was leaving, not starting (see the module
+                // documentation): start one again.
+                if !lock_is_held(&s.dir) && spawned_at.elapsed() >= RESPAWN_PACE {
+                    exited = self.spawn()?;
+                    spawned_at = Instant::now();
+                }
             }
             if Instant::now() >= deadline {
                 return Err(ClientError::StartTimeout {
@@ -198,9 +233,26 @@ impl Fallback {
 
 /// Connects to `socket` and checks health; `None` unless the daemon is serving.
 async fn try_healthy(socket: &Path) -> Option<Client> {
-    let channel = unix_channel(socket, Duration::from_millis(500)).await.ok()?;
+    let channel = unix_channel(socket, Duration::from_millis(500))
+        .await
+        .ok()?;
     let c = Client::from_channel(socket.to_path_buf(), channel);
     c.is_serving().await.then_some(c)
+}
+
+/// True if some process holds the daemon's lock on `dir` (or it cannot be told). Probes
+/// with a non-blocking `flock`, the lock the engine takes, released at once.
+fn lock_is_held(dir: &Path) -> bool {
+    let file = match std::fs::File::open(dir.join(LOCK_FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => true,
+    }
 }
 
 /// Waits for the child on a thread so it never lingers as a zombie while the application

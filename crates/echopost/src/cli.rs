@@ -26,14 +26,96 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands. Each further operator command becomes one more variant here.
+/// The subcommands: the daemon itself (`run`) and the operator commands, which share its
+/// `--dir` / `--socket` flags through [`DirArgs`] and are implemented in
+/// [`crate::commands`].
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: accept records on the UNIX socket, store them durably, replay them
     /// to --upstream, and exit once everything is delivered.
     #[command(after_help = RUN_EXIT_CODES)]
     Run(RunArgs),
+
+    /// Show the backlog, its age, disk use, upstream state, delivery rate and time to drain.
+    ///
+    /// Asks the running daemon; when none answers, reads the directory offline (and says
+    /// so: the upstream state and the delivery rate are then unknown).
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    Status(StatusArgs),
+
+    /// Print stored records as JSON lines, without consuming them.
+    ///
+    /// One JSON object per record, oldest first. The payload is printed as UTF-8 text when
+    /// it is valid UTF-8, as base64 otherwise (`payload_encoding` says which). Reads through
+    /// the running daemon, or offline from the directory when none answers; a summary goes
+    /// to stderr (not with --json).
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    Inspect(InspectArgs),
+
+    /// Check every byte of the log: exit 0 when intact, 4 (with file, offset, reason) when not.
+    ///
+    /// Scans every segment (checksums, sequence continuity, seals, cursor) and the
+    /// dead-letter log. On damage, prints the file, the byte offset, the reason and what to
+    /// do next. Only reads and takes no lock: safe beside a running daemon.
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    Verify(VerifyArgs),
+
+    /// Append records from stdin or a file, one per line; print the sequences they got.
+    ///
+    /// For scripts and tests. With --start-daemon, a daemon is started for --dir when none
+    /// answers (exactly one, however many senders do this at once).
+    #[command(after_help = SEND_AFTER_HELP)]
+    Send(SendArgs),
+
+    /// Load generator: ingest and drain throughput, append latency, daemon memory.
+    ///
+    /// Appends from concurrent producers to a daemon it starts (or to the one on
+    /// --socket), prints records/s, MB/s and p50/p90/p99/p99.9 append latency, then drains
+    /// the backlog into a built-in no-op sink and prints the drain rate, and the daemon's
+    /// peak RSS in both phases.
+    #[command(after_help = BENCH_AFTER_HELP)]
+    Bench(BenchArgs),
+
+    /// List or requeue dead letters: records the main server rejected permanently.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
 }
+
+/// Shown under `echopost send --help`.
+pub const SEND_AFTER_HELP: &str = "\
+Each line (without its line ending) is one record's payload; a batch of --batch lines is
+stored atomically by one append. A partial batch is sent once input pauses for 100 ms, so
+`tail -f app.log | echopost send` works.
+
+Examples:
+  printf 'a\\nb\\n' | echopost send --stream demo
+  echopost send --file events.jsonl --id-prefix import-7- --header source=import
+  echopost send --start-daemon -- --upstream grpc://main:9000 --linger 1m
+
+Exit codes:
+  0  every record was stored
+  2  usage error, or no daemon answers (start one, or pass --start-daemon)
+  5  the daemon refused a batch (the message says which and why); earlier batches stay stored";
+
+/// Shown under `echopost bench --help`.
+pub const BENCH_AFTER_HELP: &str = "\
+Without --socket the bench starts `echopost run` itself (this very binary) in --dir, or in a
+temporary directory that is removed afterwards, with a built-in no-op sink on 127.0.0.1 as
+its upstream. The sink reports NOT_SERVING while ingesting, so records pile up, then
+SERVING: the drain phase times the replay of the whole backlog. The daemon's peak RSS is
+read from /proc (Linux) separately for both phases. With --socket the bench appends to
+that daemon and only times a drain if it has an upstream.
+
+Examples: one client with batches of 1000, 64 clients with single records, and the
+daemon's memory while ingesting and replaying a 2 GiB backlog:
+  echopost bench --producers 1 --batch 1000 --record-bytes 256 --duration 30s
+  echopost bench --producers 64 --batch 1 --record-bytes 256 --duration 30s
+  echopost bench --total-bytes 2GiB --batch 1000 --window 4
+
+Exit codes:
+  0  done
+  2  usage error
+  5  the daemon failed to start, refused appends, or the drain stalled";
 
 /// The exit codes of `echopost run`, shown under its `--help`.
 pub const RUN_EXIT_CODES: &str = "\
@@ -56,6 +138,181 @@ pub struct DirArgs {
     /// UNIX socket the daemon listens on. Default: DIR/echopost.sock.
     #[arg(long, env = "ECHOPOST_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+}
+
+/// Flags of `echopost status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `echopost inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// First sequence to print. Default (and at the earliest): the oldest record not yet
+    /// delivered.
+    #[arg(long, value_name = "SEQ")]
+    pub from: Option<u64>,
+
+    /// Most records to print; 0 prints every stored record from --from on.
+    #[arg(long, value_name = "N", default_value = "100")]
+    pub limit: u64,
+
+    /// Print only the JSON lines, without the summary on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `echopost verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `echopost send`.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Read the records from FILE instead of stdin (`-` is stdin).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Records per append (each append is stored atomically). A batch also ends at 4 MiB.
+    #[arg(long, value_name = "N", default_value = "100",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+
+    /// The records' stream (a logical channel, opaque to EchoPost).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub stream: String,
+
+    /// The records' route, for a verbatim replay: "METHOD /path" (HTTP) or
+    /// "/pkg.Service/Method" (gRPC).
+    #[arg(long, value_name = "ROUTE", default_value = "")]
+    pub route: String,
+
+    /// Give each record the id PREFIX<line number> (1-based), e.g. `import-7-` gives
+    /// `import-7-1`, `import-7-2`, ... Without it, ids are empty.
+    #[arg(long, value_name = "PREFIX")]
+    pub id_prefix: Option<String>,
+
+    /// A header for every record, as NAME=VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_key_value)]
+    pub headers: Vec<(String, String)>,
+
+    /// If no daemon answers, start `echopost run` for --dir (detached; it exits by itself
+    /// once drained). Any number of senders may do this at once: exactly one daemon runs.
+    #[arg(long)]
+    pub start_daemon: bool,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// `echopost run` flags for a daemon started by --start-daemon, after `--`
+    /// (e.g. `-- --upstream grpc://main:9000 --linger 1m`).
+    #[arg(last = true, value_name = "RUN_FLAGS")]
+    pub run_flags: Vec<String>,
+}
+
+/// Flags of `echopost bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// `--dir`: where the daemon started by the bench keeps its log (default: a temporary
+    /// directory, removed afterwards). `--socket`: benchmark the daemon already running
+    /// there instead of starting one.
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Concurrent producers, each with its own connection.
+    #[arg(long, value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub producers: u32,
+
+    /// Records per append.
+    #[arg(long, value_name = "N", default_value = "1000",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch: u32,
+
+    /// Payload bytes per record, e.g. `256` or `4KiB`.
+    #[arg(long, value_name = "BYTES", default_value = "256", value_parser = parse_size)]
+    pub record_bytes: u64,
+
+    /// Appends each producer keeps in flight: 1 sends one `Append` and waits for its
+    /// acknowledgement; more pipelines over one `AppendStream`.
+    #[arg(long, value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub window: u32,
+
+    /// How long to append, e.g. `30s`. Default 10s unless --total-bytes is given.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop appending after this much payload, e.g. `2GiB` (with --duration, whichever
+    /// comes first).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub total_bytes: Option<u64>,
+
+    /// Sync policy of the daemon the bench starts (see `echopost run --sync`).
+    #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_sync)]
+    pub sync: SyncPolicy,
+
+    /// Stop after the ingest phase: no drain.
+    #[arg(long)]
+    pub no_drain: bool,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `echopost dead-letters` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Print every dead letter not yet requeued: the record, why it was rejected, and when.
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    List(DeadLettersArgs),
+
+    /// Put every dead letter back at the end of the backlog, to be replayed again.
+    ///
+    /// The records keep their content and get new sequences. The daemon must be stopped:
+    /// this writes to the log it owns.
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    Requeue(DeadLettersArgs),
+}
+
+/// Flags of `echopost dead-letters list|requeue`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLettersArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Print JSON (lines for `list`, one object for `requeue`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `NAME=VALUE` (the value may contain `=`; the name must not be empty).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("invalid header {s:?}: expected NAME=VALUE")),
+    }
 }
 
 /// How replayed records are delivered (see `--sink`).
@@ -415,7 +672,9 @@ mod tests {
             "C: d, e",
         ])
         .unwrap();
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            panic!("expected run")
+        };
         assert_eq!(a.dirs.dir, Some(PathBuf::from("/tmp/x")));
         assert_eq!(a.sync, SyncPolicy::Interval(Duration::from_millis(50)));
         assert_eq!(a.max_disk, Some(10_000_000_000));

@@ -279,7 +279,9 @@ mod tests {
     fn args(extra: &[&str]) -> RunArgs {
         let mut v = vec!["echopost", "run", "--dir", "/tmp/ep-test"];
         v.extend_from_slice(extra);
-        let Command::Run(a) = Cli::try_parse_from(v).unwrap().command;
+        let Command::Run(a) = Cli::try_parse_from(v).unwrap().command else {
+            panic!("expected run")
+        };
         a
     }
 
@@ -300,7 +302,9 @@ mod tests {
 
     #[test]
     fn default_dir_comes_from_the_environment() {
-        let Command::Run(a) = Cli::try_parse_from(["echopost", "run"]).unwrap().command;
+        let Command::Run(a) = Cli::try_parse_from(["echopost", "run"]).unwrap().command else {
+            panic!("expected run")
+        };
         // ECHOPOST_DIR may be set in the test environment; only check the fallback.
         if a.dirs.dir.is_none() {
             let c = Config::from_run_args_with_env(&a, |k| {

@@ -24,8 +24,10 @@
 //! | [`rates`] | recent delivery rate for `Status` |
 //! | [`lifecycle`] | startup order, signals, linger exit, shutdown |
 //! | [`replay`] | replay to the main server (the replayer's seam) |
+//! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters` |
 
 pub mod cli;
+pub mod commands;
 pub mod committer;
 pub mod config;
 pub mod exit;

@@ -1,8 +1,8 @@
 //! `echopost`: parse the command line, run the chosen subcommand, exit with its code.
 //!
-//! Deliberately thin: the daemon lives in the library (`echopost::lifecycle`), so tests and
-//! future subcommands reuse it. Bad flags exit with code 2 (clap's usage-error code, which
-//! is also ours).
+//! Deliberately thin: the daemon lives in the library (`echopost::lifecycle`) and the
+//! operator subcommands in `echopost::commands`, so tests reuse them. Bad flags exit with
+//! code 2 (clap's usage-error code, which is also ours).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use echopost::cli::{Cli, Command, RunArgs};
+use echopost::commands::{self, finish};
 use echopost::config::Config;
 use echopost::lifecycle;
 
@@ -21,6 +22,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Status(args) => Ok(finish("status", commands::status::run(&args))),
+        Command::Inspect(args) => Ok(finish("inspect", commands::inspect::run(&args))),
+        Command::Verify(args) => Ok(finish("verify", commands::verify::run(&args))),
+        Command::Send(args) => Ok(finish("send", commands::send::run(&args))),
+        Command::Bench(args) => Ok(finish("bench", commands::bench::run(&args))),
+        Command::DeadLetters(cmd) => Ok(finish("dead-letters", commands::dead_letters::run(&cmd))),
     };
     match result {
         Ok(code) => code.into(),

@@ -398,3 +398,196 @@ pub fn code(s: ExitStatus) -> i32 {
         None => panic!("killed by signal {:?}", s.signal()),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Operator commands (`echopost status`, `inspect`, `verify`, `send`, `bench`, ...)
+
+/// What a finished `echopost` command printed, and its exit code.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Panics with everything the command printed unless it exited with `code`.
+    pub fn expect_code(self, code: i32) -> CliOutput {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// stdout parsed as one JSON document.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// stdout parsed as JSON lines.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
+            .collect()
+    }
+}
+
+/// How long one operator command may run in a test before it is killed.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `echopost ARGS...` with the `ECHOPOST_*` environment cleared.
+pub fn cli_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echopost"));
+    cmd.args(args);
+    for v in ENV_VARS {
+        cmd.env_remove(v);
+    }
+    cmd.env_remove("ECHOPOST_BIN");
+    cmd
+}
+
+/// Runs a prepared command to completion, feeding it `stdin`, with [`CLI_TIMEOUT`].
+pub fn run_command_output(mut cmd: Command, stdin: Option<&[u8]>) -> CliOutput {
+    use std::io::Write as _;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn echopost");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        let input = input.to_vec();
+        // A thread, so a command that stops reading cannot block the test.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let mut out_pipe = child.stdout.take().expect("stdout pipe");
+    let mut err_pipe = child.stderr.take().expect("stderr pipe");
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out_pipe.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err_pipe.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("echopost did not finish within {CLI_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    CliOutput {
+        code: code(status),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
+    }
+}
+
+/// Runs `echopost ARGS...` (blocking) and collects its output.
+pub fn echopost(args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    run_command_output(cli_command(args), stdin)
+}
+
+/// [`echopost`] on the blocking pool, for tests whose runtime must keep serving (an
+/// in-process upstream, for instance).
+pub async fn echopost_async(args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(<[u8]>::to_vec);
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        echopost(&refs, stdin.as_deref())
+    })
+    .await
+    .expect("the command's task")
+}
+
+/// Session logs of `dir` whose daemon got the directory lock (it logged "log recovered");
+/// daemons that lost a start race exit with code 3 before that line.
+pub fn daemons_that_ran(dir: &Path) -> usize {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter(|p| read_lossy(p).contains("log recovered"))
+        .count()
+}
+
+/// Waits until `path` no longer exists (a daemon removes its socket when it exits).
+pub async fn wait_gone(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} still exists after {timeout:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A daemon this test did not start as its child (e.g. started detached by the fallback
+/// helper): stopped with SIGTERM (SIGKILL if it must) when dropped.
+pub struct ForeignDaemon {
+    pub pid: i32,
+}
+
+impl ForeignDaemon {
+    /// True while the process runs (a zombie waiting for a parent that does not reap it
+    /// counts as gone).
+    pub fn alive(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks that the pid exists.
+        let exists = unsafe { libc::kill(self.pid, 0) == 0 };
+        let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+            })
+            .unwrap_or(false);
+        exists && !zombie
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the process to be gone.
+    pub async fn stop(&self, timeout: Duration) {
+        // SAFETY: plain kill(2) on a pid this test obtained from the daemon itself.
+        unsafe {
+            libc::kill(self.pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while self.alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for ForeignDaemon {
+    fn drop(&mut self) {
+        if self.alive() {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! `echopost dead-letters list|requeue`: the records the main server rejected for good.
+//!
+//! Both work on the dead-letter log in `DIR/dead-letters/` through
+//! [`crate::replay::dead_letters`], which owns its format and its crash-safety rules.
+//!
+//! * `list` reads it. The replayer holds that log only while it is writing dead letters,
+//!   so `list` works beside a running daemon; at the rare moment the replayer holds it,
+//!   the command says so (exit 3) and a retry succeeds.
+//! * `requeue` appends every dead letter's record to the *main* log (new sequences, same
+//!   content) and only then removes it from the dead-letter log. It needs the main log
+//!   itself, so it refuses to run while a daemon owns the directory (exit 3) instead of
+//!   racing it; the next `echopost run --upstream` replays the requeued records.
+
+use echopost_log::{Log, LogOptions};
+use serde::Serialize;
+
+use super::{
+    CommandError, CommandResult, RecordJson, Target, fmt_count, log_error, print_stdout, resolve,
+    utc_rfc3339,
+};
+use crate::cli::{DeadLettersArgs, DeadLettersCommand};
+use crate::exit::ExitCode;
+use crate::replay::dead_letters::{self, DeadLetterError};
+
+/// One dead letter in `list --json`: the record's fields, then why and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterJson {
+    #[serde(flatten)]
+    pub record: RecordJson,
+    pub reason: String,
+    pub dead_lettered_unix_nanos: i64,
+    pub dead_lettered_at: String,
+}
+
+/// Runs `echopost dead-letters ...`.
+pub fn run(cmd: &DeadLettersCommand) -> CommandResult {
+    match cmd {
+        DeadLettersCommand::List(a) => list(a),
+        DeadLettersCommand::Requeue(a) => requeue(a),
+    }
+}
+
+fn dl_error(target: &Target, e: DeadLetterError, locked_hint: &str) -> CommandError {
+    match e {
+        DeadLetterError::Log(echopost_log::Error::Locked { dir }) => CommandError::new(
+            ExitCode::Locked,
+            format!("{} is locked: {locked_hint}", dir.display()),
+        ),
+        DeadLetterError::Log(other) => log_error(target, other),
+        other @ (DeadLetterError::Decode { .. } | DeadLetterError::Empty { .. }) => {
+            CommandError::new(
+                ExitCode::Corruption,
+                format!(
+                    "{other}. Run `echopost verify --dir {}` for the full report",
+                    target.dir.display()
+                ),
+            )
+        }
+    }
+}
+
+fn list(args: &DeadLettersArgs) -> CommandResult {
+    let target = resolve(&args.dirs)?;
+    let letters = dead_letters::list(&target.dir).map_err(|e| {
+        dl_error(
+            &target,
+            e,
+            "the daemon's replayer is writing a dead letter right now; try again in a moment",
+        )
+    })?;
+    let mut out = String::new();
+    for l in &letters {
+        let (seq, record) = match &l.record {
+            Some(s) => (s.sequence, s.record.clone().unwrap_or_default()),
+            None => (0, Default::default()),
+        };
+        if args.json {
+            let line = DeadLetterJson {
+                record: RecordJson::new(seq, &record),
+                reason: l.reason.clone(),
+                dead_lettered_unix_nanos: l.dead_lettered_unix_nanos,
+                dead_lettered_at: utc_rfc3339(l.dead_lettered_unix_nanos),
+            };
+            out.push_str(
+                &serde_json::to_string(&line).map_err(|e| {
+                    CommandError::fatal(format!("cannot encode a dead letter: {e}"))
+                })?,
+            );
+            out.push('\n');
+        } else {
+            let (payload, encoding) = super::payload_text(&record.payload);
+            let mut shown: String = payload.chars().take(80).collect();
+            if shown.len() < payload.len() {
+                shown.push('…');
+            }
+            out.push_str(&format!(
+                "sequence {seq}  dead-lettered {}\n  reason   {}\n  record   id={:?} stream={:?} route={:?} payload({encoding})={shown:?}\n",
+                utc_rfc3339(l.dead_lettered_unix_nanos),
+                l.reason,
+                record.id,
+                record.stream,
+                record.route,
+            ));
+        }
+    }
+    if !args.json {
+        out.push_str(&if letters.is_empty() {
+            format!("no dead letters in {}\n", target.dir.display())
+        } else {
+            format!(
+                "{} dead letter(s); `echopost dead-letters requeue --dir {}` puts them back in the backlog\n",
+                fmt_count(letters.len() as u64),
+                target.dir.display()
+            )
+        });
+    }
+    print_stdout(&out)?;
+    Ok(ExitCode::Clean)
+}
+
+fn requeue(args: &DeadLettersArgs) -> CommandResult {
+    let target = resolve(&args.dirs)?;
+    let n = if dead_letters::dead_letter_dir(&target.dir).is_dir() {
+        let log = Log::open(&target.dir, LogOptions::default()).map_err(|e| match e {
+            echopost_log::Error::Locked { .. } => CommandError::new(
+                ExitCode::Locked,
+                format!(
+                    "a daemon owns {}: stop it first (requeue appends to the log the daemon is writing), then run requeue again; the next `echopost run --upstream` replays the requeued records",
+                    target.dir.display()
+                ),
+            ),
+            other => log_error(&target, other),
+        })?;
+        let res = dead_letters::requeue(&target.dir, &log).map_err(|e| {
+            dl_error(
+                &target,
+                e,
+                "another process is using the dead-letter log; try again in a moment",
+            )
+        });
+        let closed = log.close().map_err(|e| log_error(&target, e));
+        let n = res?;
+        closed?;
+        n
+    } else {
+        0
+    };
+    let text = if args.json {
+        format!("{}\n", serde_json::json!({ "requeued": n }))
+    } else if n == 0 {
+        format!("no dead letters to requeue in {}\n", target.dir.display())
+    } else {
+        format!(
+            "requeued {} record(s) at the end of the backlog of {}; the next `echopost run --upstream URL` replays them\n",
+            fmt_count(n as u64),
+            target.dir.display()
+        )
+    };
+    print_stdout(&text)?;
+    Ok(ExitCode::Clean)
+}
