@@ -69,7 +69,11 @@ fn decode(b: &[u8]) -> Result<u64, (u64, CorruptionKind)> {
     }
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[16..24]);
-    Ok(u64::from_le_bytes(a))
+    let acked = u64::from_le_bytes(a);
+    if acked >= crate::frame::MAX_SEQ {
+        return Err((16, CorruptionKind::InvalidHeader("sequence out of range")));
+    }
+    Ok(acked)
 }
 
 /// Reads the cursor: `Ok(None)` if there is none, a corruption error if it is damaged.

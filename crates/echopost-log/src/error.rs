@@ -151,7 +151,9 @@ pub enum CorruptionKind {
     MissingSeal,
     /// The last segment is sealed but the segment that must follow it does not exist.
     MissingSuccessor { expected_first_seq: u64 },
-    /// Segment files do not chain: records between two segments are missing.
+    /// Segment files do not chain: the segment named by the error ends at (its seal names)
+    /// `expected_first_seq`, but the next segment file starts at `found_first_seq` (0: the
+    /// file is gone). Records between them are missing.
     SegmentGap {
         expected_first_seq: u64,
         found_first_seq: u64,

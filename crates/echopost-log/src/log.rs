@@ -10,7 +10,8 @@
 //! N concurrent appenders cost about two `fdatasync`s, not N.
 //!
 //! # Invariants
-//! * `durable_next <= next_seq`; sequences below `durable_next` are on stable storage.
+//! * `durable_next <= next_seq <= frame::MAX_SEQ`; sequences below `durable_next` are on
+//!   stable storage.
 //! * Readers never see a record at or beyond `durable_next`, so a record is never
 //!   delivered and then lost in a power failure (its sequence would be reused).
 //! * `acked < durable_next`; the cursor file holds `acked` before any segment that
@@ -592,6 +593,11 @@ impl Log {
                 });
             }
         }
+        if u64::from(prepared.count) > frame::MAX_SEQ - st.next_seq {
+            // Unreachable in practice (2^63 records); refuse rather than overflow.
+            let p = inner.poison(&mut st, "sequence numbers exhausted".to_owned());
+            return Err(Error::Poisoned(p));
+        }
         if must_roll {
             inner.roll(&mut st)?;
         }
@@ -740,6 +746,11 @@ impl Log {
     }
 
     /// Syncs everything and releases the directory lock.
+    ///
+    /// A poisoned log is not synced again (its device already failed, and the call that
+    /// hit the failure returned the error): `close` then only releases the lock and
+    /// returns Ok. Records that were not durable yet ([`LogStats::durable_next`]) stay
+    /// exposed to a power failure, as under `interval` and `never` they always are.
     pub fn close(mut self) -> Result<()> {
         let res = if self.inner.lock_state().poisoned.is_some() {
             Ok(())

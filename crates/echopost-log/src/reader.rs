@@ -166,14 +166,14 @@ impl Reader {
                 self.seg = self.open_segment_for(self.next)?;
                 continue;
             };
-            let sealed = match extent {
+            let (sealed, limit) = match extent {
                 Some(Extent::Sealed(len)) => {
                     seg.scanner.set_limit(len);
-                    true
+                    (true, len)
                 }
                 Some(Extent::Active(len)) => {
                     seg.scanner.set_limit(len);
-                    false
+                    (false, len)
                 }
                 // A segment deleted under us: it was fully delivered, move on.
                 None => {
@@ -217,6 +217,14 @@ impl Reader {
                     }
                     match header.kind {
                         FrameKind::Seal => {
+                            if !sealed || seg.scanner.position() != limit {
+                                // A seal ends its segment; bytes after it are damage.
+                                return Err(Error::corrupt(
+                                    seg.scanner.path(),
+                                    seg.scanner.position(),
+                                    CorruptionKind::DataAfterSeal,
+                                ));
+                            }
                             self.seg = None;
                         }
                         FrameKind::Batch => {

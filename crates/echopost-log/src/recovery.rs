@@ -49,8 +49,10 @@ pub struct TornTail {
     /// Byte range dropped (`start..end`).
     pub start: u64,
     pub end: u64,
-    /// Sequences of the dropped frame, when its header was still readable
-    /// (`first..=last`). These were never acknowledged under the `always` policy.
+    /// Sequences of the dropped frame (`first..=last`), when its header was still readable
+    /// and named the sequence that was due (`first` is then always right; `last` comes
+    /// from the header's record count, which the failed checksum cannot vouch for). These
+    /// were never acknowledged under the `always` policy.
     pub dropped_seqs: Option<(u64, u64)>,
     /// Why the bytes are not a valid frame.
     pub reason: CorruptionKind,
@@ -235,7 +237,7 @@ pub fn scan_segment(
                 if out.sealed.is_some() {
                     return Err(Error::corrupt(&path, offset, CorruptionKind::DataAfterSeal));
                 }
-                let seqs = header_seqs_at(&scanner, offset)?;
+                let seqs = header_seqs_at(&scanner, offset, out.next_seq)?;
                 if let Some(valid_at) = scanner.find_valid_frame_after(offset, out.next_seq)? {
                     return Err(Error::corrupt(
                         &path,
@@ -252,15 +254,23 @@ pub fn scan_segment(
     }
 }
 
-/// The sequences a damaged frame announces, if its header still decodes.
-fn header_seqs_at(scanner: &FrameScanner, offset: u64) -> Result<Option<(u64, u64)>> {
+/// The sequences a damaged frame announces, if its header still decodes and names the
+/// sequence that was due (`expected`): a header naming any other one is itself damaged,
+/// and its numbers mean nothing.
+fn header_seqs_at(
+    scanner: &FrameScanner,
+    offset: u64,
+    expected: u64,
+) -> Result<Option<(u64, u64)>> {
     let mut b = [0u8; FRAME_HEADER_LEN];
-    if read_exact_at(scanner.file(), &mut b, offset).is_err() {
-        return Ok(None);
+    match read_exact_at(scanner.file(), &mut b, offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Error::io("read", scanner.path(), e)),
     }
     Ok(frame::decode_header(&b)
         .ok()
-        .filter(|h| h.kind == FrameKind::Batch)
+        .filter(|h| h.kind == FrameKind::Batch && h.first_seq == expected)
         .map(|h| (h.first_seq, h.end_seq() - 1)))
 }
 
@@ -298,9 +308,12 @@ pub fn analyze(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
         let file = open_read(fs, &path)?;
         segment::read_segment_header(&*file, &path, seg.first_seq)?;
         let successor = segments[i + 1].first_seq;
-        let next = if i == n - 2 && last_is_empty {
+        // Where the segment says what comes next: its seal, or (interrupted roll) the end
+        // of its last frame.
+        let seal_at = seg.len.saturating_sub(FRAME_HEADER_LEN as u64);
+        let (next, claim_at) = if i == n - 2 && last_is_empty {
             match read_seal(&*file, &path, seg.len) {
-                Ok(next) => next,
+                Ok(next) => (next, seal_at),
                 Err(Error::Corruption(_)) => {
                     // Possibly an interrupted roll: the whole segment must be clean, except
                     // that the seal write itself may have been torn by the crash.
@@ -318,17 +331,19 @@ pub fn analyze(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
                         ));
                     }
                     layout.unfinished_seal_at = Some(scan.valid_len);
-                    scan.next_seq
+                    (scan.next_seq, scan.valid_len)
                 }
                 Err(e) => return Err(e),
             }
         } else {
-            read_seal(&*file, &path, seg.len)?
+            (read_seal(&*file, &path, seg.len)?, seal_at)
         };
         if next != successor {
+            // Named after the segment whose end disagrees with the file that follows it:
+            // either the segment in between is missing, or this one is damaged.
             return Err(Error::corrupt(
-                segment::segment_path(dir, successor),
-                0,
+                path,
+                claim_at,
                 CorruptionKind::SegmentGap {
                     expected_first_seq: next,
                     found_first_seq: successor,
@@ -339,6 +354,14 @@ pub fn analyze(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
 
     let path = segment::segment_path(dir, last.first_seq);
     if last.len < SEGMENT_HEADER_LEN {
+        // The sequence comes from the name alone here; the header would have bounded it.
+        if last.first_seq > frame::MAX_SEQ {
+            return Err(Error::corrupt(
+                path,
+                0,
+                CorruptionKind::InvalidHeader("sequence out of range"),
+            ));
+        }
         layout.torn_segment_header = true;
         layout.next_seq = last.first_seq;
         layout.active_valid_len = SEGMENT_HEADER_LEN;

@@ -101,6 +101,9 @@ fn decode_segment_header(h: &[u8], name_seq: u64) -> Result<(), CorruptionKind> 
             header_seq,
         });
     }
+    if header_seq == 0 || header_seq > frame::MAX_SEQ {
+        return Err(CorruptionKind::InvalidHeader("sequence out of range"));
+    }
     Ok(())
 }
 
