@@ -7,7 +7,8 @@
 //! finds no sync in flight (the *leader*): it notes how far the segment was written,
 //! releases the lock, calls `fdatasync`, and publishes the new durable position to every
 //! waiter. Appenders that wrote while a sync was in flight are covered by the next one, so
-//! N concurrent appenders cost about two `fdatasync`s, not N.
+//! N concurrent appenders cost about two `fdatasync`s, not N. Waiters park individually
+//! and a sync wakes only those it covered plus one next leader, not every waiting thread.
 //!
 //! # Invariants
 //! * `durable_next <= next_seq <= frame::MAX_SEQ`; sequences below `durable_next` are on
@@ -183,6 +184,43 @@ pub(crate) struct State {
     pub acked: u64,
     poisoned: Option<Arc<str>>,
     disk_bytes: u64,
+    /// Appenders parked until `durable_next` reaches their target (see `wait_durable`).
+    waiters: Vec<(u64, Arc<Waiter>)>,
+}
+
+/// A parked appender. Woken individually, so that a sync wakes only the appenders it made
+/// durable (plus one to lead the next sync), not every waiting thread: with many
+/// concurrent appenders, waking all of them on every sync costs more CPU than the sync.
+#[derive(Debug)]
+struct Waiter {
+    woken: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+impl Waiter {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+impl State {
+    /// Wakes the waiters whose records are durable now and, if others remain, the first of
+    /// them to lead the next sync. With `all`, wakes everyone (the log was poisoned).
+    fn wake_waiters(&mut self, all: bool) {
+        let durable = self.durable_next;
+        let mut leader_woken = false;
+        self.waiters.retain(|(target, w)| {
+            let covered = *target <= durable;
+            if all || covered || !leader_woken {
+                leader_woken |= !covered;
+                w.wake();
+                false
+            } else {
+                true
+            }
+        });
+    }
 }
 
 #[derive(Debug)]
@@ -224,6 +262,7 @@ impl Inner {
             tracing::error!(reason = %p, "log writer stopped after a fatal error");
             st.poisoned = Some(Arc::clone(&p));
         }
+        st.wake_waiters(true);
         self.changed.notify_all();
         p
     }
@@ -243,7 +282,18 @@ impl Inner {
                 return Err(Error::Poisoned(Arc::clone(p)));
             }
             if st.syncing {
-                st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                // Park until the sync in flight (or a later one) covers us, or we are
+                // picked to lead the next one. The flag makes spurious unparks harmless.
+                let me = Arc::new(Waiter {
+                    woken: AtomicBool::new(false),
+                    thread: std::thread::current(),
+                });
+                st.waiters.push((target, Arc::clone(&me)));
+                drop(st);
+                while !me.woken.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
+                st = self.lock_state();
                 continue;
             }
             st.syncing = true;
@@ -264,6 +314,7 @@ impl Inner {
                     if st.active.first_seq == seg && upto_len > st.durable_len {
                         st.durable_len = upto_len;
                     }
+                    st.wake_waiters(false);
                     self.changed.notify_all();
                 }
                 Err(e) => {
@@ -291,6 +342,7 @@ impl Inner {
         }
         st.durable_next = st.next_seq;
         st.durable_len = st.active.len;
+        st.wake_waiters(false);
         self.changed.notify_all();
         // 2. Create the successor durably.
         let new_first = st.next_seq;
@@ -493,6 +545,7 @@ impl Log {
             acked: layout.acked,
             poisoned: None,
             disk_bytes,
+            waiters: Vec::new(),
         };
         let inner = Arc::new(Inner {
             fs,

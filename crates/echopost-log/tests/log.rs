@@ -482,3 +482,57 @@ fn append_nowait_is_durable_only_after_wait_durable() {
     );
     assert_eq!(log.append(&[b"four"]).unwrap().first_seq, 4);
 }
+
+#[test]
+fn a_failed_sync_wakes_every_parked_appender_with_an_error() {
+    // Many threads park waiting for group commits; a persistent EIO then fails the sync.
+    // Every thread must return (no lost wake-up), and none may report success for a record
+    // that is not durable.
+    for seed in 0..20u64 {
+        let fs = SimFs::new(seed);
+        let log = Arc::new(open_sim(&fs, LogOptions::default()).unwrap());
+        fs.set_fault(Some(Fault {
+            at_op: fs.op_count() + 40 + seed * 7,
+            error: FaultError::Eio,
+            persistent: true,
+        }));
+        let threads: Vec<_> = (0..16u64)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..20u64 {
+                        match log.append(&[rec(t * 100 + i, 32)]) {
+                            Ok(a) => acked.push((a.first_seq, rec(t * 100 + i, 32))),
+                            Err(e) => {
+                                assert!(e.is_fatal(), "{e}");
+                                break;
+                            }
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let acked: Vec<(u64, Vec<u8>)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert!(log.stats().poisoned.is_some(), "seed {seed}");
+        drop(log);
+        fs.crash(true);
+        let log = open_sim(&fs, LogOptions::default()).unwrap();
+        let stored: std::collections::HashMap<u64, Vec<u8>> = read_all(&log, 1, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.data))
+            .collect();
+        for (seq, data) in acked {
+            assert_eq!(
+                stored.get(&seq),
+                Some(&data),
+                "seed {seed}: acknowledged seq {seq} lost"
+            );
+        }
+    }
+}
