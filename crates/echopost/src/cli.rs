@@ -400,8 +400,9 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub healthy_after: u32,
 
-    /// Most records per replay batch.
-    #[arg(long, env = "ECHOPOST_BATCH_RECORDS", value_name = "N", default_value = "1000",
+    /// Most records per replay batch (each batch is also bounded by --batch-bytes, which
+    /// is what limits it for typical record sizes; large batches drain fastest).
+    #[arg(long, env = "ECHOPOST_BATCH_RECORDS", value_name = "N", default_value = "16384",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_records: u64,
 

@@ -5,15 +5,103 @@
 //! [`run`]. `run` returns only on shutdown (Ok) or on a condition that must stop the daemon
 //! (Err, mapped to an exit code by the daemon). The daemon decides when to exit on its own
 //! by watching the log's backlog (`Log::stats().backlog_records == 0`) and the linger timer.
+//!
+//! # State machine
+//! ```text
+//!            ┌──────────── transient failure (after backoff) ───────────┐
+//!            v                                                          │
+//!  start ─> PROBING ── N consecutive good probes ──> REPLAYING ──> BACKING_OFF
+//!            ^  │ bad probe: backoff + jitter            │  ^
+//!            └──┘                                        │  └── idle: wait for new records
+//!                                                        └──> STOPPED (storage corruption)
+//! ```
+//! * **Probing** (`health`): gRPC upstreams must answer `grpc.health.v1.Health/Check` with
+//!   `SERVING`; HTTP upstreams must answer `GET <health-url>` with 2xx. Failed probes back
+//!   off exponentially with full jitter ([`backoff`]). `healthy_after` consecutive good
+//!   probes, spaced by [`HEALTHY_PROBE_INTERVAL`], are needed to start replaying.
+//! * **Replaying**: the oldest undelivered records are read from the log ([`feed`]) and
+//!   sent — as `Sink/Deliver` batches (`deliver`) or one verbatim request per record
+//!   (`forward_http`, `forward_grpc`). The next batch or request is sent only after the
+//!   previous one succeeded.
+//! * **Backing off**: a transient failure ([`classify`]) waits (exponential backoff with
+//!   full jitter, at least the server's `Retry-After`), then goes back to probing; once
+//!   healthy again the *same* records are sent again. Forever: nothing is given up.
+//! * **Stopped**: storage corruption; [`run`] returns [`ReplayError::Corruption`].
+//!
+//! # Invariants
+//! * **Order.** Records reach the main server in sequence order. There is at most one
+//!   request in flight; a record is sent only after every record before it was delivered
+//!   or dead-lettered. Across restarts the engine's reader starts at the oldest
+//!   unacknowledged record, so order holds across crashes too (with re-deliveries).
+//! * **Acknowledge only what is done.** The engine's cursor (`Log::ack`) only ever covers
+//!   records the main server accepted, or records durably written to the dead-letter log
+//!   ([`dead_letters`]) *before* the ack. Acks are batched (every [`ACK_INTERVAL`] or
+//!   [`ACK_BYTES`]) and always flushed before idling, before backing off, on shutdown and
+//!   before returning an error. A crash between delivery and ack only re-delivers.
+//! * **Never past damage.** A read that meets corruption (bad checksum, missing segment,
+//!   a record that is not a valid `echopost.v1.Record`) first delivers and acks the
+//!   records before the damage, then stops; nothing at or after the damage is acked, so
+//!   the engine deletes nothing the operator may still want to salvage.
+//! * **Stable identity.** Every delivered record carries its engine sequence; in `deliver`
+//!   mode `(source_id, sequence)` is a dedupe key for the receiver.
+//!
+//! # Failure model
+//! | what happens                                  | what the replayer does                          |
+//! |-----------------------------------------------|-------------------------------------------------|
+//! | connection refused/reset, timeout             | transient: back off, re-probe, resend           |
+//! | gRPC UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNKNOWN | transient |
+//! | HTTP 408, 429, 5xx (with `Retry-After`)       | transient, waiting at least `Retry-After`       |
+//! | any other gRPC status / HTTP status           | permanent: batch split into single records; a record still rejected alone is dead-lettered (durably), then acked |
+//! | corruption in the log                         | deliver what precedes it, ack it, return `Corruption` (exit 4) |
+//! | ack / dead-letter write fails (I/O)           | return `Storage` (exit 5)                       |
+//! | bad URL, unreadable CA                        | return `Config` (exit 2) before anything is sent |
+//! | crash anywhere                                | at-least-once: unacked records are sent again   |
+//!
+//! In `forward` mode every request carries one record, so a permanent rejection
+//! dead-letters that record at once. A permanent status that is not about the records
+//! (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `UNIMPLEMENTED`, HTTP 401/403/404) is treated
+//! like any other, as the classification requires: the records end up in the dead-letter
+//! log, nothing is lost, and `echopost dead-letters requeue` puts them back once the
+//! configuration is fixed.
+//!
+//! # Progress
+//! [`Progress`] holds the running totals and the state for `Status`; [`Progress::snapshot`]
+//! adds the recent delivery rate and the time to drain. While replaying, a `replay
+//! progress` line (backlog, delivered, rate, ETA) goes to the session log every
+//! [`PROGRESS_LOG_INTERVAL`], and `backlog drained` once the backlog is empty.
+
+pub mod backoff;
+pub mod classify;
+pub mod dead_letters;
+mod deliver;
+mod driver;
+pub mod feed;
+mod forward_grpc;
+mod forward_http;
+mod health;
+mod rate;
+mod tls;
+pub mod upstream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use echopost_log::Log;
 use tokio::sync::watch;
+
+/// Time between two good health probes when `healthy_after > 1`.
+pub const HEALTHY_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Delivered records are acknowledged at least this often while replaying. Each ack
+/// costs two `fsync`s (cursor file and directory), so acking every batch would cap
+/// throughput; re-delivery after a crash is bounded by this interval.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(50);
+/// ... or after this many delivered bytes, whichever comes first.
+pub const ACK_BYTES: u64 = 64 << 20;
+/// How often the progress line is written to the session log while replaying.
+pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How replayed records are delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +110,51 @@ pub enum SinkKind {
     Deliver,
     /// Each record replayed verbatim as the request the application would have sent.
     Forward,
+}
+
+impl SinkKind {
+    /// The default sink for an upstream URL: `deliver` for `grpc://`/`grpcs://`, `forward`
+    /// for `http://`/`https://` (HTTP upstreams cannot receive `Sink/Deliver`).
+    pub fn default_for(upstream: &str) -> Result<SinkKind, ReplayError> {
+        Ok(if upstream::Upstream::parse(upstream)?.is_grpc() {
+            SinkKind::Deliver
+        } else {
+            SinkKind::Forward
+        })
+    }
+}
+
+impl std::str::FromStr for SinkKind {
+    type Err = ReplayError;
+
+    /// `deliver` or `forward` (the `--sink` values).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "deliver" => Ok(SinkKind::Deliver),
+            "forward" => Ok(SinkKind::Forward),
+            other => Err(ReplayError::Config(format!(
+                "unknown sink {other:?}: expected \"deliver\" or \"forward\""
+            ))),
+        }
+    }
+}
+
+/// Parses one `--upstream-header "Name: value"` argument into `(name, value)`.
+///
+/// The name must be a valid HTTP header name; surrounding whitespace of the value is
+/// trimmed. Checked again, against the exact rules of HTTP and gRPC metadata, when the
+/// replayer starts (a bad header is a [`ReplayError::Config`] then).
+pub fn parse_header(s: &str) -> Result<(String, String), ReplayError> {
+    let (name, value) = s.split_once(':').ok_or_else(|| {
+        ReplayError::Config(format!("bad header {s:?}: expected \"Name: value\""))
+    })?;
+    let name = name.trim();
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|e| ReplayError::Config(format!("bad header name {name:?}: {e}")))?;
+    let value = value.trim();
+    http::HeaderValue::from_str(value)
+        .map_err(|e| ReplayError::Config(format!("bad value for header {name:?}: {e}")))?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// Everything the replayer needs to know, resolved from the command line.
@@ -36,7 +169,11 @@ pub struct ReplayConfig {
     pub health_url: Option<String>,
     /// Consecutive good probes needed before replay starts.
     pub healthy_after: u32,
+    /// Most records per `Deliver` batch (and per read from the log in `forward` mode).
     pub batch_records: usize,
+    /// Most bytes of an encoded `DeliverRequest`. Keep it at or below the main server's
+    /// maximum received message size (4 MiB by default in every mainstream gRPC server);
+    /// a single larger record is still sent alone.
     pub batch_bytes: usize,
     /// PEM file of a private CA for TLS upstreams.
     pub upstream_ca: Option<PathBuf>,
@@ -72,6 +209,8 @@ pub struct Progress {
     /// Records moved to the dead-letter log by this session.
     pub dead_lettered: AtomicU64,
     last_error: Mutex<String>,
+    /// Samples of the counters above, for the recent delivery rate.
+    window: Mutex<rate::Window>,
 }
 
 impl Default for Progress {
@@ -82,9 +221,29 @@ impl Default for Progress {
             delivered_bytes: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
+            window: Mutex::new(rate::Window::new(Instant::now())),
         }
     }
 }
+
+/// A consistent view of [`Progress`] for `Status`, `echopost status` and the session log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressSnapshot {
+    pub state: UpstreamState,
+    pub delivered_records: u64,
+    pub delivered_bytes: u64,
+    pub dead_lettered: u64,
+    pub last_error: String,
+    /// Delivery rate over the last [`RATE_WINDOW`] (0 when nothing was delivered).
+    pub records_per_second: f64,
+    pub bytes_per_second: f64,
+    /// `backlog_records / records_per_second`; 0 when the backlog is empty, -1 when
+    /// unknown (backlog but no recent deliveries).
+    pub estimated_drain_seconds: f64,
+}
+
+/// Width of the window over which the delivery rate is measured.
+pub const RATE_WINDOW: Duration = rate::WINDOW;
 
 impl Progress {
     pub fn state(&self) -> UpstreamState {
@@ -113,6 +272,60 @@ impl Progress {
             *g = e.into();
         }
     }
+
+    /// Counts delivered records (called by the replayer after each success).
+    pub fn record_delivered(&self, records: u64, payload_bytes: u64) {
+        self.delivered_records.fetch_add(records, Ordering::Relaxed);
+        self.delivered_bytes
+            .fetch_add(payload_bytes, Ordering::Relaxed);
+        self.sample(Instant::now());
+    }
+
+    /// Delivery rate `(records/s, payload bytes/s)` over the last [`RATE_WINDOW`].
+    pub fn rates(&self) -> (f64, f64) {
+        let now = Instant::now();
+        self.sample(now);
+        let (r, b) = self.totals();
+        match self.window.lock() {
+            Ok(w) => w.rates(now, r, b),
+            Err(_) => (0.0, 0.0),
+        }
+    }
+
+    /// Estimated seconds to deliver `backlog_records` at the recent rate: 0 if there is
+    /// nothing to deliver, -1 if unknown (no recent deliveries).
+    pub fn estimated_drain_seconds(&self, backlog_records: u64) -> f64 {
+        rate::eta(backlog_records, self.rates().0)
+    }
+
+    /// Everything at once; `backlog_records` comes from `Log::stats()`.
+    pub fn snapshot(&self, backlog_records: u64) -> ProgressSnapshot {
+        let (rps, bps) = self.rates();
+        ProgressSnapshot {
+            state: self.state(),
+            delivered_records: self.delivered_records.load(Ordering::Relaxed),
+            delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            last_error: self.last_error(),
+            records_per_second: rps,
+            bytes_per_second: bps,
+            estimated_drain_seconds: rate::eta(backlog_records, rps),
+        }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        (
+            self.delivered_records.load(Ordering::Relaxed),
+            self.delivered_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn sample(&self, now: Instant) {
+        let (r, b) = self.totals();
+        if let Ok(mut w) = self.window.lock() {
+            w.sample(now, r, b);
+        }
+    }
 }
 
 /// Why replay stopped the daemon.
@@ -129,21 +342,35 @@ pub enum ReplayError {
     Config(String),
 }
 
+impl ReplayError {
+    /// Maps an engine error met while reading or acknowledging: corruption stays
+    /// corruption, everything else is a storage failure.
+    pub(crate) fn from_log(e: echopost_log::Error) -> Self {
+        match e {
+            echopost_log::Error::Corruption(_) => ReplayError::Corruption(e),
+            other => ReplayError::Storage(other),
+        }
+    }
+}
+
 /// Replays the backlog until `shutdown` becomes true. See the module documentation.
+///
+/// Returns `Ok(())` on shutdown (after acknowledging everything delivered so far), or an
+/// error that must stop the daemon. While idle (backlog empty) it keeps waiting for new
+/// records; deciding to exit when drained is the daemon's job.
 pub async fn run(
     log: Arc<Log>,
     cfg: ReplayConfig,
     progress: Arc<Progress>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplayError> {
-    // Replaced by the replay implementation; until then nothing is delivered and the
-    // backlog is kept, which is safe (records are never dropped).
-    let _ = (log, cfg);
-    progress.set_state(UpstreamState::Probing);
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            break;
-        }
+    let res = match driver::Replayer::new(log, cfg, Arc::clone(&progress), shutdown) {
+        Ok(replayer) => replayer.run().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &res {
+        progress.set_state(UpstreamState::Stopped);
+        progress.set_last_error(e.to_string());
     }
-    Ok(())
+    res
 }

@@ -1,0 +1,285 @@
+//! The dead-letter log: records the main server rejected permanently, with the reason.
+//!
+//! It is a second engine log in `DIR/dead-letters/` (the engine ignores subdirectories of
+//! `DIR`), so it has the same guarantees: checksummed, crash-safe, durable before the
+//! append returns. Each entry is an encoded `echopost.v1.DeadLetter` holding the record
+//! with its original sequence, the reason and the time.
+//!
+//! # Contracts
+//! * **Replayer** ([`Writer`]): a rejected record is appended here, durably, *before* its
+//!   sequence is acknowledged in the main log. A crash in between leaves the record in
+//!   both logs: it is replayed again, rejected again and dead-lettered a second time.
+//!   Duplicates are possible, loss is not.
+//! * **`echopost dead-letters list`** ([`list`]): every dead letter not yet requeued, oldest
+//!   first. Reads only; but opening the log takes its lock, so it fails with
+//!   [`DeadLetterError::Log`]`(Locked)` at the moment a running replayer is writing one
+//!   (retry). A directory without dead letters lists nothing and is not created.
+//! * **`echopost dead-letters requeue`** ([`requeue`]): appends every dead letter's record
+//!   (unchanged: same id, stream, payload, headers, route, timestamp) to the main log as
+//!   a *new* record (new sequence, at the end of the backlog), makes it durable, and only
+//!   then removes the dead letters (acknowledges them in the dead-letter log). A crash in
+//!   between requeues a record twice, never zero times. The caller opens the main log, so
+//!   the daemon must not be running on the directory (its lock guarantees that).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use echopost_log::{Log, LogOptions};
+use echopost_proto::v1::{DeadLetter, Record, StoredRecord};
+use prost::Message;
+
+/// Name of the dead-letter log's directory inside the EchoPost directory.
+pub const DIR_NAME: &str = "dead-letters";
+
+/// Records per engine read and per append when requeueing.
+const REQUEUE_BATCH_RECORDS: usize = 1024;
+const REQUEUE_BATCH_BYTES: usize = 4 << 20;
+/// How long the replayer waits for a concurrent `dead-letters list` to release the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Errors of the dead-letter log.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// The engine failed (I/O, corruption, or the log is locked by another process).
+    #[error(transparent)]
+    Log(#[from] echopost_log::Error),
+    /// An entry is not an encoded `DeadLetter`.
+    #[error("dead letter {seq} in {dir} does not decode: {source}")]
+    Decode {
+        dir: PathBuf,
+        seq: u64,
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// An entry holds no record to requeue.
+    #[error("dead letter {seq} in {dir} holds no record")]
+    Empty { dir: PathBuf, seq: u64 },
+}
+
+/// `DIR/dead-letters`.
+pub fn dead_letter_dir(dir: &Path) -> PathBuf {
+    dir.join(DIR_NAME)
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Builds the entry for a rejected record (`data` is the stored, encoded `Record`).
+pub fn make_dead_letter(
+    seq: u64,
+    data: &[u8],
+    reason: &str,
+) -> Result<DeadLetter, prost::DecodeError> {
+    Ok(DeadLetter {
+        record: Some(StoredRecord {
+            sequence: seq,
+            record: Some(Record::decode(data)?),
+        }),
+        reason: reason.to_string(),
+        dead_lettered_unix_nanos: now_nanos(),
+    })
+}
+
+/// Every dead letter not yet requeued, oldest first. See the module documentation.
+pub fn list(dir: &Path) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    let dl_dir = dead_letter_dir(dir);
+    if !dl_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let log = Log::open(&dl_dir, LogOptions::default())?;
+    let mut reader = log.reader(0);
+    let mut out = Vec::new();
+    loop {
+        let batch = reader.next_batch(REQUEUE_BATCH_RECORDS, REQUEUE_BATCH_BYTES)?;
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch {
+            out.push(decode(&dl_dir, r.seq, &r.data)?);
+        }
+    }
+    log.close()?;
+    Ok(out)
+}
+
+/// Moves every dead letter back into `main_log`; returns how many. See the module
+/// documentation for the order of operations and what a crash does.
+pub fn requeue(dir: &Path, main_log: &Log) -> Result<usize, DeadLetterError> {
+    let dl_dir = dead_letter_dir(dir);
+    if !dl_dir.is_dir() {
+        return Ok(0);
+    }
+    let log = Log::open(&dl_dir, LogOptions::default())?;
+    let mut reader = log.reader(0);
+    let mut total = 0;
+    loop {
+        let batch = reader.next_batch(REQUEUE_BATCH_RECORDS, REQUEUE_BATCH_BYTES)?;
+        let Some(last) = batch.last().map(|r| r.seq) else {
+            break;
+        };
+        let mut records = Vec::with_capacity(batch.len());
+        for r in &batch {
+            let letter = decode(&dl_dir, r.seq, &r.data)?;
+            let record =
+                letter
+                    .record
+                    .and_then(|s| s.record)
+                    .ok_or_else(|| DeadLetterError::Empty {
+                        dir: dl_dir.clone(),
+                        seq: r.seq,
+                    })?;
+            records.push(record.encode_to_vec());
+        }
+        // Durable in the main log first (whatever its sync policy), then forgotten here.
+        main_log.append(&records)?;
+        main_log.sync_now()?;
+        log.ack(last)?;
+        total += records.len();
+    }
+    log.close()?;
+    Ok(total)
+}
+
+fn decode(dir: &Path, seq: u64, data: &[u8]) -> Result<DeadLetter, DeadLetterError> {
+    DeadLetter::decode(data).map_err(|source| DeadLetterError::Decode {
+        dir: dir.to_path_buf(),
+        seq,
+        source,
+    })
+}
+
+/// The replayer's handle: opens the log on first use, keeps it open while dead letters
+/// keep coming, and closes it when replay goes idle so that `list` can read it. Blocking.
+#[derive(Debug)]
+pub struct Writer {
+    dir: PathBuf,
+    log: Option<Log>,
+}
+
+impl Writer {
+    /// A writer for the EchoPost directory `dir`; nothing is opened yet.
+    pub fn new(dir: &Path) -> Self {
+        Writer {
+            dir: dead_letter_dir(dir),
+            log: None,
+        }
+    }
+
+    /// Appends `letter` durably (returns only once it is on stable storage).
+    pub fn write(&mut self, letter: &DeadLetter) -> Result<(), echopost_log::Error> {
+        let log = match self.log.take() {
+            Some(log) => log,
+            None => self.open()?,
+        };
+        log.append(&[letter.encode_to_vec()])?;
+        // Kept only after a success: a log that failed a write is poisoned; the next
+        // attempt reopens (and recovers) it.
+        self.log = Some(log);
+        Ok(())
+    }
+
+    /// Releases the log (and its lock).
+    pub fn close(&mut self) -> Result<(), echopost_log::Error> {
+        match self.log.take() {
+            Some(log) => log.close(),
+            None => Ok(()),
+        }
+    }
+
+    fn open(&self) -> Result<Log, echopost_log::Error> {
+        let started = Instant::now();
+        loop {
+            match Log::open(&self.dir, LogOptions::default()) {
+                Err(echopost_log::Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> Record {
+        Record {
+            id: format!("id-{i}"),
+            payload: vec![i as u8; 10],
+            route: "POST /x".into(),
+            timestamp_unix_nanos: 1_000 + i as i64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn write_list_requeue() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(list(dir.path()).unwrap().is_empty());
+        assert!(
+            !dead_letter_dir(dir.path()).exists(),
+            "list must not create it"
+        );
+
+        let mut w = Writer::new(dir.path());
+        for i in [5u64, 9, 12] {
+            let l = make_dead_letter(i, &rec(i).encode_to_vec(), &format!("rejected {i}")).unwrap();
+            w.write(&l).unwrap();
+        }
+        // While the writer holds it, list waits for nobody: it reports the lock.
+        assert!(matches!(
+            list(dir.path()),
+            Err(DeadLetterError::Log(echopost_log::Error::Locked { .. }))
+        ));
+        w.close().unwrap();
+
+        let got = list(dir.path()).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].reason, "rejected 9");
+        let sr = got[1].record.as_ref().unwrap();
+        assert_eq!(sr.sequence, 9);
+        assert_eq!(sr.record.as_ref().unwrap(), &rec(9));
+        assert!(got[1].dead_lettered_unix_nanos > 0);
+
+        let main_dir = tempfile::tempdir().unwrap();
+        let main = Log::open(main_dir.path(), LogOptions::default()).unwrap();
+        main.append(&[b"x".to_vec()]).unwrap();
+        assert_eq!(requeue(dir.path(), &main).unwrap(), 3);
+        assert!(list(dir.path()).unwrap().is_empty());
+        assert_eq!(requeue(dir.path(), &main).unwrap(), 0);
+        let mut r = main.reader(0);
+        let all = r.next_batch(100, 1 << 20).unwrap();
+        assert_eq!(all.len(), 4);
+        let back: Vec<Record> = all[1..]
+            .iter()
+            .map(|s| Record::decode(s.data.as_slice()).unwrap())
+            .collect();
+        assert_eq!(back, vec![rec(5), rec(9), rec(12)]);
+        assert_eq!(
+            all[1].seq, 2,
+            "requeued records get new sequences at the end"
+        );
+    }
+
+    #[test]
+    fn garbage_entries_are_reported_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let l = Log::open(dead_letter_dir(dir.path()), LogOptions::default()).unwrap();
+            l.append(&[vec![0xff, 0xff, 0xff]]).unwrap();
+            l.close().unwrap();
+        }
+        assert!(matches!(
+            list(dir.path()),
+            Err(DeadLetterError::Decode { seq: 1, .. })
+        ));
+        let main_dir = tempfile::tempdir().unwrap();
+        let main = Log::open(main_dir.path(), LogOptions::default()).unwrap();
+        assert!(requeue(dir.path(), &main).is_err());
+        assert_eq!(main.stats().backlog_records, 0, "nothing half-requeued");
+    }
+}

@@ -1,0 +1,705 @@
+//! The replay loop: probing, sending, backing off, dead-lettering, acknowledging.
+//! The rules it implements are in the module documentation of `replay`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use echopost_log::Log;
+use echopost_proto::v1::Record;
+use http::Uri;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use prost::Message;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataMap;
+use tonic_health::pb::health_client::HealthClient;
+
+use super::backoff::{Backoff, with_retry_after};
+use super::classify::{Class, Failure};
+use super::dead_letters;
+use super::deliver::{DeliverBatch, DeliverSink, source_len};
+use super::feed::{self, Batch, Feed, Item, Shape};
+use super::forward_grpc::GrpcForwarder;
+use super::forward_http::{HttpForwarder, build_client};
+use super::health::Prober;
+use super::tls;
+use super::upstream::Upstream;
+use super::{
+    ACK_BYTES, ACK_INTERVAL, HEALTHY_PROBE_INTERVAL, PROGRESS_LOG_INTERVAL, Progress, ReplayConfig,
+    ReplayError, SinkKind, UpstreamState,
+};
+
+/// Longest wait for new records before looking at the shutdown flag again.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Longest TCP/TLS connect; a slow connect is a transient failure like any other.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Sink {
+    Deliver(DeliverSink),
+    Http(HttpForwarder),
+    Grpc(GrpcForwarder),
+}
+
+/// What is being delivered, kept across backoff and re-probing until it is done.
+enum Work {
+    /// One `Sink/Deliver` request.
+    Batch(Arc<DeliverBatch>),
+    /// Records sent one at a time (forward mode, or a rejected batch being split).
+    Singles(VecDeque<Item>),
+}
+
+enum Step {
+    /// Delivered (or dead-lettered); a delivered batch comes back to be recycled.
+    Done(Option<(Vec<Item>, Option<BytesMut>)>),
+    /// A transient failure; the work is to be sent again after backoff and re-probing.
+    Retry(Work, Failure),
+    Shutdown,
+}
+
+pub(crate) struct Replayer {
+    log: Arc<Log>,
+    cfg: ReplayConfig,
+    progress: Arc<Progress>,
+    shutdown: watch::Receiver<bool>,
+    upstream: Upstream,
+    prober: Prober,
+    sink: Sink,
+    source: Arc<str>,
+    timeout: Duration,
+    acker: Acker,
+    /// `None` only while a dead letter is being written on the blocking pool.
+    dead: Option<dead_letters::Writer>,
+    backoff: Backoff,
+    report: Reporter,
+}
+
+fn config_err(what: impl std::fmt::Display) -> ReplayError {
+    ReplayError::Config(what.to_string())
+}
+
+/// Validated `--upstream-header`s.
+fn extra_headers(
+    pairs: &[(String, String)],
+) -> Result<Vec<(HeaderName, HeaderValue)>, ReplayError> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let name = HeaderName::from_bytes(n.trim().as_bytes())
+                .map_err(|e| config_err(format!("--upstream-header {n:?}: bad name: {e}")))?;
+            let value = HeaderValue::from_str(v.trim())
+                .map_err(|e| config_err(format!("--upstream-header {n:?}: bad value: {e}")))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+impl Replayer {
+    /// Checks the configuration and sets up the clients (nothing is connected yet).
+    pub(crate) fn new(
+        log: Arc<Log>,
+        cfg: ReplayConfig,
+        progress: Arc<Progress>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, ReplayError> {
+        let upstream = Upstream::parse(&cfg.upstream)?;
+        if cfg.sink == SinkKind::Deliver && !upstream.is_grpc() {
+            return Err(config_err(format!(
+                "--sink deliver needs a grpc:// or grpcs:// upstream (Sink/Deliver is a gRPC method), not {}; use --sink forward",
+                upstream.display
+            )));
+        }
+        if cfg.request_timeout.is_zero() {
+            return Err(config_err("the request timeout must be more than 0"));
+        }
+        let timeout = cfg.request_timeout;
+        let connect_timeout = timeout.min(MAX_CONNECT_TIMEOUT);
+        let extra = extra_headers(&cfg.upstream_headers)?;
+        let (prober, sink) = if upstream.is_grpc() {
+            let mut ep = tonic::transport::Endpoint::from_shared(upstream.origin_str())
+                .map_err(|e| config_err(format!("bad --upstream {}: {e}", upstream.display)))?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .initial_stream_window_size(Some(4 << 20))
+                .initial_connection_window_size(Some(8 << 20));
+            if upstream.is_tls() {
+                // `[::1]` in a URL, `::1` as a TLS server name.
+                let host = upstream
+                    .origin
+                    .host()
+                    .unwrap_or_default()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let tls = tls::grpc_config(&host, cfg.upstream_ca.as_deref())?;
+                ep = ep
+                    .tls_config(tls)
+                    .map_err(|e| config_err(format!("TLS setup for {}: {e}", upstream.display)))?;
+            }
+            let channel = ep.connect_lazy();
+            let mut hm = HeaderMap::new();
+            for (n, v) in &extra {
+                hm.insert(n.clone(), v.clone());
+            }
+            let metadata = MetadataMap::from_headers(hm.clone());
+            if cfg.health_url.is_some() {
+                tracing::debug!(
+                    "--health-url is ignored for a gRPC upstream (the gRPC health service is probed)"
+                );
+            }
+            let prober = Prober::Grpc {
+                client: HealthClient::new(channel.clone()),
+                service: cfg.health_service.clone(),
+                metadata: metadata.clone(),
+            };
+            let sink = match cfg.sink {
+                SinkKind::Deliver => Sink::Deliver(DeliverSink::new(channel, hm, timeout)),
+                SinkKind::Forward => Sink::Grpc(GrpcForwarder::new(channel, extra, timeout)),
+            };
+            (prober, sink)
+        } else {
+            let health = cfg
+                .health_url
+                .clone()
+                .unwrap_or_else(|| upstream.default_health_url());
+            let url: Uri = health
+                .parse()
+                .map_err(|e| config_err(format!("bad --health-url {health:?}: {e}")))?;
+            if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+                return Err(config_err(format!(
+                    "bad --health-url {health:?}: expected an http:// or https:// URL"
+                )));
+            }
+            let need_tls = upstream.is_tls() || url.scheme_str() == Some("https");
+            let config = tls::client_config(need_tls, cfg.upstream_ca.as_deref())?;
+            let client = build_client(tls::http_connector(config, connect_timeout));
+            let prober = Prober::Http {
+                client: client.clone(),
+                url,
+                extra: extra.clone(),
+            };
+            let prefix = format!("{}{}", upstream.origin_str(), upstream.base_path);
+            (
+                prober,
+                Sink::Http(HttpForwarder::new(client, prefix, extra, timeout)),
+            )
+        };
+        let source: Arc<str> = Arc::from(cfg.source_id.as_str());
+        let dead = Some(dead_letters::Writer::new(&cfg.dir));
+        Ok(Replayer {
+            acker: Acker::new(Arc::clone(&log)),
+            log,
+            cfg,
+            progress,
+            shutdown,
+            upstream,
+            prober,
+            sink,
+            source,
+            timeout,
+            dead,
+            backoff: Backoff::delivery(),
+            report: Reporter::new(),
+        })
+    }
+
+    pub(crate) async fn run(mut self) -> Result<(), ReplayError> {
+        tracing::info!(
+            upstream = %self.upstream.display,
+            sink = ?self.cfg.sink,
+            health = %self.prober.describe(),
+            "replayer started"
+        );
+        let res = self.replay().await;
+        // Whatever happened, what was delivered stays delivered.
+        let flushed = self.acker.flush().await;
+        let closed = self.close_dead_letters().await;
+        match res {
+            Err(e) => {
+                if let Err(fe) = &flushed {
+                    tracing::error!(error = %fe, "could not acknowledge the last delivered records (they will be delivered again)");
+                }
+                match &e {
+                    ReplayError::Corruption(c) => tracing::error!(
+                        error = %c,
+                        delivered_up_to = self.acker.acked,
+                        "replay stopped on storage corruption: records before the damage were delivered; nothing at or after it was acknowledged or deleted"
+                    ),
+                    other => tracing::error!(error = %other, "replay stopped"),
+                }
+                Err(e)
+            }
+            Ok(()) => {
+                flushed?;
+                closed?;
+                tracing::info!(acked = self.acker.acked, "replayer stopped");
+                Ok(())
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Sleeps `d`; false if shutdown came first.
+    async fn sleep(&self, d: Duration) -> bool {
+        let mut sd = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = wait_shutdown(&mut sd) => false,
+        }
+    }
+
+    async fn replay(&mut self) -> Result<(), ReplayError> {
+        let deliver = matches!(self.sink, Sink::Deliver(_));
+        let shape = Shape {
+            max_records: self.cfg.batch_records.max(1),
+            max_bytes: if deliver {
+                // The request's own field counts against the limit too.
+                self.cfg
+                    .batch_bytes
+                    .saturating_sub(source_len(&self.source))
+                    .max(1)
+            } else {
+                self.cfg.batch_bytes.max(1)
+            },
+            source: deliver.then(|| Arc::clone(&self.source)),
+        };
+        let mut feed = Feed::new(Arc::clone(&self.log), shape);
+        let mut pending: Option<Work> = None;
+        loop {
+            if !self.wait_healthy().await {
+                return Ok(());
+            }
+            self.progress.set_state(UpstreamState::Replaying);
+            loop {
+                if self.stopping() {
+                    return Ok(());
+                }
+                let work = match pending.take() {
+                    Some(w) => w,
+                    None => match self.next_work(&mut feed).await? {
+                        Some(w) => w,
+                        None => {
+                            self.idle(&feed).await?;
+                            continue;
+                        }
+                    },
+                };
+                match self.process(work).await? {
+                    Step::Done(spent) => {
+                        if let Some((items, buffer)) = spent {
+                            feed.recycle(items, buffer);
+                        }
+                        self.backoff.reset();
+                        self.acker.maybe_ack().await?;
+                        self.report.maybe_log(&self.log, &self.progress);
+                    }
+                    Step::Retry(work, failure) => {
+                        pending = Some(work);
+                        if !self.back_off(&failure).await? {
+                            return Ok(());
+                        }
+                        break; // back to probing
+                    }
+                    Step::Shutdown => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Probes until `healthy_after` consecutive good answers; false on shutdown.
+    async fn wait_healthy(&mut self) -> bool {
+        self.progress.set_state(UpstreamState::Probing);
+        let need = self.cfg.healthy_after.max(1);
+        let mut backoff = Backoff::probe();
+        let mut good = 0u32;
+        let mut failures = 0u64;
+        let mut sd = self.shutdown.clone();
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            let r = tokio::select! {
+                r = self.prober.probe(self.timeout) => r,
+                _ = wait_shutdown(&mut sd) => return false,
+            };
+            let delay = match r {
+                Ok(()) => {
+                    good += 1;
+                    if good >= need {
+                        tracing::info!(probe = %self.prober.describe(), "main server is healthy: replaying");
+                        return true;
+                    }
+                    HEALTHY_PROBE_INTERVAL
+                }
+                Err(why) => {
+                    good = 0;
+                    failures += 1;
+                    // The first failure and then one in twenty: an outage can be long.
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(probe = %self.prober.describe(), failures, error = %why, "main server not healthy yet");
+                    }
+                    self.progress.set_last_error(why);
+                    backoff.next_delay()
+                }
+            };
+            if !self.sleep(delay).await {
+                return false;
+            }
+        }
+    }
+
+    /// After a transient failure: flush acks, wait; false on shutdown.
+    async fn back_off(&mut self, failure: &Failure) -> Result<bool, ReplayError> {
+        self.progress.set_state(UpstreamState::BackingOff);
+        self.progress.set_last_error(failure.reason.clone());
+        let delay = with_retry_after(self.backoff.next_delay(), failure.retry_after);
+        tracing::warn!(
+            attempt = self.backoff.attempts(),
+            delay_ms = delay.as_millis() as u64,
+            retry_after_s = failure.retry_after.map(|d| d.as_secs()),
+            error = %failure.reason,
+            "delivery failed; backing off, then probing again"
+        );
+        self.acker.flush().await?;
+        Ok(self.sleep(delay).await)
+    }
+
+    /// Caught up: make everything durable-acked, release the dead-letter log, and wait
+    /// for new records.
+    async fn idle(&mut self, feed: &Feed) -> Result<(), ReplayError> {
+        self.acker.flush().await?;
+        self.close_dead_letters().await?;
+        self.report.caught_up(&self.log, &self.progress);
+        let mut sd = self.shutdown.clone();
+        tokio::select! {
+            _ = feed.wait_for_records(IDLE_POLL) => {}
+            _ = wait_shutdown(&mut sd) => {}
+        }
+        Ok(())
+    }
+
+    async fn next_work(&mut self, feed: &mut Feed) -> Result<Option<Work>, ReplayError> {
+        Ok(match feed.next_batch().await? {
+            b if b.is_empty() => None,
+            Batch::Deliver(b) => Some(Work::Batch(Arc::new(b))),
+            Batch::Records(items) => Some(Work::Singles(items.into())),
+        })
+    }
+
+    async fn process(&mut self, work: Work) -> Result<Step, ReplayError> {
+        match work {
+            Work::Batch(batch) => {
+                let mut sd = self.shutdown.clone();
+                let r = {
+                    let Sink::Deliver(sink) = &mut self.sink else {
+                        // Batches are only made for the deliver sink.
+                        return self.process_singles(unwrap_batch(batch)).await;
+                    };
+                    tokio::select! {
+                        r = sink.send(&batch) => r,
+                        _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+                    }
+                };
+                match r {
+                    Ok(()) => {
+                        self.done(&batch.items);
+                        Ok(Step::Done(
+                            Arc::try_unwrap(batch).ok().map(|b| b.into_parts()),
+                        ))
+                    }
+                    Err(f) if f.class == Class::Transient => Ok(Step::Retry(Work::Batch(batch), f)),
+                    Err(f) => {
+                        let first = batch.items.first().map_or(0, |i| i.seq);
+                        let last = batch.items.last().map_or(0, |i| i.seq);
+                        tracing::warn!(
+                            records = batch.items.len(), first, last, error = %f.reason,
+                            "batch rejected; sending its records one by one"
+                        );
+                        self.progress.set_last_error(f.reason.clone());
+                        self.process_singles(unwrap_batch(batch)).await
+                    }
+                }
+            }
+            Work::Singles(items) => self.process_singles(items).await,
+        }
+    }
+
+    /// Sends records one at a time: accepted → done; rejected → dead letter; transient →
+    /// stop here and retry from this record later.
+    async fn process_singles(&mut self, mut items: VecDeque<Item>) -> Result<Step, ReplayError> {
+        let mut sd = self.shutdown.clone();
+        while let Some(item) = items.front() {
+            let r = tokio::select! {
+                r = self.send_one(item) => r?,
+                _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+            };
+            match r {
+                Ok(()) => {
+                    if let Some(item) = items.pop_front() {
+                        self.done(std::slice::from_ref(&item));
+                    }
+                    self.acker.maybe_ack().await?;
+                }
+                Err(f) if f.class == Class::Transient => {
+                    return Ok(Step::Retry(Work::Singles(items), f));
+                }
+                Err(f) => {
+                    if let Some(item) = items.pop_front() {
+                        self.dead_letter(item, &f.reason).await?;
+                    }
+                }
+            }
+        }
+        Ok(Step::Done(None))
+    }
+
+    /// One record through the configured sink. The outer error is fatal (a stored record
+    /// that does not decode), the inner one a delivery failure.
+    async fn send_one(&mut self, item: &Item) -> Result<Result<(), Failure>, ReplayError> {
+        match &mut self.sink {
+            Sink::Deliver(sink) => {
+                let batch = Arc::new(DeliverBatch::new(vec![item.clone()], &self.source));
+                Ok(sink.send(&batch).await)
+            }
+            Sink::Http(sink) => {
+                let record = decode(&self.log, item)?;
+                Ok(sink.send(&record).await)
+            }
+            Sink::Grpc(sink) => {
+                let record = decode(&self.log, item)?;
+                Ok(sink.send(&record).await)
+            }
+        }
+    }
+
+    fn done(&mut self, items: &[Item]) {
+        let Some(last) = items.last() else {
+            return;
+        };
+        let payload: u64 = items.iter().map(|i| i.payload_len).sum();
+        let bytes: u64 = items.iter().map(|i| i.data.len() as u64).sum();
+        self.progress.record_delivered(items.len() as u64, payload);
+        self.acker.mark(last.seq, bytes);
+        self.report.delivered();
+    }
+
+    /// Durably records a rejected record in the dead-letter log, then lets its sequence
+    /// be acknowledged.
+    async fn dead_letter(&mut self, item: Item, reason: &str) -> Result<(), ReplayError> {
+        let letter = dead_letters::make_dead_letter(item.seq, &item.data, reason).map_err(|e| {
+            ReplayError::Corruption(feed::corruption(
+                &self.log,
+                item.seq,
+                format!("record {} does not decode: {e}", item.seq),
+            ))
+        })?;
+        let mut writer = self
+            .dead
+            .take()
+            .unwrap_or_else(|| dead_letters::Writer::new(&self.cfg.dir));
+        let (writer, res) = tokio::task::spawn_blocking(move || {
+            let r = writer.write(&letter);
+            (writer, r)
+        })
+        .await
+        .map_err(join_error)?;
+        self.dead = Some(writer);
+        res.map_err(ReplayError::from_log)?;
+        self.progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            seq = item.seq,
+            reason,
+            dir = %dead_letters::dead_letter_dir(&self.cfg.dir).display(),
+            "record rejected by the main server; moved to the dead-letter log"
+        );
+        self.acker.mark(item.seq, item.data.len() as u64);
+        Ok(())
+    }
+
+    async fn close_dead_letters(&mut self) -> Result<(), ReplayError> {
+        let Some(mut writer) = self.dead.take() else {
+            return Ok(());
+        };
+        let (writer, res) = tokio::task::spawn_blocking(move || {
+            let r = writer.close();
+            (writer, r)
+        })
+        .await
+        .map_err(join_error)?;
+        self.dead = Some(writer);
+        res.map_err(ReplayError::Storage)
+    }
+}
+
+fn unwrap_batch(batch: Arc<DeliverBatch>) -> VecDeque<Item> {
+    match Arc::try_unwrap(batch) {
+        Ok(b) => b.items.into(),
+        Err(shared) => shared.items.iter().cloned().collect(),
+    }
+}
+
+fn decode(log: &Log, item: &Item) -> Result<Record, ReplayError> {
+    Record::decode(item.data.as_slice()).map_err(|e| {
+        ReplayError::Corruption(feed::corruption(
+            log,
+            item.seq,
+            format!("record {} does not decode: {e}", item.seq),
+        ))
+    })
+}
+
+/// Resolves when shutdown is requested (or nobody can request it any more).
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+fn join_error(e: tokio::task::JoinError) -> ReplayError {
+    ReplayError::Storage(echopost_log::Error::Io {
+        op: "run a blocking task for",
+        path: std::path::PathBuf::new(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Acknowledges delivered records in the background, at most every [`ACK_INTERVAL`]
+/// (or [`ACK_BYTES`]), so the cursor's fsyncs overlap with sending.
+struct Acker {
+    log: Arc<Log>,
+    /// Highest sequence delivered or dead-lettered.
+    done: u64,
+    /// Highest sequence whose ack completed.
+    acked: u64,
+    inflight: Option<JoinHandle<echopost_log::Result<u64>>>,
+    last: Instant,
+    bytes: u64,
+}
+
+impl Acker {
+    fn new(log: Arc<Log>) -> Self {
+        let acked = log.stats().acked;
+        Acker {
+            log,
+            done: acked,
+            acked,
+            inflight: None,
+            last: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn mark(&mut self, seq: u64, bytes: u64) {
+        self.done = self.done.max(seq);
+        self.bytes += bytes;
+    }
+
+    async fn maybe_ack(&mut self) -> Result<(), ReplayError> {
+        if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
+            self.join().await?;
+        }
+        if self.inflight.is_none()
+            && self.done > self.acked
+            && (self.last.elapsed() >= ACK_INTERVAL || self.bytes >= ACK_BYTES)
+        {
+            self.start();
+        }
+        Ok(())
+    }
+
+    fn start(&mut self) {
+        let log = Arc::clone(&self.log);
+        let seq = self.done;
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            log.ack(seq).map(|()| seq)
+        }));
+        self.last = Instant::now();
+        self.bytes = 0;
+    }
+
+    async fn join(&mut self) -> Result<(), ReplayError> {
+        if let Some(h) = self.inflight.take() {
+            let seq = h
+                .await
+                .map_err(join_error)?
+                .map_err(ReplayError::from_log)?;
+            self.acked = self.acked.max(seq);
+        }
+        Ok(())
+    }
+
+    /// Waits until everything done so far is acknowledged.
+    async fn flush(&mut self) -> Result<(), ReplayError> {
+        self.join().await?;
+        if self.done > self.acked {
+            self.start();
+            self.join().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The progress line in the session log.
+struct Reporter {
+    last: Instant,
+    delivered_since: bool,
+    drained_logged: bool,
+}
+
+impl Reporter {
+    fn new() -> Self {
+        Reporter {
+            last: Instant::now(),
+            delivered_since: false,
+            drained_logged: true,
+        }
+    }
+
+    fn delivered(&mut self) {
+        self.delivered_since = true;
+        self.drained_logged = false;
+    }
+
+    fn maybe_log(&mut self, log: &Log, progress: &Progress) {
+        if self.last.elapsed() < PROGRESS_LOG_INTERVAL || !self.delivered_since {
+            return;
+        }
+        self.last = Instant::now();
+        self.delivered_since = false;
+        let stats = log.stats();
+        let s = progress.snapshot(stats.backlog_records);
+        tracing::info!(
+            backlog_records = stats.backlog_records,
+            backlog_bytes = stats.backlog_bytes,
+            delivered_records = s.delivered_records,
+            delivered_bytes = s.delivered_bytes,
+            dead_lettered = s.dead_lettered,
+            records_per_s = format!("{:.0}", s.records_per_second),
+            mb_per_s = format!("{:.1}", s.bytes_per_second / 1e6),
+            eta_s = format!("{:.1}", s.estimated_drain_seconds),
+            "replay progress"
+        );
+    }
+
+    fn caught_up(&mut self, log: &Log, progress: &Progress) {
+        if self.drained_logged {
+            return;
+        }
+        self.drained_logged = true;
+        let stats = log.stats();
+        if stats.backlog_records == 0 {
+            let s = progress.snapshot(0);
+            tracing::info!(
+                delivered_records = s.delivered_records,
+                delivered_bytes = s.delivered_bytes,
+                dead_lettered = s.dead_lettered,
+                "backlog drained"
+            );
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The `forward` sink for `http://` and `https://` upstreams: each record is replayed as
+//! the HTTP request the application would have sent.
+//!
+//! * `route` is `"METHOD /path?query"`; the request goes to the upstream's origin, with
+//!   the upstream's base path (if any) in front of `/path`.
+//! * `headers` become request headers, except the ones that describe the original
+//!   connection or body framing and would be wrong on a new one (`host`, `content-length`,
+//!   `transfer-encoding`, `connection`, `keep-alive`, `proxy-connection`, `te`, `upgrade`,
+//!   `expect`); the client sets those itself. `--upstream-header`s are set last and
+//!   replace a record header of the same name (they carry the operator's current
+//!   credentials).
+//! * `payload` is the body.
+//!
+//! A record whose route or headers cannot form a valid request is a permanent failure (it
+//! is dead-lettered with the reason), never a silent drop.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use echopost_proto::v1::Record;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::backoff::parse_retry_after;
+use super::classify::{Class, Failure, http_status};
+
+/// The HTTP/1.1 client shared by forwarding and health probes (keeps connections alive).
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Most response body bytes read (to reuse the connection and quote in errors).
+const MAX_RESPONSE_BODY: usize = 1 << 20;
+/// Most characters of a response body quoted in a failure reason.
+const MAX_QUOTED: usize = 200;
+
+const SKIPPED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "expect",
+];
+
+pub(crate) fn build_client(connector: HttpsConnector<HttpConnector>) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1)
+        .build(connector)
+}
+
+/// Replays records as HTTP requests.
+#[derive(Clone)]
+pub(crate) struct HttpForwarder {
+    client: HttpClient,
+    /// `http(s)://host:port` plus the base path, without a trailing slash.
+    prefix: String,
+    extra: Vec<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+}
+
+impl HttpForwarder {
+    pub(crate) fn new(
+        client: HttpClient,
+        prefix: String,
+        extra: Vec<(HeaderName, HeaderValue)>,
+        timeout: Duration,
+    ) -> Self {
+        HttpForwarder {
+            client,
+            prefix,
+            extra,
+            timeout,
+        }
+    }
+
+    /// The request for `record`, or why none can be built (a permanent failure).
+    pub(crate) fn build(&self, record: &Record) -> Result<Request<Full<Bytes>>, String> {
+        let route = record.route.trim();
+        let (method, target) = route
+            .split_once(' ')
+            .ok_or_else(|| format!("route {:?} is not \"METHOD /path\"", record.route))?;
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("route {:?}: bad method", record.route))?;
+        let target = target.trim();
+        if !target.starts_with('/') {
+            return Err(format!(
+                "route {:?}: the path must start with '/'",
+                record.route
+            ));
+        }
+        let uri: Uri = format!("{}{}", self.prefix, target)
+            .parse()
+            .map_err(|e| format!("route {:?}: {e}", record.route))?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(Bytes::from(record.payload.clone())))
+            .map_err(|e| format!("route {:?}: {e}", record.route))?;
+        let headers = req.headers_mut();
+        // Sorted, so that repeated replays of a record send identical requests.
+        let mut names: Vec<&String> = record.headers.keys().collect();
+        names.sort();
+        for name in names {
+            let value = &record.headers[name];
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header name {name:?} is not valid in HTTP"))?;
+            if SKIPPED_HEADERS.contains(&n.as_str()) {
+                continue;
+            }
+            let v = HeaderValue::from_str(value)
+                .map_err(|_| format!("value of header {name:?} is not valid in HTTP"))?;
+            headers.append(n, v);
+        }
+        for (n, v) in &self.extra {
+            headers.insert(n.clone(), v.clone());
+        }
+        Ok(req)
+    }
+
+    /// Sends one record; 2xx is success.
+    pub(crate) async fn send(&self, record: &Record) -> Result<(), Failure> {
+        let req = self.build(record).map_err(Failure::permanent)?;
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let what = format!("{method} {uri}");
+        match tokio::time::timeout(self.timeout, request(&self.client, req)).await {
+            Err(_) => Err(Failure::timeout(self.timeout)),
+            Ok(Err(e)) => Err(Failure::transient(format!("{what}: {e}"))),
+            Ok(Ok(answer)) => answer.into_result(&what),
+        }
+    }
+}
+
+/// What an HTTP server answered.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// Success for 2xx, else a classified failure quoting the start of the body.
+    pub(crate) fn into_result(self, what: &str) -> Result<(), Failure> {
+        match http_status(self.status) {
+            None => Ok(()),
+            Some(class) => {
+                let text = String::from_utf8_lossy(&self.body);
+                let quoted: String = text.chars().take(MAX_QUOTED).collect();
+                let reason = if quoted.trim().is_empty() {
+                    format!("{what}: HTTP {}", self.status)
+                } else {
+                    format!("{what}: HTTP {}: {}", self.status, quoted.trim())
+                };
+                let mut f = match class {
+                    Class::Transient => Failure::transient(reason),
+                    Class::Permanent => Failure::permanent(reason),
+                };
+                f.retry_after = self.retry_after;
+                Err(f)
+            }
+        }
+    }
+}
+
+/// Sends `req` and reads the answer (body capped at [`MAX_RESPONSE_BODY`]).
+pub(crate) async fn request(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+) -> Result<Answer, String> {
+    let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+    let body = Limited::new(resp.into_body(), MAX_RESPONSE_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// `e` and its sources, so "connection error" says what actually failed.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(prefix: &str) -> HttpForwarder {
+        let cfg = super::super::tls::client_config(false, None).unwrap();
+        let client = build_client(super::super::tls::http_connector(
+            cfg,
+            Duration::from_secs(1),
+        ));
+        HttpForwarder::new(
+            client,
+            prefix.to_string(),
+            vec![(
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_static("Bearer new"),
+            )],
+            Duration::from_secs(1),
+        )
+    }
+
+    fn record(route: &str, headers: &[(&str, &str)]) -> Record {
+        Record {
+            route: route.into(),
+            payload: b"{\"x\":1}".to_vec(),
+            headers: headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn builds_the_original_request() {
+        let f = fwd("http://127.0.0.1:8080/api");
+        let r = record(
+            "PUT /v1/items/7?dry=1",
+            &[
+                ("Content-Type", "application/json"),
+                ("x-request-id", "abc"),
+                ("authorization", "Bearer stale"),
+                ("host", "original.example"),
+                ("content-length", "999"),
+            ],
+        );
+        let req = f.build(&r).unwrap();
+        assert_eq!(req.method(), Method::PUT);
+        assert_eq!(
+            req.uri().to_string(),
+            "http://127.0.0.1:8080/api/v1/items/7?dry=1"
+        );
+        let h = req.headers();
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(h["authorization"], "Bearer new");
+        assert!(h.get("host").is_none());
+        assert!(h.get("content-length").is_none());
+    }
+
+    #[test]
+    fn bad_routes_and_headers_are_reported() {
+        let f = fwd("http://127.0.0.1:8080");
+        for route in ["", "POST", "POST v1/x", "P@ST /x", "GET /a b"] {
+            assert!(f.build(&record(route, &[])).is_err(), "{route:?}");
+        }
+        assert!(f.build(&record("GET /x", &[("bad name", "v")])).is_err());
+        assert!(f.build(&record("GET /x", &[("n", "line\nbreak")])).is_err());
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        let a = |status, body: &'static str| Answer {
+            status,
+            retry_after: Some(Duration::from_secs(3)),
+            body: Bytes::from_static(body.as_bytes()),
+        };
+        assert!(a(204, "").into_result("x").is_ok());
+        let f = a(429, "slow down").into_result("POST /x").unwrap_err();
+        assert_eq!(f.class, Class::Transient);
+        assert_eq!(f.retry_after, Some(Duration::from_secs(3)));
+        assert!(f.reason.contains("429") && f.reason.contains("slow down"));
+        let f = a(422, "bad field").into_result("POST /x").unwrap_err();
+        assert_eq!(f.class, Class::Permanent);
+    }
+}
