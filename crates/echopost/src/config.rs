@@ -329,7 +329,7 @@ mod tests {
             r.health_url.as_deref(),
             Some("https://api.example.com/v1/healthz")
         );
-        assert_eq!(r.batch_records, 1000);
+        assert_eq!(r.batch_records, 16384);
         assert_eq!(r.batch_bytes, 4 << 20);
         let c = resolve(&["--upstream", "http://h", "--sink", "deliver"]).unwrap();
         assert_eq!(c.replay.unwrap().sink, SinkKind::Deliver);
