@@ -259,6 +259,12 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub window: u32,
 
+    /// Connections the producers share, round-robin (HTTP/2 multiplexes concurrent calls
+    /// on one connection, as threads of one application sharing a channel do). 0 gives
+    /// every producer its own connection.
+    #[arg(long, value_name = "N", default_value = "0")]
+    pub connections: u32,
+
     /// How long to append, e.g. `30s`. Default 10s unless --total-bytes is given.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,

@@ -97,6 +97,8 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize)]
 pub struct Load {
     pub producers: u32,
+    /// Connections the producers share; 0 = one each.
+    pub connections: u32,
     pub batch_records: u32,
     pub record_bytes: u64,
     pub window: u32,
@@ -282,6 +284,7 @@ async fn measure(
     let machine = Machine::probe(Path::new(&st.dir));
     let load = Load {
         producers: args.producers,
+        connections: args.connections,
         batch_records: args.batch,
         record_bytes: args.record_bytes,
         window: args.window,
@@ -445,10 +448,13 @@ async fn producer(
     cfg: ProducerConfig,
     shared: Arc<Shared>,
     start: Arc<Barrier>,
+    given: Option<Conn>,
 ) -> ProducerResult {
     let batch = template(id, &cfg);
     let batch_payload = (cfg.batch * cfg.record_bytes) as u64;
-    let connected = if cfg.window <= 1 {
+    let connected = if let Some(c) = given {
+        Ok(c)
+    } else if cfg.window <= 1 {
         Client::connect(&socket)
             .await
             .map(Conn::Unary)
@@ -500,6 +506,7 @@ async fn producer(
     }
 }
 
+#[derive(Clone)]
 enum Conn {
     Unary(Client),
     Stream(EchoPostClient<tonic::transport::Channel>),
@@ -622,14 +629,28 @@ async fn ingest(
         .or(args.total_bytes.is_none().then_some(DEFAULT_DURATION));
     let shared = Arc::new(Shared::default());
     let barrier = Arc::new(Barrier::new(args.producers as usize + 1));
+    // Shared connections are opened up front; a producer whose share failed to connect
+    // connects on its own (and reports the error if that fails too).
+    let mut shared_conns: Vec<Conn> = Vec::new();
+    for _ in 0..args.connections.min(args.producers) {
+        let c = if cfg.window <= 1 {
+            Client::connect(socket).await.ok().map(Conn::Unary)
+        } else {
+            raw_client(socket).await.ok().map(Conn::Stream)
+        };
+        shared_conns.extend(c);
+    }
     let handles: Vec<_> = (0..args.producers)
         .map(|id| {
+            let given = (!shared_conns.is_empty())
+                .then(|| shared_conns[id as usize % shared_conns.len()].clone());
             tokio::spawn(producer(
                 id,
                 socket.to_path_buf(),
                 cfg,
                 Arc::clone(&shared),
                 Arc::clone(&barrier),
+                given,
             ))
         })
         .collect();
@@ -1398,8 +1419,13 @@ pub fn human(r: &BenchReport) -> String {
         limit.push(format!("up to {} of payload", fmt_bytes(b)));
     }
     o.push_str(&format!(
-        "  load        {} producer(s), batches of {} record(s) of {} B, {}, {}\n",
+        "  load        {} producer(s){}, batches of {} record(s) of {} B, {}, {}\n",
         l.producers,
+        if l.connections == 0 {
+            String::new()
+        } else {
+            format!(" sharing {} connection(s)", l.connections.min(l.producers))
+        },
         fmt_count(u64::from(l.batch_records)),
         l.record_bytes,
         if l.window <= 1 {
