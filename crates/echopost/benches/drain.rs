@@ -19,20 +19,16 @@
 //! health probe and connection) and stops when the last record is acknowledged, i.e. the
 //! backlog is empty and its segments deleted.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
+use echopost::noop_sink::NoopSink;
 use echopost::replay::{self, Progress, ReplayConfig, SinkKind};
 use echopost_log::{Log, LogOptions, SyncPolicy};
 use echopost_proto::v1::Record;
 use prost::Message;
 use tokio::sync::watch;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 const PAYLOAD: usize = 256;
 
@@ -41,90 +37,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Counts request bytes, answers an empty `DeliverResponse`.
-#[derive(Clone, Copy, Default)]
-struct CountingCodec;
-
-impl Codec for CountingCodec {
-    type Encode = ();
-    type Decode = usize;
-    type Encoder = CountingCodec;
-    type Decoder = CountingCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        CountingCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        CountingCodec
-    }
-}
-
-impl Encoder for CountingCodec {
-    type Item = ();
-    type Error = tonic::Status;
-    fn encode(&mut self, _: (), _: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
-impl Decoder for CountingCodec {
-    type Item = usize;
-    type Error = tonic::Status;
-
-    fn buffer_settings(&self) -> BufferSettings {
-        // Room for a whole 4 MiB request from the start, rather than doubling up to it.
-        BufferSettings::new((4 << 20) + (64 << 10), 32 << 10)
-    }
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<usize>, Self::Error> {
-        let n = src.remaining();
-        src.advance(n);
-        Ok(Some(n))
-    }
-}
-
-type BoxFut<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
-
-/// `echopost.v1.Sink` that accepts everything without looking at it.
-#[derive(Clone)]
-struct NoopSink {
-    calls: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
-}
-
-impl tonic::server::NamedService for NoopSink {
-    const NAME: &'static str = "echopost.v1.Sink";
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for NoopSink {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFut<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        struct Deliver(NoopSink);
-        impl tonic::server::UnaryService<usize> for Deliver {
-            type Response = ();
-            type Future = BoxFut<Result<tonic::Response<()>, tonic::Status>>;
-            fn call(&mut self, request: tonic::Request<usize>) -> Self::Future {
-                self.0.calls.fetch_add(1, Ordering::Relaxed);
-                self.0
-                    .bytes
-                    .fetch_add(*request.get_ref() as u64, Ordering::Relaxed);
-                Box::pin(async { Ok(tonic::Response::new(())) })
-            }
-        }
-        let me = self.clone();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(CountingCodec);
-            Ok(grpc.unary(Deliver(me), req).await)
-        })
-    }
 }
 
 fn fill(dir: &std::path::Path, n: u64) -> std::io::Result<()> {
@@ -182,30 +94,11 @@ async fn run_once(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let sink = NoopSink {
-        calls: Arc::new(AtomicU64::new(0)),
-        bytes: Arc::new(AtomicU64::new(0)),
-    };
-    let (_health, health_svc) = tonic_health::server::health_reporter();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .initial_stream_window_size(window)
-            .initial_connection_window_size(window.map(|w| w * 2))
-            .add_service(health_svc)
-            .add_service(sink.clone())
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stop_rx.await;
-                },
-            ),
-    );
+    let sink = NoopSink::start(window).await?;
+    sink.set_serving(true).await;
 
     let cfg = ReplayConfig {
-        upstream: format!("grpc://{addr}"),
+        upstream: sink.url(),
         sink: SinkKind::Deliver,
         health_service: String::new(),
         health_url: None,
@@ -238,8 +131,6 @@ async fn run_once(
     let cpu_secs = cpu_time() - cpu_before;
     let _ = tx.send(true);
     task.await??;
-    let _ = stop_tx.send(());
-    let _ = server.await;
     let delivered = progress.delivered_records.load(Ordering::Relaxed);
     if delivered != n {
         return Err(format!("delivered {delivered} of {n}").into());
@@ -247,8 +138,8 @@ async fn run_once(
     Ok(Outcome {
         secs,
         cpu_secs,
-        calls: sink.calls.load(Ordering::Relaxed),
-        wire_bytes: sink.bytes.load(Ordering::Relaxed),
+        calls: sink.calls(),
+        wire_bytes: sink.wire_bytes(),
     })
 }
 

@@ -20,8 +20,8 @@
 //! | [`committer`] | one thread that writes queued appends and group-commits them with one `fdatasync` |
 //! | [`gate`] | the ingest gate that makes "acknowledged then lost" impossible at exit |
 //! | [`limits`] | message and record size limits, and the status mapping of oversized requests |
+//! | [`noop_sink`] | a main server that accepts everything: the upstream of `echopost bench` and the drain benchmark |
 //! | [`server`] | the `echopost.v1.EchoPost` gRPC service |
-//! | [`rates`] | recent delivery rate for `Status` |
 //! | [`lifecycle`] | startup order, signals, linger exit, shutdown |
 //! | [`replay`] | replay to the main server (the replayer's seam) |
 //! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters` |
@@ -34,9 +34,9 @@ pub mod exit;
 pub mod gate;
 pub mod lifecycle;
 pub mod limits;
+pub mod noop_sink;
 pub mod peer;
 pub mod platform;
-pub mod rates;
 pub mod replay;
 pub mod server;
 pub mod session_log;

@@ -49,7 +49,6 @@ use crate::exit::{DaemonError, ExitCode};
 use crate::gate::AppendGate;
 use crate::limits::{MAX_MESSAGE_BYTES, OversizeLayer};
 use crate::peer::{PeerCheckLayer, PeerPolicy};
-use crate::rates::{self, RateMeter};
 use crate::replay::{self, Progress, ReplayError};
 use crate::server::{EchoPostService, Ingest, StaticInfo};
 use crate::session_log::{self, Session};
@@ -326,7 +325,6 @@ async fn serve(
     let started = Instant::now();
     let gate = AppendGate::new();
     let progress = Arc::new(Progress::default());
-    let rates = Arc::new(RateMeter::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<echopost_log::Error>(4);
 
@@ -335,7 +333,6 @@ async fn serve(
         Arc::clone(&gate),
         config.max_record_bytes,
         Arc::clone(&progress),
-        Arc::clone(&rates),
         StaticInfo {
             dir: config.dir.display().to_string(),
             sync_policy: config.sync_policy_name(),
@@ -424,7 +421,6 @@ async fn serve(
     let monitor_task = tokio::spawn(monitor(
         Arc::clone(&log),
         Arc::clone(&progress),
-        Arc::clone(&rates),
         config.replay.is_some(),
     ));
     let (linger_tx, mut linger_rx) = mpsc::channel::<Duration>(1);
@@ -641,10 +637,16 @@ async fn close_log(mut log: Arc<Log>) -> Option<echopost_log::Error> {
     }
 }
 
-/// Samples delivery figures for `Status`, and logs replay progress milestones: upstream
-/// state changes, and the backlog becoming empty.
-async fn monitor(log: Arc<Log>, progress: Arc<Progress>, rates: Arc<RateMeter>, replaying: bool) {
-    let mut tick = tokio::time::interval(rates::SAMPLE_EVERY);
+/// How often the monitor looks at replay progress.
+const MONITOR_EVERY: Duration = Duration::from_millis(500);
+
+/// Logs replay progress milestones: upstream state changes, and the backlog becoming
+/// empty. (Delivery rates for `Status` come from [`Progress::snapshot`].)
+async fn monitor(log: Arc<Log>, progress: Arc<Progress>, replaying: bool) {
+    if !replaying {
+        return;
+    }
+    let mut tick = tokio::time::interval(MONITOR_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_state = progress.state();
     let mut last_backlog: Option<u64> = None;
@@ -653,10 +655,6 @@ async fn monitor(log: Arc<Log>, progress: Arc<Progress>, rates: Arc<RateMeter>, 
         tick.tick().await;
         let delivered = progress.delivered_records.load(Ordering::Relaxed);
         let delivered_bytes = progress.delivered_bytes.load(Ordering::Relaxed);
-        rates.sample(delivered, delivered_bytes);
-        if !replaying {
-            continue;
-        }
         let state = progress.state();
         if state != last_state {
             tracing::info!(from = ?last_state, to = ?state, detail = %progress.last_error(), "upstream state changed");

@@ -49,7 +49,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::committer::{Chain, CommitError, Committer, PendingAppend};
 use crate::gate::{AppendGate, GateClosed};
 use crate::limits;
-use crate::rates::{self, RateMeter};
 use crate::replay::Progress;
 
 /// Requests of one `AppendStream` that may be received ahead of the one being stored.
@@ -86,7 +85,6 @@ pub struct Ingest {
     pub gate: Arc<AppendGate>,
     pub max_record_bytes: usize,
     pub progress: Arc<Progress>,
-    pub rates: Arc<RateMeter>,
     pub info: StaticInfo,
     /// Fatal storage errors go to the lifecycle, which shuts down with exit code 5 (or 4).
     pub fatal: mpsc::Sender<echopost_log::Error>,
@@ -117,7 +115,6 @@ impl Ingest {
         gate: Arc<AppendGate>,
         max_record_bytes: usize,
         progress: Arc<Progress>,
-        rates: Arc<RateMeter>,
         info: StaticInfo,
         fatal: mpsc::Sender<echopost_log::Error>,
         shutdown: watch::Receiver<bool>,
@@ -129,7 +126,6 @@ impl Ingest {
             gate,
             max_record_bytes,
             progress,
-            rates,
             info,
             fatal,
             shutdown,
@@ -276,7 +272,7 @@ impl Ingest {
         })
         .await
         .map_err(|e| Status::internal(format!("status failed: {e}")))?;
-        let rates = self.rates.rates();
+        let progress = self.progress.snapshot(stats.backlog_records);
         let upstream_state = match self.info.upstream {
             None => echopost_proto::v1::UpstreamState::None as i32,
             Some(_) => self.progress.state() as u8 as i32,
@@ -297,12 +293,9 @@ impl Ingest {
             uptime_seconds: self.info.started.elapsed().as_secs_f64(),
             session_id: self.info.session_id.clone(),
             source_id: self.info.source_id.clone(),
-            delivery_records_per_second: rates.records_per_second,
-            delivery_bytes_per_second: rates.bytes_per_second,
-            estimated_drain_seconds: rates::estimated_drain_seconds(
-                stats.backlog_records,
-                rates.records_per_second,
-            ),
+            delivery_records_per_second: progress.records_per_second,
+            delivery_bytes_per_second: progress.bytes_per_second,
+            estimated_drain_seconds: progress.estimated_drain_seconds,
             oldest_record_unix_nanos: oldest,
             dir: self.info.dir.clone(),
             pid: std::process::id(),
@@ -622,7 +615,6 @@ mod tests {
             AppendGate::new(),
             1 << 20,
             Arc::new(Progress::default()),
-            Arc::new(RateMeter::default()),
             StaticInfo {
                 dir: "/sim".into(),
                 sync_policy: "always".into(),

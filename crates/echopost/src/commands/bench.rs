@@ -34,24 +34,18 @@
 //! times a drain only if the daemon has an upstream of its own.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::io::{IsTerminal, Read as _};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
 use echopost_client::proto::echo_post_client::EchoPostClient;
 use echopost_client::proto::{AppendRequest, UpstreamState};
 use echopost_client::{Client, Record, StatusResponse};
 use serde::Serialize;
 use tokio::sync::{Barrier, Semaphore, mpsc};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic_health::ServingStatus;
 
 use super::histogram::Histogram;
 use super::{
@@ -61,6 +55,7 @@ use super::{
 use crate::cli::BenchArgs;
 use crate::exit::ExitCode;
 use crate::limits::MAX_MESSAGE_BYTES;
+use crate::noop_sink::NoopSink;
 
 /// Ingest time when neither `--duration` nor `--total-bytes` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -239,7 +234,9 @@ async fn bench(args: &BenchArgs) -> Result<BenchReport, CommandError> {
             (None, None, s)
         }
         None => {
-            let sink = NoopSink::start().await?;
+            let sink = NoopSink::start(None)
+                .await
+                .map_err(|e| CommandError::fatal(format!("cannot start the no-op sink: {e}")))?;
             let area = Area::new(args.dirs.dir.as_deref())?;
             let daemon = SpawnedDaemon::start(area, &sink, args).await?;
             let socket = daemon.area.socket.clone();
@@ -819,159 +816,6 @@ async fn drain(
             .map(|f| f.saturating_duration_since(turned_on).as_secs_f64()),
         peak_rss_bytes: None,
     }))
-}
-
-// ---------------------------------------------------------------------------------------
-// The no-op sink
-
-/// Counts request bytes without decoding them; answers an empty `DeliverResponse`.
-#[derive(Clone, Copy, Default)]
-struct CountingCodec;
-
-impl Codec for CountingCodec {
-    type Encode = ();
-    type Decode = usize;
-    type Encoder = CountingCodec;
-    type Decoder = CountingCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        CountingCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        CountingCodec
-    }
-}
-
-impl Encoder for CountingCodec {
-    type Item = ();
-    type Error = tonic::Status;
-    fn encode(&mut self, _: (), _: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        // An empty DeliverResponse encodes to zero bytes.
-        Ok(())
-    }
-}
-
-impl Decoder for CountingCodec {
-    type Item = usize;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<usize>, Self::Error> {
-        let n = src.remaining();
-        src.advance(n);
-        Ok(Some(n))
-    }
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
-
-#[derive(Debug, Default)]
-struct SinkCounters {
-    calls: AtomicU64,
-    bytes: AtomicU64,
-    first_call: OnceLock<Instant>,
-}
-
-/// `echopost.v1.Sink` accepting every batch.
-#[derive(Clone)]
-struct SinkService(Arc<SinkCounters>);
-
-impl tonic::server::NamedService for SinkService {
-    const NAME: &'static str = "echopost.v1.Sink";
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for SinkService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        struct Deliver(Arc<SinkCounters>);
-        impl tonic::server::UnaryService<usize> for Deliver {
-            type Response = ();
-            type Future = BoxFuture<Result<tonic::Response<()>, tonic::Status>>;
-            fn call(&mut self, request: tonic::Request<usize>) -> Self::Future {
-                let _ = self.0.first_call.set(Instant::now());
-                self.0.calls.fetch_add(1, Ordering::Relaxed);
-                self.0
-                    .bytes
-                    .fetch_add(*request.get_ref() as u64, Ordering::Relaxed);
-                Box::pin(async { Ok(tonic::Response::new(())) })
-            }
-        }
-        let counters = Arc::clone(&self.0);
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(CountingCodec);
-            Ok(grpc.unary(Deliver(counters), req).await)
-        })
-    }
-}
-
-/// The in-process upstream of a daemon the bench starts.
-struct NoopSink {
-    addr: std::net::SocketAddr,
-    counters: Arc<SinkCounters>,
-    health: tonic_health::server::HealthReporter,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl NoopSink {
-    async fn start() -> Result<NoopSink, CommandError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| CommandError::fatal(format!("cannot start the no-op sink: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| CommandError::fatal(format!("cannot start the no-op sink: {e}")))?;
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        let counters = Arc::new(SinkCounters::default());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(SinkService(Arc::clone(&counters)))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stop_rx.await;
-                },
-            );
-        tokio::spawn(async move {
-            if let Err(e) = server.await {
-                eprintln!("echopost bench: the no-op sink failed: {e}");
-            }
-        });
-        Ok(NoopSink {
-            addr,
-            counters,
-            health,
-            _stop: stop_tx,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("grpc://{}", self.addr)
-    }
-
-    async fn set_serving(&self, serving: bool) {
-        let s = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        self.health.set_service_status("", s).await;
-    }
-
-    fn first_call(&self) -> Option<Instant> {
-        self.counters.first_call.get().copied()
-    }
-
-    fn wire_bytes(&self) -> u64 {
-        self.counters.bytes.load(Ordering::Relaxed)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
