@@ -46,6 +46,7 @@ fn run(args: RunArgs) -> anyhow::Result<echopost::exit::ExitCode> {
             return Ok(e.exit_code());
         }
     };
+    echopost::platform::limit_allocator_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("echopost")
