@@ -56,6 +56,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -1136,7 +1137,9 @@ async fn kill_9_during_ingest_and_replay_for_many_cycles() {
     summary.deliver_calls = deliver_calls;
     summary.refused_calls = refused_calls;
     summary.wall = started.elapsed();
-    eprintln!("{summary}");
+    // Straight to the stderr handle: unlike `eprintln!`, it is not captured by the test
+    // harness, so the counts show in CI logs.
+    let _ = writeln!(std::io::stderr().lock(), "{summary}");
 
     assert_eq!(lives.len() as u64, cycles + 1, "{summary}");
     assert!(
@@ -1478,6 +1481,8 @@ async fn pipelined_streams_keep_their_order_across_kills() {
         stored.len(),
         started.elapsed()
     );
-    eprintln!("{summary}");
+    // Straight to the stderr handle: unlike `eprintln!`, it is not captured by the test
+    // harness, so the counts show in CI logs.
+    let _ = writeln!(std::io::stderr().lock(), "{summary}");
     assert!(st.acked_records > 0, "nothing was acknowledged: {summary}");
 }
