@@ -4,6 +4,7 @@
 //! the middle of a replay and a restart, exit code 4 on corruption, the dead-letter
 //! commands, and the source id being stable across runs.
 
+mod common;
 mod replay_support;
 
 use std::path::{Path, PathBuf};
@@ -15,29 +16,9 @@ use echopost_log::LogOptions;
 use prost::Message;
 use replay_support::*;
 
-/// Environment variables that would change the daemon's behaviour behind the test's back.
-const CLEARED_ENV: &[&str] = &[
-    "ECHOPOST_DIR",
-    "ECHOPOST_SOCKET",
-    "ECHOPOST_UPSTREAM",
-    "ECHOPOST_SYNC",
-    "ECHOPOST_MAX_DISK",
-    "ECHOPOST_LINGER",
-    "ECHOPOST_SINK",
-    "ECHOPOST_HEALTH_SERVICE",
-    "ECHOPOST_HEALTH_URL",
-    "ECHOPOST_HEALTHY_AFTER",
-    "ECHOPOST_BATCH_RECORDS",
-    "ECHOPOST_BATCH_BYTES",
-    "ECHOPOST_UPSTREAM_CA",
-    "ECHOPOST_UPSTREAM_HEADER",
-    "ECHOPOST_REQUEST_TIMEOUT",
-    "RUST_LOG",
-];
-
 fn echopost(args: &[&str], stderr: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_echopost"));
-    for v in CLEARED_ENV {
+    for v in common::ENV_VARS {
         c.env_remove(v);
     }
     c.args(args)
