@@ -91,39 +91,95 @@ pub enum Compression {
     Zstd { level: i32 },
 }
 
-/// A batch body encoded outside the writer lock, waiting for its sequence number.
+/// The records of one batch being assembled, length-prefixed, behind space for the frame
+/// header. Callers may encode a record straight into it ([`BatchBody::push_with`]), so a
+/// record is copied once, from the request into the frame.
 #[derive(Debug)]
-pub struct PreparedFrame {
-    /// Header space (zeroed) followed by the stored body.
-    pub bytes: Vec<u8>,
-    body_crc: u32,
-    pub count: u32,
-    /// Sum of the records' payload lengths.
-    pub payload_bytes: u64,
+pub struct BatchBody {
+    raw: Vec<u8>,
+    count: usize,
 }
 
-impl PreparedFrame {
-    /// Encodes `records` into a frame body (compressing if asked and worthwhile).
-    /// Fails only if the body would exceed `u32` sizes; callers bound it earlier.
-    pub fn encode<R: AsRef<[u8]>>(
-        records: &[R],
-        compression: Compression,
-    ) -> Result<Self, &'static str> {
-        let payload_bytes: u64 = records.iter().map(|r| r.as_ref().len() as u64).sum();
-        let raw_len = payload_bytes + (records.len() * RECORD_OVERHEAD) as u64;
-        if raw_len > u64::from(MAX_BODY_LEN) {
+impl Default for BatchBody {
+    fn default() -> Self {
+        BatchBody::with_capacity(0)
+    }
+}
+
+impl BatchBody {
+    /// An empty batch with room for `bytes` of records (payloads plus
+    /// [`RECORD_OVERHEAD`] each).
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut raw = Vec::with_capacity(FRAME_HEADER_LEN + bytes);
+        raw.resize(FRAME_HEADER_LEN, 0);
+        BatchBody { raw, count: 0 }
+    }
+
+    /// A batch holding `records`.
+    pub fn from_records<R: AsRef<[u8]>>(records: &[R]) -> Self {
+        let bytes = records
+            .iter()
+            .map(|r| r.as_ref().len() + RECORD_OVERHEAD)
+            .sum();
+        let mut body = BatchBody::with_capacity(bytes);
+        for r in records {
+            body.push(r.as_ref());
+        }
+        body
+    }
+
+    /// Adds one record.
+    pub fn push(&mut self, record: &[u8]) {
+        self.push_with(|buf| buf.extend_from_slice(record));
+    }
+
+    /// Adds one record whose bytes `write` appends to the buffer it is given.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.raw.len();
+        self.raw.extend_from_slice(&[0; RECORD_OVERHEAD]);
+        write(&mut self.raw);
+        // A record over 4 GiB cannot be stored; the size check in `finish` refuses the
+        // batch long before, so saturating here cannot produce a frame.
+        let len = u32::try_from(self.raw.len() - at - RECORD_OVERHEAD).unwrap_or(u32::MAX);
+        self.raw[at..at + RECORD_OVERHEAD].copy_from_slice(&len.to_le_bytes());
+        self.count += 1;
+    }
+
+    /// Records added.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The records added so far, in order.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let raw = &self.raw[FRAME_HEADER_LEN..];
+        // The body was built by `push_with`, so it always splits into its records.
+        split_records(raw, u32::try_from(self.count).unwrap_or(0))
+            .unwrap_or_default()
+            .into_iter()
+            .map(move |r| &raw[r])
+    }
+
+    /// Bytes of the encoded records (payloads plus length prefixes).
+    pub fn raw_len(&self) -> u64 {
+        (self.raw.len() - FRAME_HEADER_LEN) as u64
+    }
+
+    /// Compresses (if asked and worthwhile) and checksums the body. Fails only if the body
+    /// exceeds the format's limits; callers bound it earlier.
+    pub fn finish(self, compression: Compression) -> Result<PreparedFrame, &'static str> {
+        if self.raw_len() > u64::from(MAX_BODY_LEN) {
             return Err("frame body too large");
         }
-        let count = u32::try_from(records.len()).map_err(|_| "too many records")?;
-        let mut raw = Vec::with_capacity(FRAME_HEADER_LEN + raw_len as usize);
-        raw.resize(FRAME_HEADER_LEN, 0);
-        for r in records {
-            let r = r.as_ref();
-            raw.extend_from_slice(&(r.len() as u32).to_le_bytes());
-            raw.extend_from_slice(r);
-        }
-        let raw_len = (raw.len() - FRAME_HEADER_LEN) as u32;
-        let mut bytes = raw;
+        let count = u32::try_from(self.count).map_err(|_| "too many records")?;
+        let raw_len = self.raw_len() as u32;
+        let payload_bytes = u64::from(raw_len) - self.count as u64 * RECORD_OVERHEAD as u64;
+        let mut bytes = self.raw;
         let mut compressed = false;
         if let Compression::Zstd { level } = compression
             && let Ok(c) = zstd::bulk::compress(&bytes[FRAME_HEADER_LEN..], level)
@@ -148,6 +204,28 @@ impl PreparedFrame {
             count,
             payload_bytes,
         })
+    }
+}
+
+/// A batch body encoded outside the writer lock, waiting for its sequence number.
+#[derive(Debug)]
+pub struct PreparedFrame {
+    /// Header space (zeroed) followed by the stored body.
+    pub bytes: Vec<u8>,
+    body_crc: u32,
+    pub count: u32,
+    /// Sum of the records' payload lengths.
+    pub payload_bytes: u64,
+}
+
+impl PreparedFrame {
+    /// Encodes `records` into a frame body (compressing if asked and worthwhile).
+    /// Fails only if the body would exceed `u32` sizes; callers bound it earlier.
+    pub fn encode<R: AsRef<[u8]>>(
+        records: &[R],
+        compression: Compression,
+    ) -> Result<Self, &'static str> {
+        BatchBody::from_records(records).finish(compression)
     }
 
     /// Stamps the first sequence number and completes the checksum.
@@ -365,6 +443,24 @@ mod tests {
         let random: Vec<Vec<u8>> = vec![(0..64u8).map(|i| i.wrapping_mul(151)).collect()];
         let f = frame(&random, 1, Compression::Zstd { level: 1 });
         assert!(!parse_frame(&f).unwrap().0.compressed);
+    }
+
+    #[test]
+    fn records_written_in_place_frame_like_copied_ones() {
+        let records = [b"alpha".to_vec(), Vec::new(), vec![7u8; 300]];
+        let mut in_place = BatchBody::default();
+        for r in &records {
+            in_place.push_with(|buf| buf.extend_from_slice(r));
+        }
+        assert_eq!(in_place.len(), 3);
+        assert!(in_place.records().eq(records.iter().map(Vec::as_slice)));
+        assert_eq!(in_place.raw_len(), 305 + 3 * RECORD_OVERHEAD as u64);
+        let mut a = in_place.finish(Compression::None).unwrap();
+        let mut b = PreparedFrame::encode(&records, Compression::None).unwrap();
+        a.seal_header(9);
+        b.seal_header(9);
+        assert_eq!(a.bytes, b.bytes);
+        assert_eq!(a.payload_bytes, 305);
     }
 
     #[test]

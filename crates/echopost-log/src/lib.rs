@@ -63,7 +63,9 @@ pub mod sim;
 mod verify;
 
 pub use error::{Corruption, CorruptionKind, Error, Result};
-pub use frame::Compression;
-pub use log::{Appended, LOCK_FILE, Log, LogOptions, LogStats, RecoveryReport, SyncPolicy};
+pub use frame::{BatchBody, Compression};
+pub use log::{
+    Appended, LOCK_FILE, Log, LogOptions, LogStats, PreparedBatch, RecoveryReport, SyncPolicy,
+};
 pub use reader::{Reader, StoredRecord};
 pub use verify::{VerifyReport, verify, verify_with_fs};

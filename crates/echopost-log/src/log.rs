@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use crate::cursor::{self, CURSOR_TMP_FILE};
 use crate::error::{Error, Result};
-use crate::frame::{self, Compression, FRAME_HEADER_LEN, PreparedFrame, RECORD_OVERHEAD};
+use crate::frame::{
+    self, BatchBody, Compression, FRAME_HEADER_LEN, PreparedFrame, RECORD_OVERHEAD,
+};
 use crate::fs::{FileHandle, FileSystem, LockGuard, OpenMode, RealFs};
 use crate::recovery::{self, TornTail};
 use crate::segment::{self, SEGMENT_HEADER_LEN};
@@ -101,6 +103,22 @@ impl LogOptions {
             Some(q) => base.min((q / 8).max(4096)),
             None => base,
         }
+    }
+}
+
+/// A batch checked, encoded and checksummed by [`Log::prepare`], waiting to be written.
+#[derive(Debug)]
+pub struct PreparedBatch(PreparedFrame);
+
+impl PreparedBatch {
+    /// Bytes the batch occupies on disk (its frame).
+    pub fn frame_len(&self) -> usize {
+        self.0.bytes.len()
+    }
+
+    /// Records in the batch.
+    pub fn records(&self) -> u32 {
+        self.0.count
     }
 }
 
@@ -596,6 +614,30 @@ impl Log {
         self.append_inner(records, false)
     }
 
+    /// Checks, encodes, compresses and checksums a batch without touching the log or its
+    /// lock, so that this CPU work runs on the caller's thread. Write the result with
+    /// [`Log::append_prepared_nowait`]. Fails with [`Error::EmptyBatch`] or
+    /// [`Error::BatchTooLarge`], changing nothing.
+    pub fn prepare(&self, body: BatchBody) -> Result<PreparedBatch> {
+        if body.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        let size = body.raw_len();
+        let limit = self.batch_limit();
+        if size > limit {
+            return Err(Error::BatchTooLarge { size, limit });
+        }
+        body.finish(self.inner.opts.compression)
+            .map(PreparedBatch)
+            .map_err(|_| Error::BatchTooLarge { size, limit })
+    }
+
+    /// Writes a batch made by [`Log::prepare`], like [`Log::append_nowait`]: not durable
+    /// (and not to be acknowledged) until a [`Log::wait_durable`] covering it returns Ok.
+    pub fn append_prepared_nowait(&self, batch: PreparedBatch) -> Result<Appended> {
+        self.write_prepared(batch.0, false)
+    }
+
     /// Blocks until every sequence up to and including `seq` is durable, syncing if
     /// needed (group-committed with concurrent appenders). Fails if the log is poisoned.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
@@ -604,24 +646,30 @@ impl Log {
         self.inner.wait_durable(st, target)
     }
 
+    fn batch_limit(&self) -> u64 {
+        self.inner
+            .opts
+            .max_batch_bytes
+            .min(u64::from(frame::MAX_BODY_LEN))
+    }
+
     fn append_inner<R: AsRef<[u8]>>(&self, records: &[R], wait: bool) -> Result<Appended> {
-        if records.is_empty() {
-            return Err(Error::EmptyBatch);
-        }
-        let raw: u64 = records
+        // Refuse an oversized batch before copying it.
+        let size: u64 = records
             .iter()
             .map(|r| (r.as_ref().len() + RECORD_OVERHEAD) as u64)
             .sum();
-        let limit = self
-            .inner
-            .opts
-            .max_batch_bytes
-            .min(u64::from(frame::MAX_BODY_LEN));
-        if raw > limit {
-            return Err(Error::BatchTooLarge { size: raw, limit });
+        let limit = self.batch_limit();
+        if size > limit {
+            return Err(Error::BatchTooLarge { size, limit });
         }
-        let mut prepared = PreparedFrame::encode(records, self.inner.opts.compression)
-            .map_err(|_| Error::BatchTooLarge { size: raw, limit })?;
+        let batch = self.prepare(BatchBody::from_records(records))?;
+        self.write_prepared(batch.0, wait)
+    }
+
+    /// Takes the lock, assigns sequences, writes the frame, and waits for durability if
+    /// asked.
+    fn write_prepared(&self, mut prepared: PreparedFrame, wait: bool) -> Result<Appended> {
         let frame_len = prepared.bytes.len() as u64;
 
         let inner = &*self.inner;

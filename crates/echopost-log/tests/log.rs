@@ -536,3 +536,48 @@ fn a_failed_sync_wakes_every_parked_appender_with_an_error() {
         }
     }
 }
+
+#[test]
+fn prepared_batches_are_checked_before_the_log_and_written_in_order() {
+    use echopost_log::BatchBody;
+    let fs = SimFs::new(4);
+    let opts = LogOptions {
+        max_batch_bytes: 1000,
+        ..LogOptions::default()
+    };
+    let log = open_sim(&fs, opts).unwrap();
+    assert!(matches!(
+        log.prepare(BatchBody::default()),
+        Err(Error::EmptyBatch)
+    ));
+    let mut big = BatchBody::default();
+    big.push(&[0u8; 2000]);
+    assert!(matches!(
+        log.prepare(big),
+        Err(Error::BatchTooLarge { limit: 1000, .. })
+    ));
+    assert_eq!(log.stats().next_seq, 1, "refused batches take no sequence");
+
+    let mut first = BatchBody::default();
+    first.push_with(|buf| buf.extend_from_slice(b"one"));
+    first.push(b"two");
+    let first = log.prepare(first).unwrap();
+    let second = log.prepare(BatchBody::from_records(&[b"three"])).unwrap();
+    assert_eq!((first.records(), second.records()), (2, 1));
+    let a = log.append_prepared_nowait(first).unwrap();
+    let b = log.append_prepared_nowait(second).unwrap();
+    assert_eq!((a.first_seq, a.last_seq, b.first_seq), (1, 2, 3));
+    log.wait_durable(b.last_seq).unwrap();
+    drop(log);
+    fs.crash(false);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    let got: Vec<Vec<u8>> = read_all(&log, 1, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.data)
+        .collect();
+    assert_eq!(
+        got,
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+}

@@ -6,9 +6,9 @@
 //! wakes every waiting thread on each sync; and one `AppendStream` could keep only one
 //! request in flight, paying one `fdatasync` per request.
 //!
-//! Instead every request is queued here. One thread takes everything queued, writes each
-//! batch with [`Log::append_nowait`] (one `pwrite` each, sequences assigned in queue
-//! order), then makes the whole group durable with one [`Log::wait_durable`], and only
+//! Instead every request is encoded and checksummed on its own task ([`Log::prepare`])
+//! and queued here. One thread takes everything queued, writes each batch with
+//! [`Log::append_prepared_nowait`] (one `pwrite` each, sequences assigned in queue order), then makes the whole group durable with one [`Log::wait_durable`], and only
 //! then answers every request of the group. Requests that arrive during that `fdatasync`
 //! form the next group, so the group size follows the load by itself: one request alone
 //! costs one write and one sync; sixty-four concurrent ones share a sync.
@@ -31,7 +31,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use echopost_log::{Appended, Log, SyncPolicy};
+use echopost_log::{Appended, Log, PreparedBatch, SyncPolicy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::gate::GatePass;
@@ -46,7 +46,8 @@ pub const QUEUE_BYTES: usize = 32 << 20;
 const MAX_GROUP: usize = 512;
 
 struct Job {
-    records: Vec<Vec<u8>>,
+    /// Taken when the batch is written (each job is written once).
+    batch: Option<PreparedBatch>,
     reply: oneshot::Sender<Result<Appended, CommitError>>,
     chain: Option<Chain>,
     _pass: GatePass,
@@ -119,10 +120,10 @@ impl Committer {
     /// Queues one batch and waits until it is stored (durable under the sync policy).
     pub async fn submit(
         &self,
-        records: Vec<Vec<u8>>,
+        batch: PreparedBatch,
         pass: GatePass,
     ) -> Result<Appended, CommitError> {
-        self.enqueue(records, pass, None).await?.wait().await
+        self.enqueue(batch, pass, None).await?.wait().await
     }
 
     /// Queues one batch; the returned [`PendingAppend`] gives the outcome. Batches are
@@ -130,12 +131,11 @@ impl Committer {
     /// not anyone waits for the outcome, and `pass` is held until then.
     pub async fn enqueue(
         &self,
-        records: Vec<Vec<u8>>,
+        batch: PreparedBatch,
         pass: GatePass,
         chain: Option<Chain>,
     ) -> Result<PendingAppend, CommitError> {
-        let bytes: usize = records.iter().map(Vec::len).sum();
-        let want = bytes.clamp(1, QUEUE_BYTES);
+        let want = batch.frame_len().clamp(1, QUEUE_BYTES);
         // `want` <= QUEUE_BYTES (32 MiB), so it fits in u32.
         let budget = Arc::clone(&self.budget)
             .acquire_many_owned(want as u32)
@@ -144,7 +144,7 @@ impl Committer {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job {
-                records,
+                batch: Some(batch),
                 reply,
                 chain,
                 _pass: pass,
@@ -167,10 +167,12 @@ fn commit_loop(log: &Log, mut rx: mpsc::Receiver<Job>, wait: bool) {
                 Err(_) => break,
             }
         }
-        for job in &group {
-            let result = match &job.chain {
-                Some(chain) if chain.broken() => Err(CommitError::ChainBroken),
-                _ => log.append_nowait(&job.records).map_err(CommitError::Log),
+        for job in &mut group {
+            let result = match (&job.chain, job.batch.take()) {
+                (Some(chain), _) if chain.broken() => Err(CommitError::ChainBroken),
+                (_, Some(batch)) => log.append_prepared_nowait(batch).map_err(CommitError::Log),
+                // Unreachable: a job is taken from the queue, and written, once.
+                (_, None) => Err(CommitError::Stopped),
             };
             if result.is_err()
                 && let Some(chain) = &job.chain
@@ -213,6 +215,11 @@ mod tests {
     use echopost_log::LogOptions;
     use echopost_log::sim::{Fault, FaultError, SimFs};
 
+    fn batch(log: &Log, records: &[&[u8]]) -> PreparedBatch {
+        log.prepare(echopost_log::BatchBody::from_records(records))
+            .unwrap()
+    }
+
     fn sim_log(fs: &SimFs) -> Arc<Log> {
         Arc::new(Log::open_with_fs(Arc::new(fs.clone()), "/d", LogOptions::default()).unwrap())
     }
@@ -228,11 +235,9 @@ mod tests {
         for i in 0..64u32 {
             let c = Arc::clone(&c);
             let pass = gate.enter().unwrap();
+            let b = batch(&log, &[&i.to_le_bytes()]);
             tasks.push(tokio::spawn(async move {
-                let a = c
-                    .submit(vec![i.to_le_bytes().to_vec()], pass)
-                    .await
-                    .unwrap();
+                let a = c.submit(b, pass).await.unwrap();
                 (a.first_seq, i)
             }));
         }
@@ -271,7 +276,7 @@ mod tests {
         let log = sim_log(&fs);
         let (c, _h) = Committer::start(Arc::clone(&log)).unwrap();
         let gate = AppendGate::new();
-        c.submit(vec![b"ok".to_vec()], gate.enter().unwrap())
+        c.submit(batch(&log, &[b"ok"]), gate.enter().unwrap())
             .await
             .unwrap();
         // The next operation is the write, the one after it the fdatasync: fail the sync.
@@ -281,7 +286,7 @@ mod tests {
             persistent: false,
         }));
         let err = c
-            .submit(vec![b"lost".to_vec()], gate.enter().unwrap())
+            .submit(batch(&log, &[b"lost"]), gate.enter().unwrap())
             .await
             .unwrap_err();
         assert!(
@@ -289,7 +294,7 @@ mod tests {
             "{err}"
         );
         let err = c
-            .submit(vec![b"later".to_vec()], gate.enter().unwrap())
+            .submit(batch(&log, &[b"later"]), gate.enter().unwrap())
             .await
             .unwrap_err();
         assert!(
@@ -300,9 +305,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_stops_storing_at_its_first_failure() {
+        // The middle request fails when it is written (over the disk quota), after the
+        // ones around it were queued: the one behind it must not be stored.
         let dir = tempfile::tempdir().unwrap();
         let opts = LogOptions {
-            max_batch_bytes: 100,
+            max_disk_bytes: Some(64 << 10),
             ..LogOptions::default()
         };
         let log = Arc::new(Log::open(dir.path(), opts).unwrap());
@@ -310,11 +317,15 @@ mod tests {
         let gate = AppendGate::new();
         let chain = Chain::default();
         let mut pending = Vec::new();
-        for rec in [vec![1u8; 10], vec![2u8; 500], vec![3u8; 10]] {
+        for rec in [vec![1u8; 10], vec![2u8; 70_000], vec![3u8; 10]] {
             pending.push(
-                c.enqueue(vec![rec], gate.enter().unwrap(), Some(chain.clone()))
-                    .await
-                    .unwrap(),
+                c.enqueue(
+                    batch(&log, &[&rec]),
+                    gate.enter().unwrap(),
+                    Some(chain.clone()),
+                )
+                .await
+                .unwrap(),
             );
         }
         let mut outcomes = Vec::new();
@@ -324,7 +335,7 @@ mod tests {
         assert!(outcomes[0].is_ok());
         assert!(matches!(
             outcomes[1],
-            Err(CommitError::Log(echopost_log::Error::BatchTooLarge { .. }))
+            Err(CommitError::Log(echopost_log::Error::Full { .. }))
         ));
         assert!(matches!(outcomes[2], Err(CommitError::ChainBroken)));
         assert_eq!(

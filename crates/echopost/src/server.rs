@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use echopost_log::Log;
+use echopost_log::{BatchBody, Log};
 use echopost_proto::v1::echo_post_server::EchoPost;
 use echopost_proto::v1::{
     AppendRequest, AppendResponse, ReadRequest, ReadResponse, Record, StatusRequest,
@@ -149,16 +149,22 @@ impl Ingest {
         req: AppendRequest,
         chain: Option<Chain>,
     ) -> Result<QueuedAppend, Status> {
-        let records = encode_batch(req.records, self.max_record_bytes, now_unix_nanos())?;
+        let body = encode_batch(req.records, self.max_record_bytes, now_unix_nanos())?;
+        let count = body.len();
+        let bytes = usize::try_from(body.raw_len()).unwrap_or(usize::MAX);
+        // Encoding and checksumming happen here, on the request's task, so that the
+        // committer thread only writes and syncs.
+        let batch = self
+            .log
+            .prepare(body)
+            .map_err(|e| self.storage_error(e, count, bytes))?;
         let pass = self
             .gate
             .enter()
             .map_err(|e: GateClosed| Status::unavailable(e.to_string()))?;
-        let count = records.len();
-        let bytes: usize = records.iter().map(Vec::len).sum();
         let pending = self
             .committer
-            .enqueue(records, pass, chain)
+            .enqueue(batch, pass, chain)
             .await
             .map_err(|e| self.commit_error(e, count, bytes))?;
         Ok(QueuedAppend {
@@ -326,20 +332,21 @@ pub fn now_unix_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks a batch and turns it into the bytes stored per record: each `Record` encoded as
-/// protobuf, a zero timestamp replaced by `now_nanos`. Refuses an empty batch and any
-/// record whose encoding exceeds `max_record_bytes`, naming the limit.
+/// Checks a batch and encodes it into the body of one log frame: each `Record` encoded
+/// as protobuf straight into the frame (no copy per record), a zero timestamp replaced by
+/// `now_nanos`. Refuses an empty batch and any record whose encoding exceeds
+/// `max_record_bytes`, naming the limit.
 pub fn encode_batch(
     records: Vec<Record>,
     max_record_bytes: usize,
     now_nanos: i64,
-) -> Result<Vec<Vec<u8>>, Status> {
+) -> Result<BatchBody, Status> {
     if records.is_empty() {
         return Err(Status::invalid_argument(
             "empty batch: an append needs at least one record",
         ));
     }
-    let mut out = Vec::with_capacity(records.len());
+    let mut body = BatchBody::default();
     for (i, mut r) in records.into_iter().enumerate() {
         if r.timestamp_unix_nanos == 0 {
             r.timestamp_unix_nanos = now_nanos;
@@ -350,9 +357,9 @@ pub fn encode_batch(
                 "record {i} of the batch is {len} bytes (encoded), above the limit of {max_record_bytes} bytes set by --max-record-bytes; nothing was stored"
             )));
         }
-        out.push(r.encode_to_vec());
+        body.push_with(|buf| r.encode_raw(buf));
     }
-    Ok(out)
+    Ok(body)
 }
 
 /// Resolves once the daemon decided to exit (or the lifecycle is gone).
@@ -600,8 +607,9 @@ mod tests {
         let mut with_ts = rec(b"b");
         with_ts.timestamp_unix_nanos = 7;
         let out = encode_batch(vec![rec(b"a"), with_ts], 1000, 42).unwrap();
-        let a = Record::decode(out[0].as_slice()).unwrap();
-        let b = Record::decode(out[1].as_slice()).unwrap();
+        let out: Vec<&[u8]> = out.records().collect();
+        let a = Record::decode(out[0]).unwrap();
+        let b = Record::decode(out[1]).unwrap();
         assert_eq!(a.timestamp_unix_nanos, 42);
         assert_eq!(a.payload, b"a");
         assert_eq!(b.timestamp_unix_nanos, 7);
