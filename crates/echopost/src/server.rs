@@ -98,6 +98,8 @@ pub struct Ingest {
     fatal_reported: AtomicBool,
     /// Writes and group-commits every append (see [`crate::committer`]).
     committer: Committer,
+    /// `(sequence, timestamp)` of the oldest record `Status` last looked up.
+    oldest_cache: std::sync::Mutex<(u64, i64)>,
 }
 
 /// An append queued to the committer, with the figures needed to report its outcome.
@@ -132,6 +134,7 @@ impl Ingest {
             full_reported: AtomicBool::new(false),
             fatal_reported: AtomicBool::new(false),
             committer,
+            oldest_cache: std::sync::Mutex::new((0, 0)),
         })
     }
 
@@ -264,13 +267,20 @@ impl Ingest {
     /// The `Status` figures.
     pub async fn status(&self) -> Result<StatusResponse, Status> {
         let log = Arc::clone(&self.log);
+        let cached = self.oldest_cache.lock().map(|c| *c).unwrap_or((0, 0));
         let (stats, oldest) = tokio::task::spawn_blocking(move || {
             let stats = log.stats();
             // Only look at the oldest record when it is durable already: a reader asks for
-            // a sync otherwise, and `Status` must not change the sync behaviour.
+            // a sync otherwise, and `Status` must not change the sync behaviour. Reading it
+            // means scanning its segment up to it, so it is done once per oldest record,
+            // not once per `Status` call.
             let oldest =
                 if stats.backlog_records > 0 && stats.durable_next > stats.first_unacked_seq {
-                    oldest_timestamp(&log, stats.first_unacked_seq)
+                    if cached.0 == stats.first_unacked_seq && cached.1 != 0 {
+                        cached.1
+                    } else {
+                        oldest_timestamp(&log, stats.first_unacked_seq)
+                    }
                 } else {
                     0
                 };
@@ -278,6 +288,11 @@ impl Ingest {
         })
         .await
         .map_err(|e| Status::internal(format!("status failed: {e}")))?;
+        if oldest != 0
+            && let Ok(mut c) = self.oldest_cache.lock()
+        {
+            *c = (stats.first_unacked_seq, oldest);
+        }
         let progress = self.progress.snapshot(stats.backlog_records);
         let upstream_state = match self.info.upstream {
             None => echopost_proto::v1::UpstreamState::None as i32,
