@@ -85,6 +85,12 @@ impl Client {
         }
     }
 
+    /// The generated `echopost.v1.EchoPost` stub on this client's connection (message
+    /// limits set), for calls this crate does not wrap, such as a raw `AppendStream`.
+    pub fn rpc(&self) -> EchoPostClient<Channel> {
+        self.rpc.clone()
+    }
+
     /// The socket this client talks to.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -509,24 +509,12 @@ enum Conn {
     Stream(EchoPostClient<tonic::transport::Channel>),
 }
 
-/// A raw client of the EchoPost service, for pipelining with exact per-append timing.
+/// A raw stub of the EchoPost service, for pipelining with exact per-append timing.
 async fn raw_client(socket: &Path) -> Result<EchoPostClient<tonic::transport::Channel>, String> {
-    let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::from_static("http://echopost.local")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    Client::connect(socket)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(EchoPostClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .map(|c| c.rpc())
+        .map_err(|e| e.to_string())
 }
 
 /// Keeps `window` appends in flight on one `AppendStream`; each acknowledgement is
