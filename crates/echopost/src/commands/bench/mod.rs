@@ -9,6 +9,9 @@
 //!    the time from sending to the durable acknowledgement. With a larger window the
 //!    producer pipelines that many batches over one `AppendStream`. Latencies go into a
 //!    log-bucketed [`Histogram`] per producer (< 0.8 % error) → p50/p90/p99/p99.9.
+//!    The producers speak gRPC through a lean client of their own ([`wire`]): a bare
+//!    HTTP/2 connection and each producer's request encoded once, because the bench
+//!    shares the CPUs with the daemon it measures.
 //! 2. **Drain.** The daemon the bench starts has a built-in no-op sink as its upstream:
 //!    an in-process gRPC server on 127.0.0.1 answering `echopost.v1.Sink/Deliver` with OK
 //!    without decoding (so it costs the shared CPUs as little as possible), plus the
@@ -33,6 +36,8 @@
 //! depend on the operator's shell). With `--socket` it appends to that daemon instead and
 //! times a drain only if the daemon has an upstream of its own.
 
+mod wire;
+
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Read as _};
 use std::path::{Path, PathBuf};
@@ -41,7 +46,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use echopost_client::proto::echo_post_client::EchoPostClient;
 use echopost_client::proto::{AppendRequest, UpstreamState};
 use echopost_client::{Client, Record, StatusResponse};
 use serde::Serialize;
@@ -56,6 +60,7 @@ use crate::cli::BenchArgs;
 use crate::exit::ExitCode;
 use crate::limits::MAX_MESSAGE_BYTES;
 use crate::noop_sink::NoopSink;
+use wire::{PreEncoded, WireConn};
 
 /// Ingest time when neither `--duration` nor `--total-bytes` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -445,19 +450,15 @@ async fn producer(
     cfg: ProducerConfig,
     shared: Arc<Shared>,
     start: Arc<Barrier>,
-    given: Option<Conn>,
+    given: Option<WireConn>,
 ) -> ProducerResult {
-    let batch = template(id, &cfg);
+    let batch = PreEncoded::new(&AppendRequest {
+        records: template(id, &cfg),
+    });
     let batch_payload = (cfg.batch * cfg.record_bytes) as u64;
-    let connected = if let Some(c) = given {
-        Ok(c)
-    } else if cfg.window <= 1 {
-        Client::connect(&socket)
-            .await
-            .map(Conn::Unary)
-            .map_err(|e| e.to_string())
-    } else {
-        raw_client(&socket).await.map(Conn::Stream)
+    let connected = match given {
+        Some(c) => Ok(c),
+        None => WireConn::connect(&socket).await,
     };
     // Everyone starts together, connected or not, so the clock excludes connecting.
     start.wait().await;
@@ -473,28 +474,26 @@ async fn producer(
             };
         }
     };
-    let error = match conn {
-        Conn::Unary(client) => {
-            let mut error = None;
-            while shared.claim(batch_payload, cfg.total_bytes) {
-                let t0 = Instant::now();
-                match client.append(batch.clone()).await {
-                    Ok(_) => {
-                        hist.record(t0.elapsed().as_nanos() as u64);
-                        shared.acked(cfg.batch as u64, batch_payload);
-                    }
-                    Err(e) => {
-                        error = Some(format!("producer {id}: append failed: {e}"));
-                        shared.stop.store(true, Ordering::Relaxed);
-                        break;
-                    }
+    let error = if cfg.window <= 1 {
+        let mut conn = conn;
+        let mut error = None;
+        while shared.claim(batch_payload, cfg.total_bytes) {
+            let t0 = Instant::now();
+            match conn.append(batch.clone()).await {
+                Ok(_) => {
+                    hist.record(t0.elapsed().as_nanos() as u64);
+                    shared.acked(cfg.batch as u64, batch_payload);
+                }
+                Err(e) => {
+                    error = Some(format!("producer {id}: append failed: {e}"));
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
                 }
             }
-            error
         }
-        Conn::Stream(rpc) => {
-            pipelined(id, rpc, &batch, batch_payload, &cfg, &shared, &mut hist).await
-        }
+        error
+    } else {
+        pipelined(id, conn, &batch, batch_payload, &cfg, &shared, &mut hist).await
     };
     ProducerResult {
         hist,
@@ -503,37 +502,23 @@ async fn producer(
     }
 }
 
-#[derive(Clone)]
-enum Conn {
-    Unary(Client),
-    Stream(EchoPostClient<tonic::transport::Channel>),
-}
-
-/// A raw stub of the EchoPost service, for pipelining with exact per-append timing.
-async fn raw_client(socket: &Path) -> Result<EchoPostClient<tonic::transport::Channel>, String> {
-    Client::connect(socket)
-        .await
-        .map(|c| c.rpc())
-        .map_err(|e| e.to_string())
-}
-
 /// Keeps `window` appends in flight on one `AppendStream`; each acknowledgement is
 /// matched (in order) with its send time.
 async fn pipelined(
     id: u32,
-    mut rpc: EchoPostClient<tonic::transport::Channel>,
-    batch: &[Record],
+    mut conn: WireConn,
+    batch: &PreEncoded,
     batch_payload: u64,
     cfg: &ProducerConfig,
     shared: &Arc<Shared>,
     hist: &mut Histogram,
 ) -> Option<String> {
-    let (req_tx, req_rx) = mpsc::channel::<AppendRequest>(cfg.window);
-    let mut responses = match rpc
+    let (req_tx, req_rx) = mpsc::channel::<PreEncoded>(cfg.window);
+    let mut responses = match conn
         .append_stream(tokio_stream::wrappers::ReceiverStream::new(req_rx))
         .await
     {
-        Ok(r) => r.into_inner(),
+        Ok(r) => r,
         Err(s) => {
             shared.stop.store(true, Ordering::Relaxed);
             return Some(format!("producer {id}: AppendStream failed: {s}"));
@@ -576,13 +561,7 @@ async fn pipelined(
             Err(_) => break,
         }
         let _ = sent_tx.send(Instant::now());
-        if req_tx
-            .send(AppendRequest {
-                records: batch.to_vec(),
-            })
-            .await
-            .is_err()
-        {
+        if req_tx.send(batch.clone()).await.is_err() {
             break;
         }
     }
@@ -616,14 +595,9 @@ async fn ingest(
     let barrier = Arc::new(Barrier::new(args.producers as usize + 1));
     // Shared connections are opened up front; a producer whose share failed to connect
     // connects on its own (and reports the error if that fails too).
-    let mut shared_conns: Vec<Conn> = Vec::new();
+    let mut shared_conns: Vec<WireConn> = Vec::new();
     for _ in 0..args.connections.min(args.producers) {
-        let c = if cfg.window <= 1 {
-            Client::connect(socket).await.ok().map(Conn::Unary)
-        } else {
-            raw_client(socket).await.ok().map(Conn::Stream)
-        };
-        shared_conns.extend(c);
+        shared_conns.extend(WireConn::connect(socket).await.ok());
     }
     let handles: Vec<_> = (0..args.producers)
         .map(|id| {

@@ -1,0 +1,74 @@
+//! The RPC stack's ceiling on this machine: serves `echopost.v1.EchoPost` on a UNIX
+//! socket with an `Append` that stores nothing and answers at once, so
+//! `echopost bench --socket PATH --no-drain` against it measures what tonic, hyper and
+//! the kernel cost per call (daemon and load generator together), without the log.
+//!
+//! `cargo run --release --example rpc_ceiling -- /tmp/ceiling.sock`
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use echopost_proto::v1::echo_post_server::{EchoPost, EchoPostServer};
+use echopost_proto::v1::{
+    AppendRequest, AppendResponse, ReadRequest, ReadResponse, StatusRequest, StatusResponse,
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Default)]
+struct NoStorage {
+    next: AtomicU64,
+}
+
+type Resp<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EchoPost for NoStorage {
+    async fn append(&self, r: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
+        let n = r.get_ref().records.len() as u64;
+        let first = self.next.fetch_add(n, Ordering::Relaxed) + 1;
+        Ok(Response::new(AppendResponse {
+            first_sequence: first,
+            last_sequence: first + n - 1,
+        }))
+    }
+    type AppendStreamStream = Resp<AppendResponse>;
+    async fn append_stream(
+        &self,
+        _: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        Err(Status::unimplemented("unary only"))
+    }
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(StatusResponse {
+            pid: std::process::id(),
+            dir: std::env::temp_dir().display().to_string(),
+            sync_policy: "none (rpc ceiling)".into(),
+            version: "rpc-ceiling".into(),
+            ..StatusResponse::default()
+        }))
+    }
+    type ReadStream = Resp<ReadResponse>;
+    async fn read(&self, _: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        Err(Status::unimplemented("nothing is stored"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args().nth(1).ok_or("usage: rpc_ceiling SOCKET")?;
+    // A socket left by an earlier run is replaced; anything else at that path is not.
+    if let Ok(meta) = std::fs::symlink_metadata(&path)
+        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+    {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    eprintln!("rpc_ceiling: serving on {path}, pid {}", std::process::id());
+    tonic::transport::Server::builder()
+        .add_service(EchoPostServer::new(NoStorage::default()))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}
