@@ -1,23 +1,34 @@
 //! The RPC stack's ceiling on this machine: serves `echopost.v1.EchoPost` on a UNIX
-//! socket with an `Append` that stores nothing and answers at once, so
+//! socket with appends that store nothing and are answered at once, so
 //! `echopost bench --socket PATH --no-drain` against it measures what tonic, hyper and
-//! the kernel cost per call (daemon and load generator together), without the log.
+//! the kernel cost per call (server and load generator together), without the log.
+//! The daemon's own figures read against these show what storage adds.
 //!
 //! `cargo run --release --example rpc_ceiling -- /tmp/ceiling.sock`
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use echopost_proto::v1::echo_post_server::{EchoPost, EchoPostServer};
 use echopost_proto::v1::{
     AppendRequest, AppendResponse, ReadRequest, ReadResponse, StatusRequest, StatusResponse,
 };
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Default)]
 struct NoStorage {
-    next: AtomicU64,
+    next: Arc<AtomicU64>,
+}
+
+/// Hands out `n` sequence numbers, as the daemon would, without storing anything.
+fn answer(next: &AtomicU64, n: u64) -> AppendResponse {
+    let first = next.fetch_add(n, Ordering::Relaxed) + 1;
+    AppendResponse {
+        first_sequence: first,
+        last_sequence: first + n.saturating_sub(1),
+    }
 }
 
 type Resp<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -25,29 +36,34 @@ type Resp<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[tonic::async_trait]
 impl EchoPost for NoStorage {
     async fn append(&self, r: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
-        let n = r.get_ref().records.len() as u64;
-        let first = self.next.fetch_add(n, Ordering::Relaxed) + 1;
-        Ok(Response::new(AppendResponse {
-            first_sequence: first,
-            last_sequence: first + n - 1,
-        }))
+        Ok(Response::new(answer(
+            &self.next,
+            r.get_ref().records.len() as u64,
+        )))
     }
+
     type AppendStreamStream = Resp<AppendResponse>;
     async fn append_stream(
         &self,
-        _: Request<Streaming<AppendRequest>>,
+        r: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
-        Err(Status::unimplemented("unary only"))
+        let next = Arc::clone(&self.next);
+        let answers = r
+            .into_inner()
+            .map(move |req| req.map(|req| answer(&next, req.records.len() as u64)));
+        Ok(Response::new(Box::pin(answers)))
     }
+
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(StatusResponse {
             pid: std::process::id(),
             dir: std::env::temp_dir().display().to_string(),
-            sync_policy: "none (rpc ceiling)".into(),
+            sync_policy: "none (rpc ceiling: nothing is stored)".into(),
             version: "rpc-ceiling".into(),
             ..StatusResponse::default()
         }))
     }
+
     type ReadStream = Resp<ReadResponse>;
     async fn read(&self, _: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         Err(Status::unimplemented("nothing is stored"))
