@@ -12,6 +12,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile([&proto], [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("echopost_v1_descriptor.bin"), fds.encode_to_vec())?;
+    // The daemon's ingest server: the same `EchoPost` service, except that an
+    // `AppendRequest` arrives as `raw::RawAppendRequest` (each record's bytes, not yet
+    // decoded) so the daemon can check and store records without decoding them into
+    // owned fields. Everything else refers to the types generated below.
+    let mut ingest = fds.clone();
+    for file in &mut ingest.file {
+        file.message_type.clear();
+        file.enum_type.clear();
+        file.service.retain(|s| s.name() == "EchoPost");
+    }
+    let ingest_out = out.join("ingest");
+    std::fs::create_dir_all(&ingest_out)?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(false)
+        .out_dir(&ingest_out)
+        .extern_path(".echopost.v1.AppendRequest", "crate::raw::RawAppendRequest")
+        .extern_path(".echopost.v1", "crate::v1")
+        .compile_fds(ingest)?;
+
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -1,8 +1,12 @@
-//! Request decoding: the daemon decodes `AppendRequest`s (and the `Record`s inside) from
-//! untrusted clients. Decoding arbitrary bytes must never panic, and whatever decodes must
-//! survive an encode/decode round trip unchanged.
+//! Request decoding: the daemon decodes `AppendRequest`s from untrusted clients, down to
+//! each record's bytes (`raw::RawAppendRequest`), and checks each record with
+//! `raw::check_record` instead of decoding it; the records are decoded with prost only
+//! later, when read or replayed. Decoding arbitrary bytes must never panic; whatever
+//! decodes must survive an encode/decode round trip unchanged; and `check_record` must
+//! accept exactly what `Record::decode` accepts, with the same timestamp.
 #![no_main]
 
+use echopost_proto::raw::{RawAppendRequest, check_record};
 use echopost_proto::v1::{AppendRequest, Record};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -12,9 +16,19 @@ fuzz_target!(|data: &[u8]| {
         let again = AppendRequest::decode(req.encode_to_vec().as_slice()).expect("re-decode");
         assert_eq!(again, req);
     }
-    if let Ok(rec) = Record::decode(data) {
-        let again = Record::decode(rec.encode_to_vec().as_slice()).expect("re-decode");
-        assert_eq!(again, rec);
+    match (Record::decode(data), check_record(data)) {
+        (Ok(rec), Ok(timestamp)) => {
+            assert_eq!(timestamp, rec.timestamp_unix_nanos);
+            let again = Record::decode(rec.encode_to_vec().as_slice()).expect("re-decode");
+            assert_eq!(again, rec);
+        }
+        (Err(_), Err(_)) => {}
+        (prost, ours) => panic!("prost says {prost:?}, check_record says {ours:?}"),
+    }
+    // A raw request is a valid AppendRequest exactly when every record checks.
+    if let Ok(raw) = RawAppendRequest::decode(data) {
+        let all_valid = raw.records.iter().all(|r| check_record(r).is_ok());
+        assert_eq!(all_valid, AppendRequest::decode(data).is_ok());
     }
     let _ = AppendRequest::decode_length_delimited(data);
 });

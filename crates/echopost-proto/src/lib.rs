@@ -12,3 +12,13 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/echopost_v1_descriptor.bin"));
 }
+
+/// The `EchoPost` service as the daemon serves it: identical on the wire, but `Append`
+/// and `AppendStream` hand over each request as a [`raw::RawAppendRequest`] (records as
+/// bytes, not yet decoded). Every other type is the one in [`v1`].
+pub mod ingest {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    include!(concat!(env!("OUT_DIR"), "/ingest/echopost.v1.rs"));
+}
+
+pub mod raw;

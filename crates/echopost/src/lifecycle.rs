@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use echopost_log::{Log, LogStats};
-use echopost_proto::v1::echo_post_server::EchoPostServer;
+use echopost_proto::ingest::echo_post_server::EchoPostServer;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;

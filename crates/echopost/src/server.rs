@@ -1,16 +1,20 @@
 //! The `echopost.v1.EchoPost` gRPC service: `Append`, `AppendStream`, `Status`, `Read`.
 //!
 //! # Appends
-//! One request is one engine `append` call, i.e. one atomic, checksummed frame. What is
-//! stored per record is the protobuf encoding of the `Record` message (with a zero
-//! timestamp replaced by the time of receipt), so replay and `Read` return exactly what was
-//! sent. Validation happens before anything touches the log, so a bad request stores
-//! nothing: an empty batch or a record above `--max-record-bytes` is `INVALID_ARGUMENT`.
+//! One request is one atomic, checksummed frame in the log. What is stored per record is
+//! the record's protobuf encoding as the client sent it: requests arrive as
+//! [`RawAppendRequest`] (each record a slice of the received message), each record is
+//! checked with [`check_record`] (it must decode as a `Record`, exactly as prost would
+//! accept it) and copied into the frame once, with a timestamp field appended when its
+//! timestamp is zero ("time of receipt"). Replay and `Read` decode those bytes, so they
+//! return exactly what was sent. Validation happens before anything touches the log, so a
+//! bad request stores nothing: an empty batch, a record that is not a valid `Record`, or
+//! a record above `--max-record-bytes` is `INVALID_ARGUMENT`.
 //!
-//! The engine call blocks until the frame is durable under the sync policy, so it runs on
-//! the blocking pool; concurrent requests share the engine's group commit (the engine is
-//! never serialised behind an async lock). Each append holds a [`GatePass`] for its whole
-//! duration (see [`crate::gate`]).
+//! The frame is encoded and checksummed on the request's task, then queued for the
+//! [`Committer`] thread, which writes it and answers only once it is durable under the
+//! sync policy; concurrent requests share one `fdatasync`. Each append holds a
+//! [`GatePass`] until the engine is done with it (see [`crate::gate`]).
 //!
 //! Engine errors map to statuses: `Full` → `RESOURCE_EXHAUSTED` ("buffer full: N bytes of
 //! M"), not fatal, appends succeed again once replay frees space; `Io`/`Poisoned` →
@@ -34,11 +38,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use echopost_log::{BatchBody, Log};
-use echopost_proto::v1::echo_post_server::EchoPost;
+use echopost_proto::ingest::echo_post_server::EchoPost;
+use echopost_proto::raw::{
+    RawAppendRequest, check_record, put_timestamp_field, timestamp_field_len,
+};
 use echopost_proto::v1::{
-    AppendRequest, AppendResponse, ReadRequest, ReadResponse, Record, StatusRequest,
-    StatusResponse, StoredRecord,
+    AppendResponse, ReadRequest, ReadResponse, Record, StatusRequest, StatusResponse, StoredRecord,
 };
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -139,7 +146,7 @@ impl Ingest {
     }
 
     /// Validates, encodes and stores one request. See the module documentation.
-    pub async fn append(&self, req: AppendRequest) -> Result<AppendResponse, Status> {
+    pub async fn append(&self, req: RawAppendRequest) -> Result<AppendResponse, Status> {
         let queued = self.enqueue(req, None).await?;
         self.finish(queued).await
     }
@@ -149,10 +156,10 @@ impl Ingest {
     /// that none is stored after one of them failed.
     pub async fn enqueue(
         &self,
-        req: AppendRequest,
+        req: RawAppendRequest,
         chain: Option<Chain>,
     ) -> Result<QueuedAppend, Status> {
-        let body = encode_batch(req.records, self.max_record_bytes, now_unix_nanos())?;
+        let body = encode_batch(&req.records, self.max_record_bytes, now_unix_nanos())?;
         let count = body.len();
         let bytes = usize::try_from(body.raw_len()).unwrap_or(usize::MAX);
         // Encoding and checksumming happen here, on the request's task, so that the
@@ -347,12 +354,12 @@ pub fn now_unix_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks a batch and encodes it into the body of one log frame: each `Record` encoded
-/// as protobuf straight into the frame (no copy per record), a zero timestamp replaced by
-/// `now_nanos`. Refuses an empty batch and any record whose encoding exceeds
-/// `max_record_bytes`, naming the limit.
+/// Checks a batch and builds the body of one log frame from it: each record's bytes as
+/// received, with a timestamp field appended when its timestamp is zero (`now_nanos`).
+/// Refuses an empty batch, a record that does not decode as a `Record`, and a record
+/// whose stored form would exceed `max_record_bytes`, naming the limit.
 pub fn encode_batch(
-    records: Vec<Record>,
+    records: &[Bytes],
     max_record_bytes: usize,
     now_nanos: i64,
 ) -> Result<BatchBody, Status> {
@@ -361,18 +368,29 @@ pub fn encode_batch(
             "empty batch: an append needs at least one record",
         ));
     }
-    let mut body = BatchBody::default();
-    for (i, mut r) in records.into_iter().enumerate() {
-        if r.timestamp_unix_nanos == 0 {
-            r.timestamp_unix_nanos = now_nanos;
-        }
-        let len = r.encoded_len();
+    let stamp_len = timestamp_field_len(now_nanos);
+    let capacity = records
+        .iter()
+        .map(|r| r.len() + echopost_log::frame::RECORD_OVERHEAD + stamp_len)
+        .sum();
+    let mut body = BatchBody::with_capacity(capacity);
+    for (i, raw) in records.iter().enumerate() {
+        let timestamp = check_record(raw).map_err(|e| {
+            Status::invalid_argument(format!("record {i} of the batch: {e}; nothing was stored"))
+        })?;
+        let stamp = (timestamp == 0).then_some(now_nanos);
+        let len = raw.len() + if stamp.is_some() { stamp_len } else { 0 };
         if len > max_record_bytes {
             return Err(Status::invalid_argument(format!(
                 "record {i} of the batch is {len} bytes (encoded), above the limit of {max_record_bytes} bytes set by --max-record-bytes; nothing was stored"
             )));
         }
-        body.push_with(|buf| r.encode_raw(buf));
+        body.push_with(|buf| {
+            buf.extend_from_slice(raw);
+            if let Some(now) = stamp {
+                put_timestamp_field(now, buf);
+            }
+        });
     }
     Ok(body)
 }
@@ -409,7 +427,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 impl EchoPost for EchoPostService {
     async fn append(
         &self,
-        request: Request<AppendRequest>,
+        request: Request<RawAppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
         self.inner
             .append(request.into_inner())
@@ -421,12 +439,12 @@ impl EchoPost for EchoPostService {
 
     async fn append_stream(
         &self,
-        request: Request<Streaming<AppendRequest>>,
+        request: Request<Streaming<RawAppendRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<AppendResponse, Status>>(STREAM_QUEUE);
         let (work_tx, mut work_rx) =
-            mpsc::channel::<Result<(AppendRequest, OwnedSemaphorePermit), Status>>(STREAM_QUEUE);
+            mpsc::channel::<Result<(RawAppendRequest, OwnedSemaphorePermit), Status>>(STREAM_QUEUE);
         let budget = Arc::new(Semaphore::new(STREAM_BYTES_BUDGET));
         let mut shutdown = self.inner.shutdown.clone();
 
@@ -597,16 +615,20 @@ mod tests {
         }
     }
 
+    fn raw(records: &[Record]) -> Vec<Bytes> {
+        RawAppendRequest::from_records(records).records
+    }
+
     #[test]
     fn empty_batch_is_invalid() {
-        let e = encode_batch(vec![], 100, 1).unwrap_err();
+        let e = encode_batch(&[], 100, 1).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("empty batch"));
     }
 
     #[test]
     fn oversized_record_is_invalid_and_names_the_limit() {
-        let e = encode_batch(vec![rec(b"ok"), rec(&[0; 200])], 100, 1).unwrap_err();
+        let e = encode_batch(&raw(&[rec(b"ok"), rec(&[0; 200])]), 100, 1).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("record 1"), "{}", e.message());
         assert!(e.message().contains("100 bytes"), "{}", e.message());
@@ -621,7 +643,7 @@ mod tests {
     fn zero_timestamps_are_stamped_others_kept() {
         let mut with_ts = rec(b"b");
         with_ts.timestamp_unix_nanos = 7;
-        let out = encode_batch(vec![rec(b"a"), with_ts], 1000, 42).unwrap();
+        let out = encode_batch(&raw(&[rec(b"a"), with_ts]), 1000, 42).unwrap();
         let out: Vec<&[u8]> = out.records().collect();
         let a = Record::decode(out[0]).unwrap();
         let b = Record::decode(out[1]).unwrap();
@@ -654,10 +676,8 @@ mod tests {
         (ingest, fatal_rx)
     }
 
-    fn one(p: &[u8]) -> AppendRequest {
-        AppendRequest {
-            records: vec![rec(p)],
-        }
+    fn one(p: &[u8]) -> RawAppendRequest {
+        RawAppendRequest::from_records(&[rec(p)])
     }
 
     /// An fsync failure poisons the log: that append and every later one get UNAVAILABLE,

@@ -224,3 +224,58 @@ async fn client_disconnecting_mid_stream_loses_only_unacknowledged_requests() {
     // The daemon keeps serving.
     append(&mut c, &[b"next"]).await.unwrap();
 }
+
+/// Sends `records` as they are, each the bytes of one would-be `Record`.
+async fn append_raw(
+    area: &Area,
+    records: Vec<Vec<u8>>,
+) -> Result<echopost_proto::v1::AppendResponse, tonic::Status> {
+    use echopost_proto::raw::RawAppendRequest;
+    let channel = common::connect(&area.socket()).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let request = RawAppendRequest {
+        records: records.into_iter().map(Into::into).collect(),
+    };
+    grpc.unary(
+        tonic::Request::new(request),
+        http::uri::PathAndQuery::from_static("/echopost.v1.EchoPost/Append"),
+        tonic_prost::ProstCodec::<RawAppendRequest, echopost_proto::v1::AppendResponse>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_decode_is_invalid_argument_and_the_batch_is_not_stored() {
+    use prost::Message;
+    let area = Area::new();
+    let d = Daemon::start(&area, &[]).await;
+    let mut c = d.client().await;
+    let good = record(b"fine".to_vec()).encode_to_vec();
+    // `stream` (field 2, a string) holding bytes that are not UTF-8.
+    let not_utf8 = vec![0x12, 0x02, 0xff, 0xfe];
+    // `payload` (field 3) claiming 200 bytes and holding 3.
+    let truncated = vec![0x1a, 0xc8, 0x01, 1, 2, 3];
+    for (bad, why) in [(not_utf8, "not UTF-8"), (truncated, "past the end")] {
+        let e = append_raw(&area, vec![good.clone(), bad])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("record 1"), "{}", e.message());
+        assert!(e.message().contains(why), "{}", e.message());
+        assert_nothing_stored(&mut c).await;
+    }
+    // The same path stores well-formed records, as sent, timestamp filled in.
+    let mut unknown_field = good.clone();
+    unknown_field.extend_from_slice(&[0xf8, 0x01, 0x05]); // field 31, varint 5
+    let a = append_raw(&area, vec![good, unknown_field]).await.unwrap();
+    assert_eq!((a.first_sequence, a.last_sequence), (1, 2));
+    let (stored, _) = read_all(&mut c, 0, 0).await;
+    assert_eq!(stored.len(), 2);
+    for s in &stored {
+        let r = s.record.as_ref().unwrap();
+        assert_eq!(r.payload, b"fine");
+        assert!(r.timestamp_unix_nanos > 0);
+    }
+}
