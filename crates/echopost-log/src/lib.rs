@@ -55,6 +55,7 @@ pub mod cursor;
 pub mod error;
 pub mod frame;
 pub mod fs;
+mod group;
 mod log;
 pub mod reader;
 pub mod recovery;
@@ -64,6 +65,7 @@ mod verify;
 
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::{BatchBody, Compression};
+pub use group::GroupWriter;
 pub use log::{
     Appended, LOCK_FILE, Log, LogOptions, LogStats, PreparedBatch, RecoveryReport, SyncPolicy,
 };

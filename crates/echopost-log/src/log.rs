@@ -36,6 +36,7 @@ use crate::frame::{
     self, BatchBody, Compression, FRAME_HEADER_LEN, PreparedFrame, RECORD_OVERHEAD,
 };
 use crate::fs::{FileHandle, FileSystem, LockGuard, OpenMode, RealFs};
+use crate::group::GroupWriter;
 use crate::recovery::{self, TornTail};
 use crate::segment::{self, SEGMENT_HEADER_LEN};
 
@@ -119,6 +120,10 @@ impl PreparedBatch {
     /// Records in the batch.
     pub fn records(&self) -> u32 {
         self.0.count
+    }
+
+    pub(crate) fn into_frame(self) -> PreparedFrame {
+        self.0
     }
 }
 
@@ -223,6 +228,18 @@ impl Waiter {
 }
 
 impl State {
+    pub(crate) fn poisoned(&self) -> Option<Arc<str>> {
+        self.poisoned.clone()
+    }
+
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.disk_bytes
+    }
+
+    pub(crate) fn add_disk_bytes(&mut self, bytes: u64) {
+        self.disk_bytes += bytes;
+    }
+
     /// Wakes the waiters whose records are durable now and, if others remain, the first of
     /// them to lead the next sync. With `all`, wakes everyone (the log was poisoned).
     fn wake_waiters(&mut self, all: bool) {
@@ -274,7 +291,15 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn poison(&self, st: &mut State, why: String) -> Arc<str> {
+    pub(crate) fn options(&self) -> &LogOptions {
+        &self.opts
+    }
+
+    pub(crate) fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    pub(crate) fn poison(&self, st: &mut State, why: String) -> Arc<str> {
         let p: Arc<str> = Arc::from(why);
         if st.poisoned.is_none() {
             tracing::error!(reason = %p, "log writer stopped after a fatal error");
@@ -348,7 +373,7 @@ impl Inner {
 
     /// Seals the active segment and starts a new one at `next_seq`. Called with the state
     /// locked; rare (once per segment), so holding the lock through its syncs is fine.
-    fn roll(&self, st: &mut State) -> Result<()> {
+    pub(crate) fn roll(&self, st: &mut State) -> Result<()> {
         let old_path = st.active.path.clone();
         // 1. Everything in the old segment becomes durable before a successor exists.
         if let Err(e) = st.active.file.sync_data() {
@@ -635,7 +660,16 @@ impl Log {
     /// Writes a batch made by [`Log::prepare`], like [`Log::append_nowait`]: not durable
     /// (and not to be acknowledged) until a [`Log::wait_durable`] covering it returns Ok.
     pub fn append_prepared_nowait(&self, batch: PreparedBatch) -> Result<Appended> {
-        self.write_prepared(batch.0, false)
+        self.write_prepared(batch, false)
+    }
+
+    /// A writer for several prepared batches at once: each is given its sequences as it
+    /// is staged, small frames are written together with one call at
+    /// [`GroupWriter::finish`]. Like [`Log::append_prepared_nowait`], nothing is durable
+    /// (or to be acknowledged) until a [`Log::wait_durable`] covering it returns Ok.
+    /// Holds the writer lock until finished or dropped.
+    pub fn group_writer(&self) -> GroupWriter<'_> {
+        GroupWriter::new(&self.inner)
     }
 
     /// Blocks until every sequence up to and including `seq` is durable, syncing if
@@ -664,75 +698,17 @@ impl Log {
             return Err(Error::BatchTooLarge { size, limit });
         }
         let batch = self.prepare(BatchBody::from_records(records))?;
-        self.write_prepared(batch.0, wait)
+        self.write_prepared(batch, wait)
     }
 
     /// Takes the lock, assigns sequences, writes the frame, and waits for durability if
     /// asked.
-    fn write_prepared(&self, mut prepared: PreparedFrame, wait: bool) -> Result<Appended> {
-        let frame_len = prepared.bytes.len() as u64;
-
-        let inner = &*self.inner;
-        let mut st = inner.lock_state();
-        if let Some(p) = &st.poisoned {
-            return Err(Error::Poisoned(Arc::clone(p)));
-        }
-        let must_roll =
-            st.active.len > SEGMENT_HEADER_LEN && st.active.len + frame_len > inner.segment_bytes;
-        if let Some(quota) = inner.opts.max_disk_bytes {
-            let needed = frame_len
-                + if must_roll {
-                    FRAME_HEADER_LEN as u64 + SEGMENT_HEADER_LEN
-                } else {
-                    0
-                };
-            if st.disk_bytes + needed > quota {
-                return Err(Error::Full {
-                    used: st.disk_bytes,
-                    limit: quota,
-                    needed,
-                });
-            }
-        }
-        if u64::from(prepared.count) > frame::MAX_SEQ - st.next_seq {
-            // Unreachable in practice (2^63 records); refuse rather than overflow.
-            let p = inner.poison(&mut st, "sequence numbers exhausted".to_owned());
-            return Err(Error::Poisoned(p));
-        }
-        if must_roll {
-            inner.roll(&mut st)?;
-        }
-        let first_seq = st.next_seq;
-        prepared.seal_header(first_seq);
-        let offset = st.active.len;
-        if let Err(e) = st.active.file.write_all_at(&prepared.bytes, offset) {
-            let path = st.active.path.clone();
-            // Take the partial frame back out so the file ends on a frame boundary; the
-            // writer is stopped either way, since the device just failed us.
-            let rolled_back = st.active.file.set_len(offset).is_ok();
-            inner.poison(
-                &mut st,
-                format!(
-                    "write to {} failed: {e}{}",
-                    path.display(),
-                    if rolled_back {
-                        " (partial frame removed)"
-                    } else {
-                        " (partial frame could not be removed; recovery will drop it)"
-                    }
-                ),
-            );
-            return Err(Error::io("write", path, e));
-        }
-        st.active.len += frame_len;
-        st.disk_bytes += frame_len;
-        st.next_seq += u64::from(prepared.count);
-        let appended = Appended {
-            first_seq,
-            last_seq: st.next_seq - 1,
-        };
+    fn write_prepared(&self, batch: PreparedBatch, wait: bool) -> Result<Appended> {
+        let mut writer = GroupWriter::new(&self.inner);
+        let appended = writer.stage(batch)?;
+        let st = writer.into_state()?;
         if wait {
-            inner.wait_durable(st, appended.last_seq + 1)?;
+            self.inner.wait_durable(st, appended.last_seq + 1)?;
         }
         Ok(appended)
     }

@@ -64,6 +64,8 @@ struct Counts {
     in_flight_recovered: u64,
     torn_tails: u64,
     completed_rolls: u64,
+    /// Group writes of two or more batches that completed.
+    group_writes: u64,
 }
 
 impl Counts {
@@ -80,6 +82,7 @@ impl Counts {
         self.in_flight_recovered += o.in_flight_recovered;
         self.torn_tails += o.torn_tails;
         self.completed_rolls += o.completed_rolls;
+        self.group_writes += o.group_writes;
     }
 }
 
@@ -262,11 +265,9 @@ fn run_seed(seed: u64) -> Result<Counts, String> {
                 // or (interval/never) one that was not durable yet.
                 let n = b - a + 1;
                 let known = model.batches.get(&a).is_some_and(|x| x.last() == b)
-                    || (a == model.next_seq
-                        && model
-                            .in_flight
-                            .as_ref()
-                            .is_some_and(|f| f.len() as u64 == n));
+                    || model
+                        .in_flight_batches()
+                        .any(|(first, len)| first == a && len == n);
                 ensure!(
                     known,
                     "{ctx}: torn tail drops sequences {a}..={b}, which match no append"
@@ -279,7 +280,7 @@ fn run_seed(seed: u64) -> Result<Counts, String> {
         // After a process kill every accepted append must be there; after a power loss
         // those acknowledged durable (`append` under `always`, or declared durable).
         let strict = only_kills;
-        let had_in_flight = model.in_flight.is_some();
+        let had_in_flight = !model.in_flight.is_empty();
         let before = model.batches.len();
         match model.check_recovered(&log, &mut rng, strict) {
             Ok(()) => {}
@@ -365,7 +366,7 @@ fn workload(
                         if size > opts.max_batch_bytes && !dying() => {}
                     Err(e) if dying() => {
                         if let Error::Io { .. } = e {
-                            model.in_flight = Some(records);
+                            model.in_flight = vec![records];
                         }
                         break;
                     }
@@ -483,12 +484,29 @@ fn workload(
                 }
             }
             96..=99 => {
-                // Pipelined appends (`append_nowait`), made durable together by one
-                // `wait_durable`, or left undurable for a while.
+                // Pipelined appends, made durable together by one `wait_durable`, or left
+                // undurable for a while: one `append_nowait` each (96, 97), or staged in
+                // one group writer and written together (98, 99; chosen by `op`, not by
+                // another draw, so that earlier seeds replay the same operations).
                 let mut last = None;
+                let mut group = (op >= 98).then(|| l.group_writer());
+                // Staged appends: written (and known to the model) only once the group is.
+                let mut staged: Vec<(echopost_log::Appended, Vec<Vec<u8>>)> = Vec::new();
                 for _ in 0..1 + rng.below(4) {
-                    let records = sim_model::batch(rng, model.next_seq);
-                    match l.append_nowait(&records) {
+                    let next =
+                        model.next_seq + staged.iter().map(|(_, r)| r.len() as u64).sum::<u64>();
+                    let records = sim_model::batch(rng, next);
+                    let appended = match group.as_mut() {
+                        Some(w) => l
+                            .prepare(echopost_log::BatchBody::from_records(&records))
+                            .and_then(|b| w.stage(b)),
+                        None => l.append_nowait(&records),
+                    };
+                    match appended {
+                        Ok(a) if group.is_some() => {
+                            last = Some(a.last_seq);
+                            staged.push((a, records));
+                        }
                         Ok(a) => {
                             model.appended(a.first_seq, a.last_seq, records, false)?;
                             last = Some(a.last_seq);
@@ -499,11 +517,43 @@ fn workload(
                             if size > opts.max_batch_bytes && !dying() => {}
                         Err(e) if dying() => {
                             if let Error::Io { .. } = e {
-                                model.in_flight = Some(records);
+                                // What the group staged before may be written, in part.
+                                model.in_flight = staged.drain(..).map(|(_, r)| r).collect();
+                                model.in_flight.push(records);
                             }
                             break;
                         }
                         Err(e) => return Err(format!("step {step}: append_nowait failed: {e}")),
+                    }
+                }
+                if let Some(w) = group.take() {
+                    let finished = if dying() {
+                        // The machine died while staging: dropping the writer attempts
+                        // the write, which may leave any prefix of the group.
+                        drop(w);
+                        Err(None)
+                    } else {
+                        w.finish().map_err(Some)
+                    };
+                    match finished {
+                        Ok(()) => {
+                            if staged.len() > 1 {
+                                c.group_writes += 1;
+                            }
+                            for (a, records) in staged.drain(..) {
+                                model.appended(a.first_seq, a.last_seq, records, false)?;
+                                c.appends_ok += 1;
+                            }
+                        }
+                        Err(_) if dying() => {
+                            if model.in_flight.is_empty() {
+                                model.in_flight = staged.drain(..).map(|(_, r)| r).collect();
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            return Err(format!("step {step}: group write failed: {e:?}"));
+                        }
                     }
                 }
                 if dying() {
@@ -582,7 +632,8 @@ fn run_suite(label: &str, weak: bool, default_points: u64) {
         "crash_simulation[{label}]: {} crash points ({} during recovery; {} power loss with torn \
          writes, {} clean power loss, {} process kills) over {} seeds; {} successful appends, \
          {} records verified byte for byte, {} reopen checks, {} in-flight batches recovered \
-         whole, {} torn tails dropped, {} interrupted rolls completed; {:.1?}",
+         whole, {} torn tails dropped, {} interrupted rolls completed, {} group writes of \
+         several batches; {:.1?}",
         total.crash_points,
         total.recovery_crash_points,
         total.power_torn,
@@ -595,6 +646,7 @@ fn run_suite(label: &str, weak: bool, default_points: u64) {
         total.in_flight_recovered,
         total.torn_tails,
         total.completed_rolls,
+        total.group_writes,
         started.elapsed()
     );
     sim_model::report(&msg);

@@ -240,7 +240,7 @@ impl Run<'_> {
                     "append on a poisoned log failed with {e} instead of Error::Poisoned"
                 );
                 // The frame may or may not be on disk.
-                self.model.in_flight = Some(records.to_vec());
+                self.model.in_flight = vec![records.to_vec()];
                 ensure!(
                     log.stats().poisoned.is_some(),
                     "append failed with an I/O error ({e}) but the log is not poisoned"

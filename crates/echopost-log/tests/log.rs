@@ -581,3 +581,159 @@ fn prepared_batches_are_checked_before_the_log_and_written_in_order() {
         vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
     );
 }
+
+fn prepared(log: &Log, records: &[Vec<u8>]) -> echopost_log::PreparedBatch {
+    log.prepare(echopost_log::BatchBody::from_records(records))
+        .unwrap()
+}
+
+fn data(log: &Log) -> Vec<Vec<u8>> {
+    read_all(log, 1, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.data)
+        .collect()
+}
+
+#[test]
+fn a_group_of_small_batches_is_written_with_one_write() {
+    let fs = SimFs::new(21);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    log.append(&[b"before"]).unwrap();
+    let batches: Vec<Vec<Vec<u8>>> = (0..10u64)
+        .map(|b| (0..=b % 3).map(|i| rec(b * 10 + i, 50)).collect())
+        .collect();
+    let ops = fs.op_count();
+    let mut w = log.group_writer();
+    let mut next = 2;
+    for b in &batches {
+        let a = w.stage(prepared(&log, b)).unwrap();
+        assert_eq!(a.first_seq, next);
+        assert_eq!(a.last_seq, next + b.len() as u64 - 1);
+        next = a.last_seq + 1;
+    }
+    assert_eq!(fs.op_count(), ops, "staging touches no file");
+    w.finish().unwrap();
+    assert_eq!(fs.op_count(), ops + 1, "one write for the whole group");
+    assert_eq!(log.stats().next_seq, next);
+    assert_eq!(log.stats().durable_next, 2, "written, not yet durable");
+    log.wait_durable(next - 1).unwrap();
+
+    let mut expected = vec![b"before".to_vec()];
+    expected.extend(batches.concat());
+    drop(log);
+    fs.crash(true);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    assert_eq!(data(&log), expected);
+    assert_eq!(log.append(&[b"after"]).unwrap().first_seq, next);
+}
+
+#[test]
+fn a_group_rolls_segments_between_frames_and_writes_large_frames_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let mut expected = Vec::new();
+    let mut w = log.group_writer();
+    for b in 0..40u64 {
+        // Mostly ~600-byte frames (rolls every few), and two above the direct-write size.
+        let len = if b % 20 == 7 { 100 << 10 } else { 600 };
+        let batch = vec![rec(b, len)];
+        w.stage(prepared(&log, &batch)).unwrap();
+        expected.extend(batch);
+    }
+    w.finish().unwrap();
+    log.sync_now().unwrap();
+    assert!(segment_files(dir.path()).len() > 5, "segments should roll");
+    assert_eq!(data(&log), expected);
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert!(log.recovery_report().torn_tail.is_none());
+    assert_eq!(data(&log), expected);
+    assert_eq!(verify(dir.path()).unwrap().records, 40);
+}
+
+#[test]
+fn a_group_refuses_a_batch_over_the_quota_and_admits_the_next_that_fits() {
+    let fs = SimFs::new(22);
+    let opts = LogOptions {
+        max_disk_bytes: Some(64 << 10),
+        ..LogOptions::default()
+    };
+    let log = open_sim(&fs, opts.clone()).unwrap();
+    let mut w = log.group_writer();
+    let a = w.stage(prepared(&log, &[rec(1, 3000)])).unwrap();
+    // The quota counts what this group staged: 40 more of these do not fit.
+    let mut refused = 0;
+    let mut last = a.last_seq;
+    for i in 0..40 {
+        match w.stage(prepared(&log, &[rec(100 + i, 3000)])) {
+            Ok(b) => {
+                assert_eq!(b.first_seq, last + 1, "no gap after a refusal");
+                last = b.last_seq;
+            }
+            Err(Error::Full { used, limit, .. }) => {
+                assert!(used <= limit);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "the quota must refuse some");
+    let small = w.stage(prepared(&log, &[b"tiny".to_vec()])).unwrap();
+    assert_eq!(small.first_seq, last + 1);
+    w.finish().unwrap();
+    log.sync_now().unwrap();
+    assert_eq!(data(&log).len() as u64, small.last_seq);
+    assert!(log.stats().disk_bytes <= 64 << 10);
+}
+
+#[test]
+fn a_failed_group_write_poisons_the_log_and_keeps_at_most_a_prefix_of_the_group() {
+    let fs = SimFs::new(23);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    log.append(&[b"kept"]).unwrap();
+    let mut w = log.group_writer();
+    let group: Vec<Vec<u8>> = (0..5).map(|i| rec(i, 200)).collect();
+    for r in &group {
+        w.stage(prepared(&log, std::slice::from_ref(r))).unwrap();
+    }
+    // The next file operation is the group's write.
+    fs.set_fault(Some(Fault {
+        at_op: fs.op_count(),
+        error: FaultError::Enospc,
+        persistent: false,
+    }));
+    let e = w.finish().unwrap_err();
+    assert!(e.is_fatal(), "{e}");
+    assert!(log.stats().poisoned.is_some());
+    assert!(matches!(log.append(&[b"no"]), Err(Error::Poisoned(_))));
+    drop(log);
+    fs.crash(true);
+    // Nothing of the group was acknowledged, so none of it has to be there; what a torn
+    // crash leaves of the failed write (the rollback was not synced either) is whole
+    // frames from its start, never a gap or a frame out of order.
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    let got = data(&log);
+    assert_eq!(got[0], b"kept");
+    let survived = &got[1..];
+    assert_eq!(survived, &group[..survived.len()]);
+    let next = log.append(&[b"next"]).unwrap().first_seq;
+    assert_eq!(next, got.len() as u64 + 1);
+}
+
+#[test]
+fn a_group_writer_dropped_without_finish_still_writes_what_it_staged() {
+    let fs = SimFs::new(24);
+    let log = open_sim(&fs, LogOptions::default()).unwrap();
+    {
+        let mut w = log.group_writer();
+        w.stage(prepared(&log, &[b"a".to_vec()])).unwrap();
+        w.stage(prepared(&log, &[b"b".to_vec()])).unwrap();
+    }
+    assert_eq!(log.stats().next_seq, 3);
+    assert_eq!(log.append(&[b"c"]).unwrap().first_seq, 3);
+    assert_eq!(
+        data(&log),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+}

@@ -7,9 +7,10 @@
 //! request in flight, paying one `fdatasync` per request.
 //!
 //! Instead every request is encoded and checksummed on its own task ([`Log::prepare`])
-//! and queued here. One thread takes everything queued, writes each batch with
-//! [`Log::append_prepared_nowait`] (one `pwrite` each, sequences assigned in queue order), then makes the whole group durable with one [`Log::wait_durable`], and only
-//! then answers every request of the group. Requests that arrive during that `fdatasync`
+//! and queued here. One thread takes everything queued, stages each batch with a
+//! [`Log::group_writer`] (sequences assigned in queue order; small frames written
+//! together with one `pwrite`), then makes the whole group durable with one
+//! [`Log::wait_durable`], and only then answers every request of the group. Requests that arrive during that `fdatasync`
 //! form the next group, so the group size follows the load by itself: one request alone
 //! costs one write and one sync; sixty-four concurrent ones share a sync.
 //!
@@ -167,10 +168,11 @@ fn commit_loop(log: &Log, mut rx: mpsc::Receiver<Job>, wait: bool) {
                 Err(_) => break,
             }
         }
+        let mut writer = log.group_writer();
         for job in &mut group {
             let result = match (&job.chain, job.batch.take()) {
                 (Some(chain), _) if chain.broken() => Err(CommitError::ChainBroken),
-                (_, Some(batch)) => log.append_prepared_nowait(batch).map_err(CommitError::Log),
+                (_, Some(batch)) => writer.stage(batch).map_err(CommitError::Log),
                 // Unreachable: a job is taken from the queue, and written, once.
                 (_, None) => Err(CommitError::Stopped),
             };
@@ -180,6 +182,10 @@ fn commit_loop(log: &Log, mut rx: mpsc::Receiver<Job>, wait: bool) {
                 chain.break_it();
             }
             results.push(result);
+        }
+        if let Err(e) = writer.finish() {
+            // The group's frames may not be on disk; the log is poisoned now.
+            fail_all_ok(&mut results, e);
         }
         if wait {
             let last = results
@@ -192,19 +198,25 @@ fn commit_loop(log: &Log, mut rx: mpsc::Receiver<Job>, wait: bool) {
             {
                 // Nothing written in this group may be acknowledged. The log is poisoned
                 // now, so every later request fails too.
-                let why: Arc<str> = Arc::from(e.to_string());
-                let mut first_error = Some(e);
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(CommitError::Log(first_error.take().unwrap_or_else(|| {
-                        echopost_log::Error::Poisoned(Arc::clone(&why))
-                    })));
-                }
+                fail_all_ok(&mut results, e);
             }
         }
         for (job, result) in group.drain(..).zip(results.drain(..)) {
             // The requester may have gone away; the batch is stored regardless.
             let _ = job.reply.send(result);
         }
+    }
+}
+
+/// Turns every Ok of a group into an error: `e` for the first, the same reason (as
+/// [`echopost_log::Error::Poisoned`]) for the rest.
+fn fail_all_ok(results: &mut [Result<Appended, CommitError>], e: echopost_log::Error) {
+    let why: Arc<str> = Arc::from(e.to_string());
+    let mut first_error = Some(e);
+    for r in results.iter_mut().filter(|r| r.is_ok()) {
+        *r = Err(CommitError::Log(first_error.take().unwrap_or_else(|| {
+            echopost_log::Error::Poisoned(Arc::clone(&why))
+        })));
     }
 }
 

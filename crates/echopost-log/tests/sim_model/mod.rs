@@ -197,10 +197,11 @@ pub struct Model {
     /// Batches the engine accepted (append returned Ok) or recovery found, by first
     /// sequence. Batches at or below the acknowledged cursor are pruned.
     pub batches: BTreeMap<u64, Batch>,
-    /// The append that failed with an I/O error (or was cut by a crash): its frame may or
-    /// may not be on disk, so after a crash it may come back, whole or not at all, at
-    /// `next_seq`.
-    pub in_flight: Option<Vec<Vec<u8>>>,
+    /// The appends that failed with an I/O error (or were cut by a crash), in order: one
+    /// batch, or the batches of a group written together. Their frames may or may not be
+    /// on disk, so after a crash any prefix of them may come back, each batch whole or not
+    /// at all, from `next_seq` on.
+    pub in_flight: Vec<Vec<Vec<u8>>>,
     /// Sequence the engine gives the next append.
     pub next_seq: u64,
     /// Acknowledgement known persisted (an `ack` returned Ok).
@@ -246,13 +247,21 @@ impl Model {
         Some(&b.records[(seq - b.first) as usize])
     }
 
+    /// Where each in-flight batch would start, and its record count.
+    pub fn in_flight_batches(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut first = self.next_seq;
+        self.in_flight.iter().map(move |b| {
+            let at = first;
+            first += b.len() as u64;
+            (at, b.len() as u64)
+        })
+    }
+
     fn in_flight_record(&self, seq: u64) -> Option<&[u8]> {
-        let f = self.in_flight.as_ref()?;
-        let first = self.next_seq;
-        if seq < first || seq >= first + f.len() as u64 {
-            return None;
-        }
-        Some(&f[(seq - first) as usize])
+        self.in_flight_batches()
+            .zip(&self.in_flight)
+            .find(|((first, len), _)| seq >= *first && seq < first + len)
+            .map(|((first, _), b)| b[(seq - first) as usize].as_slice())
     }
 
     /// Records a successful append.
@@ -433,14 +442,12 @@ impl Model {
         }
         // Batches are all-or-nothing: the log ends on a batch boundary.
         let in_flight_end = self
-            .in_flight
-            .as_ref()
-            .map(|f| self.next_seq + f.len() as u64);
+            .in_flight_batches()
+            .any(|(first, len)| first + len == end);
         // (`end == acked + 1`: nothing above the cursor; that the batch holding the cursor
         // was durable, hence whole, is checked below.)
-        let on_boundary = end == acked + 1
-            || self.batches.values().any(|b| b.last() + 1 == end)
-            || in_flight_end == Some(end);
+        let on_boundary =
+            end == acked + 1 || self.batches.values().any(|b| b.last() + 1 == end) || in_flight_end;
         if !on_boundary {
             return Err(format!(
                 "after reopen the log ends inside a batch (next_seq {end}): a partial batch \
@@ -475,12 +482,13 @@ impl Model {
         }
         // Adopt what recovery found.
         self.batches.retain(|&first, _| first < end);
-        if let Some(f) = self.in_flight.take()
-            && end > self.next_seq
-        {
-            let first = self.next_seq;
+        let mut first = self.next_seq;
+        for f in std::mem::take(&mut self.in_flight) {
+            if first >= end {
+                break;
+            }
             let n = f.len() as u64;
-            debug_assert_eq!(first + n, end);
+            debug_assert!(first + n <= end);
             self.batches.insert(
                 first,
                 Batch {
@@ -489,6 +497,7 @@ impl Model {
                     durable: true,
                 },
             );
+            first += n;
         }
         for b in self.batches.values_mut() {
             b.durable = true;
