@@ -16,8 +16,10 @@
 //! * The log's state (`next_seq`, segment length, disk bytes) only moves past a frame
 //!   once the frame is written; readers and syncs never see staged bytes.
 //! * A batch's sequences are final only once [`GroupWriter::finish`] returns Ok (and, as
-//!   for every write, durable only once a sync covers them). If a write fails, the log is
-//!   poisoned, so nothing staged in this group can be acknowledged later.
+//!   for every write, durable only once a sync covers them). A failed write is sticky:
+//!   the log is poisoned, and every later `stage` and the `finish` of this writer fail,
+//!   so a caller that checks `finish` never acknowledges a batch staged before the
+//!   failure, whichever call the failure surfaced in.
 //! * Dropping a writer without `finish` writes what is staged (errors then poison the
 //!   log), so sequences handed out are never silently reused.
 
@@ -67,9 +69,11 @@ impl<'a> GroupWriter<'a> {
         self.st.as_deref_mut().unwrap_or_else(|| unreachable!())
     }
 
-    /// Admits `batch` into the group and gives it its sequences. Refusals change nothing:
-    /// [`Error::Full`] (the quota, counting what is staged), [`Error::Poisoned`], or an
-    /// error from a segment roll or a direct write (which poisons the log).
+    /// Admits `batch` into the group and gives it its sequences. [`Error::Full`] (the
+    /// quota, counting what is staged) refuses this batch only and changes nothing. An
+    /// I/O error (from a segment roll, or from writing frames staged before this one) or
+    /// [`Error::Poisoned`] means the log is poisoned: then [`GroupWriter::finish`] fails
+    /// too, and no batch of the group may be acknowledged.
     pub fn stage(&mut self, batch: PreparedBatch) -> Result<Appended> {
         let mut prepared = batch.into_frame();
         let frame_len = prepared.bytes.len() as u64;
@@ -131,13 +135,25 @@ impl<'a> GroupWriter<'a> {
     /// yet durable: see [`crate::Log::wait_durable`]). On an error the log is poisoned and
     /// none of the group may be acknowledged.
     pub fn finish(mut self) -> Result<()> {
-        self.write_staged()
+        self.write_staged()?;
+        self.check_not_failed()
     }
 
     /// `finish`, keeping the lock for the caller.
     pub(crate) fn into_state(mut self) -> Result<MutexGuard<'a, State>> {
         self.write_staged()?;
+        self.check_not_failed()?;
         Ok(self.st.take().unwrap_or_else(|| unreachable!()))
+    }
+
+    /// Fails once the log is poisoned: a write or roll of this group failed (whichever
+    /// call reported it), or the log was poisoned before, in which case `stage` refused
+    /// every batch anyway.
+    fn check_not_failed(&mut self) -> Result<()> {
+        match self.state().poisoned() {
+            Some(p) => Err(Error::Poisoned(p)),
+            None => Ok(()),
+        }
     }
 
     fn write_staged(&mut self) -> Result<()> {

@@ -676,6 +676,14 @@ impl Log {
     /// needed (group-committed with concurrent appenders). Fails if the log is poisoned.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
         let st = self.inner.lock_state();
+        // A poisoned log vouches only for what was durable before it stopped: a sequence
+        // handed out but never written must not come back Ok (the clamp below would
+        // otherwise make it look covered).
+        if let Some(p) = &st.poisoned
+            && seq >= st.durable_next
+        {
+            return Err(Error::Poisoned(Arc::clone(p)));
+        }
         let target = seq.saturating_add(1).min(st.next_seq);
         self.inner.wait_durable(st, target)
     }

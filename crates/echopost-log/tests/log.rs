@@ -737,3 +737,50 @@ fn a_group_writer_dropped_without_finish_still_writes_what_it_staged() {
         vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
     );
 }
+
+/// A write that fails inside `stage` (writing what was staged before a large frame, or
+/// before a roll) must fail the whole group: `finish` errs, and `wait_durable` does not
+/// vouch for sequences handed out before the failure.
+#[test]
+fn a_write_failing_inside_stage_fails_the_whole_group() {
+    for (name, opts, trigger) in [
+        ("direct write", LogOptions::default(), rec(99, 100 << 10)),
+        ("roll", small_segments(), rec(99, 3000)),
+    ] {
+        let fs = SimFs::new(25);
+        let log = open_sim(&fs, opts).unwrap();
+        log.append(&[b"kept"]).unwrap();
+        let mut w = log.group_writer();
+        let mut earlier = Vec::new();
+        for i in 0..3 {
+            earlier.push(w.stage(prepared(&log, &[rec(i, 300)])).unwrap());
+        }
+        // The next file operation writes the staged frames.
+        fs.set_fault(Some(Fault {
+            at_op: fs.op_count(),
+            error: FaultError::Eio,
+            persistent: false,
+        }));
+        let e = w.stage(prepared(&log, &[trigger])).unwrap_err();
+        assert!(e.is_fatal(), "{name}: {e}");
+        assert!(
+            matches!(
+                w.stage(prepared(&log, &[b"x".to_vec()])),
+                Err(Error::Poisoned(_))
+            ),
+            "{name}: staging after the failure"
+        );
+        assert!(
+            matches!(w.finish(), Err(Error::Poisoned(_))),
+            "{name}: finish must report the failure"
+        );
+        for a in earlier {
+            assert!(
+                matches!(log.wait_durable(a.last_seq), Err(Error::Poisoned(_))),
+                "{name}: sequence {} was never written",
+                a.last_seq
+            );
+        }
+        log.wait_durable(1).unwrap();
+    }
+}
