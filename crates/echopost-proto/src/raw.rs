@@ -6,17 +6,26 @@
 //! again costs several allocations and copies per record, the largest share of the
 //! daemon's CPU per batched append. [`RawAppendRequest`] keeps each record as a slice
 //! of the received message instead (no copy), and [`check_record`] proves that the slice
-//! is a `Record` that decodes, and finds its timestamp, without building one. The daemon
-//! stores the client's bytes as they are (adding a timestamp field when the record has
-//! none); every reader decodes them with prost, so the records it replays are exactly the
-//! records prost would have decoded on arrival.
+//! is a `Record` that decodes, and finds its timestamp and payload length, without
+//! building one. The daemon stores the client's bytes as they are (adding a timestamp
+//! field when the record has none), and the replayer checks them again with the same
+//! function before it sends them on as they are (`deliver` mode) or decodes them.
 //!
-//! # Invariant
-//! [`check_record`] accepts exactly the byte strings that `Record::decode` accepts, and
-//! reports the same `timestamp_unix_nanos`. The property tests in this crate hold it to
-//! that against prost itself. It walks the fields with prost's own key, varint and
-//! skip functions (prost's `encoding` module, which its generated code also uses), so
-//! unknown fields, groups and malformed varints are judged by the same code.
+//! # Invariants
+//! * What [`check_record`] accepts, prost's `Record::decode` accepts too, with the same
+//!   timestamp and payload; so a stored record decodes wherever it is read, and the
+//!   replayer, which runs the same check, never finds a record ingest let in to be
+//!   damaged.
+//! * It refuses two things prost would let through, because they would make a stored
+//!   record fail somewhere else ([`RecordError::Unsupported`]): groups (a proto2
+//!   encoding `echopost.v1` never uses, which nest, and a record embedded in a
+//!   `DeliverRequest` or a dead letter has less nesting budget left than on its own),
+//!   and a `headers` entry whose key says it is not length-delimited (prost reads a
+//!   length regardless; no encoder writes that).
+//! * Anything else it refuses ([`RecordError::Malformed`]), prost refuses too.
+//!
+//! The property tests in this crate and the `request_decode` fuzz target hold these
+//! against prost itself.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
@@ -77,44 +86,65 @@ impl Message for RawAppendRequest {
     }
 }
 
-/// Why bytes are not an `echopost.v1.Record`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why bytes are not an `echopost.v1.Record` EchoPost stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    /// Not valid protobuf, or a field of the wrong wire type.
+    /// Not valid protobuf for a `Record` (prost would refuse it too).
     #[error("not a valid echopost.v1.Record: {0}")]
-    Malformed(#[from] DecodeError),
-    /// A length-delimited field is longer than what is left of the record.
-    #[error("not a valid echopost.v1.Record: a field runs past the end of the record")]
-    Truncated,
-    /// A string field holds bytes that are not UTF-8.
-    #[error("not a valid echopost.v1.Record: field `{0}` is not UTF-8")]
-    NotUtf8(&'static str),
+    Malformed(&'static str),
+    /// Valid protobuf that EchoPost still refuses to store (see the module documentation).
+    #[error("not stored: {0}")]
+    Unsupported(&'static str),
 }
 
-/// Checks that `raw` decodes as an `echopost.v1.Record` (exactly when `Record::decode`
-/// would accept it) and returns its `timestamp_unix_nanos` (0 when absent), without
-/// decoding it into owned fields.
-pub fn check_record(mut raw: &[u8]) -> Result<i64, RecordError> {
-    let buf = &mut raw;
-    let mut timestamp = 0i64;
-    while !buf.is_empty() {
-        let (tag, wire_type) = encoding::decode_key(buf)?;
+/// What [`check_record`] learned about a valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// `timestamp_unix_nanos` (0 when absent; the last one when repeated, as prost).
+    pub timestamp_unix_nanos: i64,
+    /// Length of `payload` (of the last one when repeated, as prost).
+    pub payload_len: u64,
+}
+
+/// Checks, without allocating, that `buf` is an `echopost.v1.Record` EchoPost stores
+/// (see the module documentation for exactly which), and returns its timestamp and
+/// payload length.
+pub fn check_record(buf: &[u8]) -> Result<RecordInfo, RecordError> {
+    let mut r = Wire { buf, pos: 0 };
+    let mut info = RecordInfo {
+        timestamp_unix_nanos: 0,
+        payload_len: 0,
+    };
+    while !r.done() {
+        let (tag, wt) = r.key()?;
         match tag {
-            1 => check_string(wire_type, buf, "id")?,
-            2 => check_string(wire_type, buf, "stream")?,
-            3 => {
-                encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
-                take_delimited(buf)?;
+            1 | 2 | 5 => {
+                if !is_utf8(r.len_delimited(wt)?) {
+                    return Err(RecordError::Malformed("a string field is not UTF-8"));
+                }
             }
-            // Like prost's map decoding, the entry's wire type is not checked: its
-            // length is read whatever the key said.
-            4 => check_header(take_delimited(buf)?)?,
-            5 => check_string(wire_type, buf, "route")?,
-            6 => encoding::int64::merge(wire_type, &mut timestamp, buf, DecodeContext::default())?,
-            _ => encoding::skip_field(wire_type, tag, buf, DecodeContext::default())?,
+            3 => info.payload_len = r.len_delimited(wt)?.len() as u64,
+            4 => {
+                if wt != WT_LEN {
+                    return Err(RecordError::Unsupported(
+                        "a headers entry that is not length-delimited",
+                    ));
+                }
+                check_header(r.len_delimited(wt)?)?;
+            }
+            6 => {
+                if wt != WT_VARINT {
+                    return Err(RecordError::Malformed(
+                        "timestamp_unix_nanos has the wrong wire type",
+                    ));
+                }
+                // int64 is the varint's bits as two's complement, as prost reads it.
+                info.timestamp_unix_nanos = r.varint()? as i64;
+            }
+            _ => r.skip(wt)?,
         }
     }
-    Ok(timestamp)
+    Ok(info)
 }
 
 /// The protobuf encoding of `timestamp_unix_nanos = value`. Appended to a record's bytes
@@ -129,38 +159,136 @@ pub fn timestamp_field_len(value: i64) -> usize {
     encoding::int64::encoded_len(6, &value)
 }
 
-/// Reads a length and returns that many bytes, which must all be there.
-fn take_delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], RecordError> {
-    let len = encoding::decode_varint(buf)?;
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|&l| l <= buf.len())
-        .ok_or(RecordError::Truncated)?;
-    let (field, rest) = buf.split_at(len);
-    *buf = rest;
-    Ok(field)
-}
-
-fn check_string(
-    wire_type: WireType,
-    buf: &mut &[u8],
-    field: &'static str,
-) -> Result<(), RecordError> {
-    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
-    let content = take_delimited(buf)?;
-    std::str::from_utf8(content).map_err(|_| RecordError::NotUtf8(field))?;
-    Ok(())
-}
-
-/// One `headers` map entry (`string key = 1; string value = 2;`, other fields skipped).
-fn check_header(mut entry: &[u8]) -> Result<(), RecordError> {
-    let buf = &mut entry;
-    while !buf.is_empty() {
-        let (tag, wire_type) = encoding::decode_key(buf)?;
+/// One `headers` map entry: `string key = 1; string value = 2;`, other fields skipped.
+fn check_header(buf: &[u8]) -> Result<(), RecordError> {
+    let mut r = Wire { buf, pos: 0 };
+    while !r.done() {
+        let (tag, wt) = r.key()?;
         match tag {
-            1 | 2 => check_string(wire_type, buf, "headers")?,
-            _ => encoding::skip_field(wire_type, tag, buf, DecodeContext::default())?,
+            1 | 2 => {
+                if !is_utf8(r.len_delimited(wt)?) {
+                    return Err(RecordError::Malformed("a header is not UTF-8"));
+                }
+            }
+            _ => r.skip(wt)?,
         }
     }
     Ok(())
+}
+
+#[inline(always)]
+fn is_utf8(s: &[u8]) -> bool {
+    s.is_ascii() || std::str::from_utf8(s).is_ok()
+}
+
+const WT_VARINT: u8 = 0;
+const WT_FIXED64: u8 = 1;
+const WT_LEN: u8 = 2;
+const WT_START_GROUP: u8 = 3;
+const WT_END_GROUP: u8 = 4;
+const WT_FIXED32: u8 = 5;
+
+/// A cursor over protobuf wire format, with prost's rules for keys and varints.
+struct Wire<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Wire<'a> {
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    #[inline(always)]
+    fn varint(&mut self) -> Result<u64, RecordError> {
+        // Keys and most lengths of a record fit in one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, RecordError> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or(RecordError::Malformed("truncated varint"))?;
+            self.pos += 1;
+            if i == 9 && b >= 0x02 {
+                return Err(RecordError::Malformed("varint too long"));
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(RecordError::Malformed("varint too long"))
+    }
+
+    fn key(&mut self) -> Result<(u32, u8), RecordError> {
+        let key = self.varint()?;
+        if key > u64::from(u32::MAX) {
+            return Err(RecordError::Malformed("invalid field key"));
+        }
+        let wt = (key & 7) as u8;
+        if wt > WT_FIXED32 {
+            return Err(RecordError::Malformed("invalid wire type"));
+        }
+        let tag = (key as u32) >> 3;
+        if tag == 0 {
+            return Err(RecordError::Malformed("invalid field number 0"));
+        }
+        if wt == WT_START_GROUP || wt == WT_END_GROUP {
+            return Err(RecordError::Unsupported("a group field (proto2 groups)"));
+        }
+        Ok((tag, wt))
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], RecordError> {
+        let rest = self.buf.len() - self.pos;
+        if n > rest as u64 {
+            return Err(RecordError::Malformed(
+                "a field runs past the end of the record",
+            ));
+        }
+        let s = &self.buf[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+
+    fn len_delimited(&mut self, wt: u8) -> Result<&'a [u8], RecordError> {
+        if wt != WT_LEN {
+            return Err(RecordError::Malformed(
+                "a known field has the wrong wire type",
+            ));
+        }
+        let n = self.varint()?;
+        self.take(n)
+    }
+
+    /// Skips an unknown field (never a group: `key` refuses those).
+    fn skip(&mut self, wt: u8) -> Result<(), RecordError> {
+        match wt {
+            WT_VARINT => {
+                self.varint()?;
+            }
+            WT_FIXED64 => {
+                self.take(8)?;
+            }
+            WT_FIXED32 => {
+                self.take(4)?;
+            }
+            _ => {
+                let n = self.varint()?;
+                self.take(n)?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -4,8 +4,8 @@
 //! One request is one atomic, checksummed frame in the log. What is stored per record is
 //! the record's protobuf encoding as the client sent it: requests arrive as
 //! [`RawAppendRequest`] (each record a slice of the received message), each record is
-//! checked with [`check_record`] (it must decode as a `Record`, exactly as prost would
-//! accept it) and copied into the frame once, with a timestamp field appended when its
+//! checked with [`check_record`] (it must decode as a `Record`; the replayer runs the
+//! same check) and copied into the frame once, with a timestamp field appended when its
 //! timestamp is zero ("time of receipt"). Replay and `Read` decode those bytes, so they
 //! return exactly what was sent. Validation happens before anything touches the log, so a
 //! bad request stores nothing: an empty batch, a record that is not a valid `Record`, or
@@ -375,10 +375,10 @@ pub fn encode_batch(
         .sum();
     let mut body = BatchBody::with_capacity(capacity);
     for (i, raw) in records.iter().enumerate() {
-        let timestamp = check_record(raw).map_err(|e| {
+        let info = check_record(raw).map_err(|e| {
             Status::invalid_argument(format!("record {i} of the batch: {e}; nothing was stored"))
         })?;
-        let stamp = (timestamp == 0).then_some(now_nanos);
+        let stamp = (info.timestamp_unix_nanos == 0).then_some(now_nanos);
         let len = raw.len() + if stamp.is_some() { stamp_len } else { 0 };
         if len > max_record_bytes {
             return Err(Status::invalid_argument(format!(

@@ -257,7 +257,13 @@ async fn a_record_that_does_not_decode_is_invalid_argument_and_the_batch_is_not_
     let not_utf8 = vec![0x12, 0x02, 0xff, 0xfe];
     // `payload` (field 3) claiming 200 bytes and holding 3.
     let truncated = vec![0x1a, 0xc8, 0x01, 1, 2, 3];
-    for (bad, why) in [(not_utf8, "not UTF-8"), (truncated, "past the end")] {
+    // An unknown field encoded as a group: valid protobuf, but never stored.
+    let group = vec![0x3b, 0x08, 0x01, 0x3c];
+    for (bad, why) in [
+        (not_utf8, "not UTF-8"),
+        (truncated, "past the end"),
+        (group, "group"),
+    ] {
         let e = append_raw(&area, vec![good.clone(), bad])
             .await
             .unwrap_err();

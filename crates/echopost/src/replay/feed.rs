@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use echopost_log::{Corruption, CorruptionKind, Log, Reader, StoredRecord};
+use echopost_proto::raw::check_record;
 use tokio::task::JoinHandle;
 
 use super::ReplayError;
@@ -424,21 +425,18 @@ fn check(
             );
             return Some(ReadError::Record(e));
         }
-        match validate_record(&r.data) {
-            Ok(payload_len) => {
+        // The check ingest ran before storing the record: failing it now is damage.
+        match check_record(&r.data) {
+            Ok(info) => {
                 *expect = r.seq + 1;
                 cut.push(Item {
                     seq: r.seq,
                     data: r.data,
-                    payload_len,
+                    payload_len: info.payload_len,
                 });
             }
             Err(why) => {
-                let e = corruption(
-                    log,
-                    r.seq,
-                    format!("record {} is not a valid echopost.v1.Record ({why})", r.seq),
-                );
+                let e = corruption(log, r.seq, format!("record {}: {why}", r.seq));
                 return Some(ReadError::Record(e));
             }
         }
@@ -487,260 +485,9 @@ fn segment_holding(dir: &std::path::Path, seq: u64) -> Option<PathBuf> {
     best.map(|(_, p)| p)
 }
 
-/// Checks, without allocating, that `buf` decodes as an `echopost.v1.Record` exactly as
-/// prost would accept it (well-formed wire format, expected wire types for known fields,
-/// UTF-8 strings, unknown fields skipped); returns the payload length.
-///
-/// `deliver` mode sends the stored bytes as they are (no decode and re-encode: that is
-/// what makes it fast), so this is where a damaged record is caught.
-pub fn validate_record(buf: &[u8]) -> Result<u64, &'static str> {
-    let mut r = Wire { buf, pos: 0 };
-    let mut payload_len = 0u64;
-    while !r.done() {
-        let (tag, wt) = r.key()?;
-        match tag {
-            1 | 2 | 5 => {
-                if !is_utf8(r.len_delimited(wt)?) {
-                    return Err("a string field is not UTF-8");
-                }
-            }
-            3 => payload_len = r.len_delimited(wt)?.len() as u64,
-            4 => {
-                let entry = r.len_delimited(wt)?;
-                validate_map_entry(entry, RECURSION_LIMIT - 1)?;
-            }
-            6 => {
-                if wt != WT_VARINT {
-                    return Err("timestamp has the wrong wire type");
-                }
-                r.varint()?;
-            }
-            _ => r.skip(tag, wt, RECURSION_LIMIT)?,
-        }
-    }
-    Ok(payload_len)
-}
-
-#[inline(always)]
-fn is_utf8(s: &[u8]) -> bool {
-    s.is_ascii() || std::str::from_utf8(s).is_ok()
-}
-
-const WT_VARINT: u8 = 0;
-const WT_FIXED64: u8 = 1;
-const WT_LEN: u8 = 2;
-const WT_START_GROUP: u8 = 3;
-const WT_END_GROUP: u8 = 4;
-const WT_FIXED32: u8 = 5;
-/// prost's nesting limit.
-const RECURSION_LIMIT: u32 = 100;
-
-fn validate_map_entry(buf: &[u8], depth: u32) -> Result<(), &'static str> {
-    if depth == 0 {
-        return Err("nested too deeply");
-    }
-    let mut r = Wire { buf, pos: 0 };
-    while !r.done() {
-        let (tag, wt) = r.key()?;
-        match tag {
-            1 | 2 => {
-                if !is_utf8(r.len_delimited(wt)?) {
-                    return Err("a header is not UTF-8");
-                }
-            }
-            _ => r.skip(tag, wt, depth)?,
-        }
-    }
-    Ok(())
-}
-
-struct Wire<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Wire<'a> {
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
-    }
-
-    #[inline(always)]
-    fn varint(&mut self) -> Result<u64, &'static str> {
-        // Tags and most lengths of a record fit in one byte.
-        if let Some(&b) = self.buf.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(b));
-        }
-        self.varint_slow()
-    }
-
-    #[inline(never)]
-    fn varint_slow(&mut self) -> Result<u64, &'static str> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let b = *self.buf.get(self.pos).ok_or("truncated varint")?;
-            self.pos += 1;
-            if i == 9 && b >= 0x02 {
-                return Err("varint too long");
-            }
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err("varint too long")
-    }
-
-    fn key(&mut self) -> Result<(u32, u8), &'static str> {
-        let key = self.varint()?;
-        if key > u64::from(u32::MAX) {
-            return Err("invalid field key");
-        }
-        let wt = (key & 7) as u8;
-        if wt > WT_FIXED32 {
-            return Err("invalid wire type");
-        }
-        let tag = (key as u32) >> 3;
-        if tag == 0 {
-            return Err("invalid field number 0");
-        }
-        Ok((tag, wt))
-    }
-
-    fn take(&mut self, n: u64) -> Result<&'a [u8], &'static str> {
-        let rest = self.buf.len() - self.pos;
-        if n > rest as u64 {
-            return Err("a field runs past the end of the record");
-        }
-        let s = &self.buf[self.pos..self.pos + n as usize];
-        self.pos += n as usize;
-        Ok(s)
-    }
-
-    fn len_delimited(&mut self, wt: u8) -> Result<&'a [u8], &'static str> {
-        if wt != WT_LEN {
-            return Err("a known field has the wrong wire type");
-        }
-        let n = self.varint()?;
-        self.take(n)
-    }
-
-    /// Skips an unknown field like prost does (groups included).
-    fn skip(&mut self, tag: u32, wt: u8, depth: u32) -> Result<(), &'static str> {
-        if depth == 0 {
-            return Err("nested too deeply");
-        }
-        match wt {
-            WT_VARINT => {
-                self.varint()?;
-            }
-            WT_FIXED64 => {
-                self.take(8)?;
-            }
-            WT_FIXED32 => {
-                self.take(4)?;
-            }
-            WT_LEN => {
-                let n = self.varint()?;
-                self.take(n)?;
-            }
-            WT_START_GROUP => loop {
-                let (inner_tag, inner_wt) = self.key()?;
-                if inner_wt == WT_END_GROUP {
-                    if inner_tag != tag {
-                        return Err("unexpected end-group tag");
-                    }
-                    break;
-                }
-                self.skip(inner_tag, inner_wt, depth - 1)?;
-            },
-            _ => return Err("unexpected end-group tag"),
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use echopost_proto::v1::Record;
-    use prost::Message;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-
-    fn sample(i: u64) -> Record {
-        Record {
-            id: format!("id-{i}"),
-            stream: "orders".into(),
-            payload: vec![i as u8; (i % 300) as usize],
-            headers: [("content-type".to_string(), "application/json".to_string())]
-                .into_iter()
-                .collect(),
-            route: "POST /v1/orders".into(),
-            timestamp_unix_nanos: -(i as i64) * 1_000_000_007,
-        }
-    }
-
-    #[test]
-    fn valid_records_pass_and_report_the_payload_length() {
-        for i in 0..500 {
-            let r = sample(i);
-            assert_eq!(
-                validate_record(&r.encode_to_vec()),
-                Ok(r.payload.len() as u64)
-            );
-        }
-        assert_eq!(validate_record(&[]), Ok(0));
-    }
-
-    #[test]
-    fn agrees_with_prost_on_damaged_records() {
-        let mut rng = StdRng::seed_from_u64(42);
-        let mut rejected = 0;
-        for i in 0..20_000u64 {
-            let mut b = sample(i).encode_to_vec();
-            // Add an unknown field now and then (including a group), like a newer writer.
-            if i % 7 == 0 {
-                b.extend_from_slice(&[0x3b, 0x08, 0x01, 0x3c]); // group 7 { 1: 1 }
-                b.extend_from_slice(&[0x45, 1, 2, 3, 4]); // fixed32 field 8
-            }
-            for _ in 0..rng.random_range(1..4) {
-                let n = b.len();
-                match rng.random_range(0..4) {
-                    0 if n > 0 => {
-                        let at = rng.random_range(0..n);
-                        b[at] = rng.random();
-                    }
-                    1 if n > 0 => b.truncate(rng.random_range(0..n)),
-                    2 => {
-                        let at = rng.random_range(0..=n);
-                        b.insert(at, rng.random());
-                    }
-                    _ => {
-                        let at = rng.random_range(0..=n);
-                        b.insert(at, 0xff);
-                    }
-                }
-            }
-            let ours = validate_record(&b);
-            let prost = Record::decode(b.as_slice());
-            assert_eq!(
-                ours.is_ok(),
-                prost.is_ok(),
-                "{b:?}: ours {ours:?} prost {prost:?}"
-            );
-            if let (Ok(n), Ok(r)) = (ours, &prost) {
-                assert_eq!(n, r.payload.len() as u64);
-            }
-            if prost.is_err() {
-                rejected += 1;
-            }
-        }
-        // The mutations must actually exercise the error paths.
-        assert!(rejected > 5_000, "{rejected}");
-    }
 
     #[test]
     fn segment_lookup_by_name() {
