@@ -2,7 +2,9 @@
 //! socket with appends that store nothing and are answered at once, so
 //! `echopost bench --socket PATH --no-drain` against it measures what tonic, hyper and
 //! the kernel cost per call (server and load generator together), without the log.
-//! The daemon's own figures read against these show what storage adds.
+//! It decodes requests as the daemon does (each record's bytes split out of the message,
+//! not decoded), so the daemon's own figures read against these show what checking and
+//! storing records adds.
 //!
 //! `cargo run --release --example rpc_ceiling -- /tmp/ceiling.sock`
 
@@ -10,9 +12,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use echopost_proto::v1::echo_post_server::{EchoPost, EchoPostServer};
+use echopost_proto::ingest::echo_post_server::{EchoPost, EchoPostServer};
+use echopost_proto::raw::RawAppendRequest;
 use echopost_proto::v1::{
-    AppendRequest, AppendResponse, ReadRequest, ReadResponse, StatusRequest, StatusResponse,
+    AppendResponse, ReadRequest, ReadResponse, StatusRequest, StatusResponse,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -35,7 +38,10 @@ type Resp<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl EchoPost for NoStorage {
-    async fn append(&self, r: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
+    async fn append(
+        &self,
+        r: Request<RawAppendRequest>,
+    ) -> Result<Response<AppendResponse>, Status> {
         Ok(Response::new(answer(
             &self.next,
             r.get_ref().records.len() as u64,
@@ -45,7 +51,7 @@ impl EchoPost for NoStorage {
     type AppendStreamStream = Resp<AppendResponse>;
     async fn append_stream(
         &self,
-        r: Request<Streaming<AppendRequest>>,
+        r: Request<Streaming<RawAppendRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let next = Arc::clone(&self.next);
         let answers = r

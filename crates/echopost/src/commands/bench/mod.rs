@@ -533,7 +533,14 @@ async fn pipelined(
         tokio::spawn(async move {
             let mut hist = Histogram::new();
             let error = loop {
-                match responses.message().await {
+                let next = tokio::time::timeout(wire::CALL_TIMEOUT, responses.message()).await;
+                let Ok(next) = next else {
+                    break Some(format!(
+                        "producer {id}: no acknowledgement within {}s",
+                        wire::CALL_TIMEOUT.as_secs()
+                    ));
+                };
+                match next {
                     Ok(Some(_)) => {
                         let Some(t0) = sent_rx.recv().await else {
                             break None;

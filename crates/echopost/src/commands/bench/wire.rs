@@ -8,14 +8,18 @@
 //! client) and re-encodes the same protobuf message for every append. Here each
 //! connection is a bare hyper HTTP/2 client under tonic's gRPC framing, and each
 //! producer's `AppendRequest` is encoded once, so an append costs the generator one
-//! copy of those bytes into the HTTP/2 frame. What reaches the daemon is byte for byte
-//! what the client library sends: the same method paths, message encoding, headers
-//! and framing, and every append is still answered only once it is durable.
+//! copy of those bytes into the HTTP/2 frame. The daemon sees the same method paths,
+//! the same protobuf message bytes and gRPC framing as from the client library (the
+//! HTTP/2 headers differ slightly: no `user-agent`), and every append is still
+//! answered only once it is durable. Like the client library, connecting and each call
+//! have time limits, so a daemon that stops answering fails the run instead of
+//! hanging it.
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use echopost_client::proto::{AppendRequest, AppendResponse};
@@ -31,6 +35,11 @@ use tonic_prost::ProstCodec;
 use crate::limits::MAX_MESSAGE_BYTES;
 
 const APPEND: &str = "/echopost.v1.EchoPost/Append";
+/// Connecting and the HTTP/2 handshake, at most.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One call (an `Append` until its acknowledgement, or opening an `AppendStream`), at
+/// most: far above any durable append, short enough that a stuck daemon ends the run.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const APPEND_STREAM: &str = "/echopost.v1.EchoPost/AppendStream";
 
 /// An `AppendRequest` already in protobuf form; encoding it copies the bytes.
@@ -73,13 +82,24 @@ pub struct WireConn {
 
 impl WireConn {
     pub async fn connect(socket: &Path) -> Result<WireConn, String> {
-        let stream = tokio::net::UnixStream::connect(socket)
+        let handshake = async {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake::<_, Body>(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("HTTP/2 handshake with {} failed: {e}", socket.display()))
+        };
+        let (send, conn) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-        let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Body>(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP/2 handshake with {} failed: {e}", socket.display()))?;
+            .map_err(|_| {
+                format!(
+                    "{} did not answer within {}s",
+                    socket.display(),
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            })??;
         tokio::spawn(async move {
             // Ends when every handle is dropped or the daemon closes the connection;
             // calls in flight then fail on their own.
@@ -94,16 +114,18 @@ impl WireConn {
 
     /// One unary `Append`; returns when the daemon acknowledged it (durable).
     pub async fn append(&mut self, request: PreEncoded) -> Result<AppendResponse, Status> {
-        self.ready().await?;
-        let codec = ProstCodec::<PreEncoded, AppendResponse>::default();
-        self.grpc
-            .unary(
-                Request::new(request),
-                PathAndQuery::from_static(APPEND),
-                codec,
-            )
-            .await
-            .map(tonic::Response::into_inner)
+        within_call_timeout(async {
+            self.ready().await?;
+            self.grpc
+                .unary(
+                    Request::new(request),
+                    PathAndQuery::from_static(APPEND),
+                    codec(),
+                )
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
     }
 
     /// Opens an `AppendStream` fed by `requests`.
@@ -111,16 +133,18 @@ impl WireConn {
         &mut self,
         requests: impl Stream<Item = PreEncoded> + Send + 'static,
     ) -> Result<Streaming<AppendResponse>, Status> {
-        self.ready().await?;
-        let codec = ProstCodec::<PreEncoded, AppendResponse>::default();
-        self.grpc
-            .streaming(
-                Request::new(requests),
-                PathAndQuery::from_static(APPEND_STREAM),
-                codec,
-            )
-            .await
-            .map(tonic::Response::into_inner)
+        within_call_timeout(async {
+            self.ready().await?;
+            self.grpc
+                .streaming(
+                    Request::new(requests),
+                    PathAndQuery::from_static(APPEND_STREAM),
+                    codec(),
+                )
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
     }
 
     async fn ready(&mut self) -> Result<(), Status> {
@@ -129,6 +153,23 @@ impl WireConn {
             .await
             .map_err(|e| Status::unavailable(format!("the connection to the daemon is gone: {e}")))
     }
+}
+
+fn codec() -> ProstCodec<PreEncoded, AppendResponse> {
+    ProstCodec::default()
+}
+
+async fn within_call_timeout<T>(
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "the daemon did not answer within {}s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 /// hyper's HTTP/2 request sender as the tower service tonic's gRPC client drives.
