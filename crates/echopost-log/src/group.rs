@@ -5,9 +5,10 @@
 //! pay one `pwrite` per request on top of the group's shared `fdatasync`. A
 //! [`GroupWriter`] holds the writer lock for the whole group, gives each batch its
 //! sequences as it is staged (so the caller learns at once whether it was admitted: quota,
-//! poisoned log), and copies small frames into one contiguous buffer that is written with
-//! a single call when the group is finished. Large frames are written directly (after
-//! whatever is staged before them), so big batches are never copied twice.
+//! poisoned log), and collects small frames in one contiguous buffer (the first frame's
+//! own, so a group of one is not copied) that is written with a single call when the
+//! group is finished. Large frames are written directly (after whatever is staged before
+//! them), so big batches are never copied twice.
 //!
 //! # Invariants
 //! * Staged frames are contiguous, start at the active segment's end, and carry
@@ -125,7 +126,13 @@ impl<'a> GroupWriter<'a> {
             self.write_staged()?;
             self.write(&prepared.bytes, u64::from(prepared.count))?;
         } else {
-            self.staged.extend_from_slice(&prepared.bytes);
+            if self.staged.is_empty() {
+                // The first frame's own buffer becomes the group's, so a group of one
+                // (every `Log::append`) is written without a copy.
+                self.staged = prepared.bytes;
+            } else {
+                self.staged.extend_from_slice(&prepared.bytes);
+            }
             self.staged_records += u64::from(prepared.count);
         }
         Ok(appended)
@@ -162,11 +169,7 @@ impl<'a> GroupWriter<'a> {
         }
         let staged = std::mem::take(&mut self.staged);
         let records = std::mem::replace(&mut self.staged_records, 0);
-        let r = self.write(&staged, records);
-        // Keep the allocation for the next frames of this group.
-        self.staged = staged;
-        self.staged.clear();
-        r
+        self.write(&staged, records)
     }
 
     /// Writes whole frames holding `records` records at the active segment's end, and
