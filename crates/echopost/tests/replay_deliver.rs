@@ -461,18 +461,7 @@ async fn grpcs_with_a_private_ca_and_an_auth_header() {
 
     // Without the CA the server is not trusted: nothing is sent.
     let cfg = config(&server.url(), dir.path());
-    let untrusted = spawn_replay(&log, cfg.clone());
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    if untrusted.is_finished() {
-        // No system roots at all on this machine: refusing to start is right too.
-        assert!(matches!(
-            untrusted.finished().await,
-            Err(ReplayError::Config(_))
-        ));
-    } else {
-        assert_eq!(untrusted.progress.state(), UpstreamState::Probing);
-        untrusted.stop().await.unwrap();
-    }
+    not_trusted_without_the_ca(&log, cfg.clone(), Duration::from_millis(700)).await;
     assert_eq!(state.deliver_calls.load(Ordering::SeqCst), 0);
 
     let mut cfg = cfg;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use echopost::replay::{ReplayError, SinkKind, UpstreamState, dead_letters};
+use echopost::replay::{SinkKind, UpstreamState, dead_letters};
 use echopost_proto::v1::Record;
 use prost::Message;
 use replay_support::*;
@@ -221,21 +221,12 @@ async fn https_with_a_private_ca() {
 
     // Not trusted without the CA: the health probe fails the handshake.
     let cfg = config(&server.url(), dir.path());
-    let untrusted = spawn_replay(&log, cfg.clone());
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    if untrusted.is_finished() {
-        assert!(matches!(
-            untrusted.finished().await,
-            Err(ReplayError::Config(_))
-        ));
-    } else {
-        assert_eq!(untrusted.progress.state(), UpstreamState::Probing);
-        let e = untrusted.progress.last_error();
+    if let Some(e) = not_trusted_without_the_ca(&log, cfg.clone(), Duration::from_millis(600)).await
+    {
         assert!(
             e.contains("certificate") || e.contains("Certificate"),
             "{e}"
         );
-        untrusted.stop().await.unwrap();
     }
     assert!(state.requests.lock().unwrap().is_empty());
 

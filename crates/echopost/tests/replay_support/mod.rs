@@ -163,6 +163,32 @@ impl Replay {
     }
 }
 
+/// Replays with `cfg`, whose upstream only a private CA vouches for, and checks that the
+/// upstream is not trusted: the replayer either refuses to start (a machine with no system
+/// roots at all) or keeps probing. Returns the probe's last error in the second case.
+pub async fn not_trusted_without_the_ca(
+    log: &Arc<Log>,
+    cfg: ReplayConfig,
+    wait: Duration,
+) -> Option<String> {
+    let untrusted = spawn_replay(log, cfg);
+    tokio::time::sleep(wait).await;
+    if untrusted.is_finished() {
+        assert!(matches!(
+            untrusted.finished().await,
+            Err(ReplayError::Config(_))
+        ));
+        return None;
+    }
+    assert_eq!(
+        untrusted.progress.state(),
+        echopost::replay::UpstreamState::Probing
+    );
+    let e = untrusted.progress.last_error();
+    untrusted.stop().await.unwrap();
+    Some(e)
+}
+
 /// Polls `cond` every 10 ms until it holds; panics after [`WAIT`].
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
