@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use echopost::config::{ReplaySettings, SinkKind};
 use echopost::noop_sink::NoopSink;
-use echopost::replay::{self, Progress, ReplayConfig, SinkKind};
+use echopost::replay::{self, Progress};
 use echopost_log::{Log, LogOptions, SyncPolicy};
 use echopost_proto::v1::Record;
 use prost::Message;
@@ -97,20 +98,15 @@ async fn run_once(
     let sink = NoopSink::start(window).await?;
     sink.set_serving(true).await;
 
-    let cfg = ReplayConfig {
-        upstream: sink.url(),
-        sink: SinkKind::Deliver,
-        health_service: String::new(),
-        health_url: None,
-        healthy_after: 1,
-        batch_records,
-        batch_bytes,
-        upstream_ca: None,
-        upstream_headers: Vec::new(),
-        source_id: "bench".into(),
-        dir: dir.path().to_path_buf(),
+    let cfg = ReplaySettings {
+        sink: Some(SinkKind::Deliver),
+        batch_records: batch_records as u64,
+        batch_bytes: batch_bytes as u64,
         request_timeout: Duration::from_secs(30),
-    };
+        ..ReplaySettings::new(sink.url(), dir.path())
+    }
+    .validate()?
+    .with_source_id("bench");
     let progress = Arc::new(Progress::default());
     let (tx, rx) = watch::channel(false);
     let started = Instant::now();

@@ -1,6 +1,6 @@
 //! `echopost`: parse the command line, run the chosen subcommand, exit with its code.
 //!
-//! Deliberately thin: the daemon lives in the library (`echopost::lifecycle`) and the
+//! Deliberately thin: the daemon lives in the library (`echopost::daemon::lifecycle`) and the
 //! operator subcommands in `echopost::commands`, so tests reuse them. Bad flags exit with
 //! code 2 (clap's usage-error code, which is also ours).
 
@@ -12,7 +12,7 @@ use clap::Parser;
 use echopost::cli::{Cli, Command, RunArgs};
 use echopost::commands::{self, finish};
 use echopost::config::Config;
-use echopost::lifecycle;
+use echopost::daemon::lifecycle;
 
 /// How long blocking work (an fsync on a device that stopped answering) may delay the
 /// process exit once the daemon has finished.
@@ -33,12 +33,12 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("echopost: {e:#}");
-            echopost::exit::ExitCode::Fatal.into()
+            echopost::daemon::exit::ExitCode::Fatal.into()
         }
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<echopost::exit::ExitCode> {
+fn run(args: RunArgs) -> anyhow::Result<echopost::daemon::exit::ExitCode> {
     let config = match Config::from_run_args(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -46,7 +46,7 @@ fn run(args: RunArgs) -> anyhow::Result<echopost::exit::ExitCode> {
             return Ok(e.exit_code());
         }
     };
-    echopost::platform::limit_allocator_arenas();
+    echopost::daemon::platform::limit_allocator_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("echopost")

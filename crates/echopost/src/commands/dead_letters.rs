@@ -19,7 +19,7 @@ use super::{
     utc_rfc3339,
 };
 use crate::cli::{DeadLettersArgs, DeadLettersCommand};
-use crate::exit::ExitCode;
+use crate::daemon::exit::ExitCode;
 use crate::replay::dead_letters::{self, DeadLetterError};
 
 /// One dead letter in `list --json`: the record's fields, then why and when.

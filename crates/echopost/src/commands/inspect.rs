@@ -22,7 +22,7 @@ use super::{
     nothing_there, open_offline, record_json, resolve, runtime,
 };
 use crate::cli::InspectArgs;
-use crate::exit::ExitCode;
+use crate::daemon::exit::ExitCode;
 
 /// Records fetched per `Read` call or engine read.
 pub const PAGE: u64 = 1000;

@@ -50,8 +50,8 @@ use echopost_log::{Log, LogOptions};
 
 use crate::cli::DirArgs;
 use crate::config::DEFAULT_SOCKET_NAME;
-use crate::exit::ExitCode;
-use crate::platform;
+use crate::daemon::exit::ExitCode;
+use crate::daemon::platform;
 
 /// The exit codes of the operator commands, shown under their `--help`.
 pub const EXIT_CODES: &str = "\
@@ -341,7 +341,10 @@ pub fn locked_error(target: &Target) -> CommandError {
             target.dir.display(),
             target.dir.join(echopost_log::LOCK_FILE).display(),
             target.socket.display(),
-            target.dir.join(crate::session_log::LOGS_DIR).display()
+            target
+                .dir
+                .join(crate::daemon::session_log::LOGS_DIR)
+                .display()
         ),
     )
 }
@@ -433,7 +436,7 @@ pub fn utc_rfc3339(unix_nanos: i64) -> String {
     let millis = unix_nanos.rem_euclid(1_000_000_000) / 1_000_000;
     let days = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::session_log::civil_from_days(days);
+    let (y, m, d) = crate::daemon::session_log::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         tod / 3600,

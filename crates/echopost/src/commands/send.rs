@@ -27,7 +27,7 @@ use super::{
 };
 use crate::cli::{Cli, Command, SendArgs};
 use crate::config::Config;
-use crate::exit::ExitCode;
+use crate::daemon::exit::ExitCode;
 
 /// A partial batch is sent when no line arrived for this long.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(100);

@@ -21,7 +21,7 @@ use super::{
     open_offline, print_stdout, resolve, runtime, utc_rfc3339,
 };
 use crate::cli::StatusArgs;
-use crate::exit::ExitCode;
+use crate::daemon::exit::ExitCode;
 
 /// Everything `status` reports, in the shape of `--json`. Figures a mode cannot know are
 /// `null` (e.g. the delivery rate offline).
@@ -255,7 +255,7 @@ pub fn report_from_layout(
 }
 
 fn read_source_id(target: &Target) -> Option<String> {
-    std::fs::read_to_string(target.dir.join(crate::source_id::SOURCE_ID_FILE))
+    std::fs::read_to_string(target.dir.join(crate::daemon::source_id::SOURCE_ID_FILE))
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())

@@ -20,7 +20,7 @@ use super::{
     CommandError, CommandResult, Target, fmt_bytes, fmt_count, nothing_there, print_stdout, resolve,
 };
 use crate::cli::VerifyArgs;
-use crate::exit::ExitCode;
+use crate::daemon::exit::ExitCode;
 use crate::replay::dead_letters;
 
 /// A torn write at the end of a log, in `--json`.

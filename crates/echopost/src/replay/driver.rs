@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use echopost_log::Log;
 use echopost_proto::v1::Record;
-use http::Uri;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use prost::Message;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::metadata::MetadataMap;
 use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::{HealthCheck, ReplayConfig, SinkKind, Upstream};
 
 use super::backoff::{Backoff, with_retry_after};
 use super::classify::{Class, Failure};
@@ -26,10 +27,9 @@ use super::forward_grpc::GrpcForwarder;
 use super::forward_http::{HttpForwarder, build_client};
 use super::health::Prober;
 use super::tls;
-use super::upstream::Upstream;
 use super::{
-    ACK_BYTES, ACK_INTERVAL, HEALTHY_PROBE_INTERVAL, PROGRESS_LOG_INTERVAL, Progress, ReplayConfig,
-    ReplayError, SinkKind, UpstreamState,
+    ACK_BYTES, ACK_INTERVAL, HEALTHY_PROBE_INTERVAL, PROGRESS_LOG_INTERVAL, Progress, ReplayError,
+    UpstreamState,
 };
 
 /// Longest wait for new records before looking at the shutdown flag again.
@@ -80,113 +80,75 @@ fn config_err(what: impl std::fmt::Display) -> ReplayError {
     ReplayError::Config(what.to_string())
 }
 
-/// Validated `--upstream-header`s.
-fn extra_headers(
-    pairs: &[(String, String)],
-) -> Result<Vec<(HeaderName, HeaderValue)>, ReplayError> {
-    pairs
-        .iter()
-        .map(|(n, v)| {
-            let name = HeaderName::from_bytes(n.trim().as_bytes())
-                .map_err(|e| config_err(format!("--upstream-header {n:?}: bad name: {e}")))?;
-            let value = HeaderValue::from_str(v.trim())
-                .map_err(|e| config_err(format!("--upstream-header {n:?}: bad value: {e}")))?;
-            Ok((name, value))
-        })
-        .collect()
-}
-
 impl Replayer {
-    /// Checks the configuration and sets up the clients (nothing is connected yet).
+    /// Sets up the clients for an already validated configuration (nothing is connected
+    /// yet). Fails only on what settings cannot tell: no trusted CA roots for TLS.
     pub(crate) fn new(
         log: Arc<Log>,
         cfg: ReplayConfig,
         progress: Arc<Progress>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, ReplayError> {
-        let upstream = Upstream::parse(&cfg.upstream)?;
-        if cfg.sink == SinkKind::Deliver && !upstream.is_grpc() {
-            return Err(config_err(format!(
-                "--sink deliver needs a grpc:// or grpcs:// upstream (Sink/Deliver is a gRPC method), not {}; use --sink forward",
-                upstream.display
-            )));
-        }
-        if cfg.request_timeout.is_zero() {
-            return Err(config_err("the request timeout must be more than 0"));
-        }
+        let upstream = cfg.upstream.clone();
         let timeout = cfg.request_timeout;
         let connect_timeout = timeout.min(MAX_CONNECT_TIMEOUT);
-        let extra = extra_headers(&cfg.upstream_headers)?;
-        let (prober, sink) = if upstream.is_grpc() {
-            let mut ep = tonic::transport::Endpoint::from_shared(upstream.origin_str())
-                .map_err(|e| config_err(format!("bad --upstream {}: {e}", upstream.display)))?
-                .connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .initial_stream_window_size(Some(4 << 20))
-                .initial_connection_window_size(Some(8 << 20));
-            if upstream.is_tls() {
-                // `[::1]` in a URL, `::1` as a TLS server name.
-                let host = upstream
-                    .origin
-                    .host()
-                    .unwrap_or_default()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                let tls = tls::grpc_config(&host, cfg.upstream_ca.as_deref())?;
-                ep = ep
-                    .tls_config(tls)
-                    .map_err(|e| config_err(format!("TLS setup for {}: {e}", upstream.display)))?;
+        let extra = cfg.upstream_headers.clone();
+        let (prober, sink) = match &cfg.health {
+            HealthCheck::Grpc { service } => {
+                let mut ep = tonic::transport::Endpoint::from_shared(upstream.origin_str())
+                    .map_err(|e| config_err(format!("bad --upstream {}: {e}", upstream.display)))?
+                    .connect_timeout(connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_timeout(Duration::from_secs(10))
+                    .initial_stream_window_size(Some(4 << 20))
+                    .initial_connection_window_size(Some(8 << 20));
+                if upstream.is_tls() {
+                    // `[::1]` in a URL, `::1` as a TLS server name.
+                    let host = upstream
+                        .origin
+                        .host()
+                        .unwrap_or_default()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string();
+                    let tls = tls::grpc_config(&host, cfg.upstream_ca.as_ref())?;
+                    ep = ep.tls_config(tls).map_err(|e| {
+                        config_err(format!("TLS setup for {}: {e}", upstream.display))
+                    })?;
+                }
+                let channel = ep.connect_lazy();
+                let mut hm = HeaderMap::new();
+                for (n, v) in &extra {
+                    hm.insert(n.clone(), v.clone());
+                }
+                let metadata = MetadataMap::from_headers(hm.clone());
+                let prober = Prober::Grpc {
+                    client: HealthClient::new(channel.clone()),
+                    service: service.clone(),
+                    metadata: metadata.clone(),
+                };
+                let sink = match cfg.sink {
+                    SinkKind::Deliver => Sink::Deliver(DeliverSink::new(channel, hm, timeout)),
+                    SinkKind::Forward => Sink::Grpc(GrpcForwarder::new(channel, extra, timeout)),
+                };
+                (prober, sink)
             }
-            let channel = ep.connect_lazy();
-            let mut hm = HeaderMap::new();
-            for (n, v) in &extra {
-                hm.insert(n.clone(), v.clone());
+            HealthCheck::Http { url } => {
+                let need_tls = upstream.is_tls() || url.scheme_str() == Some("https");
+                let config = tls::client_config(need_tls, cfg.upstream_ca.as_ref())?;
+                let client = build_client(tls::http_connector(config, connect_timeout));
+                let prober = Prober::Http {
+                    client: client.clone(),
+                    url: url.clone(),
+                    extra: extra.clone(),
+                };
+                let prefix = format!("{}{}", upstream.origin_str(), upstream.base_path);
+                (
+                    prober,
+                    Sink::Http(HttpForwarder::new(client, prefix, extra, timeout)),
+                )
             }
-            let metadata = MetadataMap::from_headers(hm.clone());
-            if cfg.health_url.is_some() {
-                tracing::debug!(
-                    "--health-url is ignored for a gRPC upstream (the gRPC health service is probed)"
-                );
-            }
-            let prober = Prober::Grpc {
-                client: HealthClient::new(channel.clone()),
-                service: cfg.health_service.clone(),
-                metadata: metadata.clone(),
-            };
-            let sink = match cfg.sink {
-                SinkKind::Deliver => Sink::Deliver(DeliverSink::new(channel, hm, timeout)),
-                SinkKind::Forward => Sink::Grpc(GrpcForwarder::new(channel, extra, timeout)),
-            };
-            (prober, sink)
-        } else {
-            let health = cfg
-                .health_url
-                .clone()
-                .unwrap_or_else(|| upstream.default_health_url());
-            let url: Uri = health
-                .parse()
-                .map_err(|e| config_err(format!("bad --health-url {health:?}: {e}")))?;
-            if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-                return Err(config_err(format!(
-                    "bad --health-url {health:?}: expected an http:// or https:// URL"
-                )));
-            }
-            let need_tls = upstream.is_tls() || url.scheme_str() == Some("https");
-            let config = tls::client_config(need_tls, cfg.upstream_ca.as_deref())?;
-            let client = build_client(tls::http_connector(config, connect_timeout));
-            let prober = Prober::Http {
-                client: client.clone(),
-                url,
-                extra: extra.clone(),
-            };
-            let prefix = format!("{}{}", upstream.origin_str(), upstream.base_path);
-            (
-                prober,
-                Sink::Http(HttpForwarder::new(client, prefix, extra, timeout)),
-            )
         };
         let source: Arc<str> = Arc::from(cfg.source_id.as_str());
         let dead = Some(dead_letters::Writer::new(&cfg.dir));

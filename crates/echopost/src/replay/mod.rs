@@ -1,7 +1,8 @@
 //! Replay to the main server: health probing, sinks, retries, dead letters.
 //!
-//! This module is the seam between the daemon's lifecycle and delivery. The daemon builds
-//! a [`ReplayConfig`] from the command line, creates one shared [`Progress`], and spawns
+//! This module is the seam between the daemon's lifecycle and delivery. The daemon gets a
+//! validated [`ReplayConfig`] from `crate::config` (every setting is checked there, once),
+//! creates one shared [`Progress`], and spawns
 //! [`run`]. `run` returns only on shutdown (Ok) or on a condition that must stop the daemon
 //! (Err, mapped to an exit code by the daemon). The daemon decides when to exit on its own
 //! by watching the log's backlog (`Log::stats().backlog_records == 0`) and the linger timer.
@@ -54,7 +55,7 @@
 //! | any other gRPC status / HTTP status           | permanent: batch split into single records; a record still rejected alone is dead-lettered (durably), then acked |
 //! | corruption in the log                         | deliver what precedes it, ack it, return `Corruption` (exit 4) |
 //! | ack / dead-letter write fails (I/O)           | return `Storage` (exit 5)                       |
-//! | bad URL, unreadable CA                        | return `Config` (exit 2) before anything is sent |
+//! | no trusted CA roots for a TLS upstream        | return `Config` (exit 2) before anything is sent |
 //! | crash anywhere                                | at-least-once: unacked records are sent again   |
 //!
 //! In `forward` mode every request carries one record, so a permanent rejection
@@ -81,9 +82,7 @@ mod forward_http;
 mod health;
 mod rate;
 mod tls;
-pub mod upstream;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -91,6 +90,8 @@ use std::time::{Duration, Instant};
 
 use echopost_log::Log;
 use tokio::sync::watch;
+
+use crate::config::ReplayConfig;
 
 /// Time between two good health probes when `healthy_after > 1`.
 pub const HEALTHY_PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -102,90 +103,6 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(50);
 pub const ACK_BYTES: u64 = 64 << 20;
 /// How often the progress line is written to the session log while replaying.
 pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
-
-/// How replayed records are delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
-    /// Batches to `echopost.v1.Sink/Deliver`.
-    Deliver,
-    /// Each record replayed verbatim as the request the application would have sent.
-    Forward,
-}
-
-impl SinkKind {
-    /// The default sink for an upstream URL: `deliver` for `grpc://`/`grpcs://`, `forward`
-    /// for `http://`/`https://` (HTTP upstreams cannot receive `Sink/Deliver`).
-    pub fn default_for(upstream: &str) -> Result<SinkKind, ReplayError> {
-        Ok(if upstream::Upstream::parse(upstream)?.is_grpc() {
-            SinkKind::Deliver
-        } else {
-            SinkKind::Forward
-        })
-    }
-}
-
-impl std::str::FromStr for SinkKind {
-    type Err = ReplayError;
-
-    /// `deliver` or `forward` (the `--sink` values).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "deliver" => Ok(SinkKind::Deliver),
-            "forward" => Ok(SinkKind::Forward),
-            other => Err(ReplayError::Config(format!(
-                "unknown sink {other:?}: expected \"deliver\" or \"forward\""
-            ))),
-        }
-    }
-}
-
-/// Parses one `--upstream-header "Name: value"` argument into `(name, value)`.
-///
-/// The name must be a valid HTTP header name; surrounding whitespace of the value is
-/// trimmed. Checked again, against the exact rules of HTTP and gRPC metadata, when the
-/// replayer starts (a bad header is a [`ReplayError::Config`] then).
-pub fn parse_header(s: &str) -> Result<(String, String), ReplayError> {
-    let (name, value) = s.split_once(':').ok_or_else(|| {
-        ReplayError::Config(format!("bad header {s:?}: expected \"Name: value\""))
-    })?;
-    let name = name.trim();
-    http::HeaderName::from_bytes(name.as_bytes())
-        .map_err(|e| ReplayError::Config(format!("bad header name {name:?}: {e}")))?;
-    let value = value.trim();
-    http::HeaderValue::from_str(value)
-        .map_err(|e| ReplayError::Config(format!("bad value for header {name:?}: {e}")))?;
-    Ok((name.to_string(), value.to_string()))
-}
-
-/// Everything the replayer needs to know, resolved from the command line.
-#[derive(Debug, Clone)]
-pub struct ReplayConfig {
-    /// `grpc://`, `grpcs://`, `http://` or `https://` URL of the main server.
-    pub upstream: String,
-    pub sink: SinkKind,
-    /// Service name for `grpc.health.v1.Health/Check` (gRPC upstreams).
-    pub health_service: String,
-    /// URL probed with GET for HTTP upstreams (default `<upstream>/healthz`).
-    pub health_url: Option<String>,
-    /// Consecutive good probes needed before replay starts.
-    pub healthy_after: u32,
-    /// Most records per `Deliver` batch (and per read from the log in `forward` mode).
-    pub batch_records: usize,
-    /// Most bytes of an encoded `DeliverRequest`. Keep it at or below the main server's
-    /// maximum received message size (4 MiB by default in every mainstream gRPC server);
-    /// a single larger record is still sent alone.
-    pub batch_bytes: usize,
-    /// PEM file of a private CA for TLS upstreams.
-    pub upstream_ca: Option<PathBuf>,
-    /// Extra headers (name, value) added to every replayed request.
-    pub upstream_headers: Vec<(String, String)>,
-    /// Stable id of this EchoPost directory (`DeliverRequest.source`).
-    pub source_id: String,
-    /// The EchoPost directory (the dead-letter log lives below it).
-    pub dir: PathBuf,
-    /// Per-request timeout.
-    pub request_timeout: Duration,
-}
 
 /// Upstream state, shared with `Status` (values mirror `echopost.v1.UpstreamState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,7 +254,8 @@ pub enum ReplayError {
     /// Fatal local I/O (e.g. acknowledging failed): exit code 5.
     #[error(transparent)]
     Storage(echopost_log::Error),
-    /// The configuration cannot work (bad URL, unreadable CA file): exit code 2.
+    /// The configuration cannot work on this machine (a TLS upstream and no trusted CA
+    /// roots): exit code 2. Settings themselves are checked earlier, by `crate::config`.
     #[error("{0}")]
     Config(String),
 }

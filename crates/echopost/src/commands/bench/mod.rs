@@ -57,8 +57,8 @@ use super::{
     print_stdout,
 };
 use crate::cli::BenchArgs;
-use crate::exit::ExitCode;
-use crate::limits::MAX_MESSAGE_BYTES;
+use crate::daemon::exit::ExitCode;
+use crate::ingest::limits::MAX_MESSAGE_BYTES;
 use crate::noop_sink::NoopSink;
 use wire::{PreEncoded, WireConn};
 

@@ -32,7 +32,7 @@ use tonic::body::Body;
 use tonic::{Request, Status, Streaming};
 use tonic_prost::ProstCodec;
 
-use crate::limits::MAX_MESSAGE_BYTES;
+use crate::ingest::limits::MAX_MESSAGE_BYTES;
 
 const APPEND: &str = "/echopost.v1.EchoPost/Append";
 /// Connecting and the HTTP/2 handshake, at most.

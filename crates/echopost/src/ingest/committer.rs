@@ -28,6 +28,9 @@
 //! * Requests of one stream share a [`Chain`]: once one of them fails, the committer
 //!   refuses the ones queued behind it, so a stream's stored requests are always a prefix
 //!   of what it sent.
+//! * The thread only ends when every [`Committer`] handle is gone. If it ends earlier (a
+//!   panic), every later append would be refused as "shutting down" while the process
+//!   lived on, so the lifecycle watches [`CommitterThread::exited`] and stops the daemon.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -35,7 +38,7 @@ use std::thread::JoinHandle;
 use echopost_log::{Appended, Log, PreparedBatch, SyncPolicy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::gate::GatePass;
+use crate::ingest::gate::GatePass;
 
 /// Requests waiting for the committer at most (beyond that, submitters wait).
 const QUEUE_LEN: usize = 4096;
@@ -103,18 +106,26 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread for `log`.
-    pub fn start(log: Arc<Log>) -> std::io::Result<(Committer, JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+    pub fn start(log: Arc<Log>) -> std::io::Result<(Committer, CommitterThread)> {
         let wait = log.options().sync == SyncPolicy::Always;
+        Committer::spawn(move |rx| commit_loop(&log, rx, wait))
+    }
+
+    /// Starts a thread running `body` over the queue (the committer loop; tests give
+    /// others).
+    fn spawn(
+        body: impl FnOnce(mpsc::Receiver<Job>) + Send + 'static,
+    ) -> std::io::Result<(Committer, CommitterThread)> {
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
         let handle = std::thread::Builder::new()
             .name("echopost-commit".into())
-            .spawn(move || commit_loop(&log, rx, wait))?;
+            .spawn(move || body(rx))?;
         Ok((
             Committer {
                 tx,
                 budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
             },
-            handle,
+            CommitterThread(handle),
         ))
     }
 
@@ -154,6 +165,34 @@ impl Committer {
             .await
             .map_err(|_| CommitError::Stopped)?;
         Ok(PendingAppend(answer))
+    }
+}
+
+/// The committer thread, to be watched by the lifecycle.
+#[derive(Debug)]
+pub struct CommitterThread(JoinHandle<()>);
+
+impl CommitterThread {
+    /// Resolves when the thread has ended: `Ok` if it ended because every [`Committer`]
+    /// was dropped (shutdown), `Err(message)` if it panicked.
+    pub async fn exited(self) -> Result<(), String> {
+        let handle = self.0;
+        match tokio::task::spawn_blocking(move || handle.join()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(panic)) => Err(panic_message(panic.as_ref())),
+            Err(e) => Err(format!("cannot watch the commit thread: {e}")),
+        }
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 
@@ -223,7 +262,7 @@ fn fail_all_ok(results: &mut [Result<Appended, CommitError>], e: echopost_log::E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::AppendGate;
+    use crate::ingest::gate::AppendGate;
     use echopost_log::LogOptions;
     use echopost_log::sim::{Fault, FaultError, SimFs};
 
@@ -355,5 +394,24 @@ mod tests {
             2,
             "only the request before the failure is stored"
         );
+    }
+
+    /// A committer thread that dies is reported with its panic message, and appends are
+    /// refused from then on (not left waiting); a thread that ends because its handles
+    /// were dropped is a clean exit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_committer_thread_is_reported() {
+        let fs = SimFs::new(3);
+        let log = sim_log(&fs);
+        let (c, thread) = Committer::spawn(|_rx| panic!("injected committer failure")).unwrap();
+        let err = thread.exited().await.unwrap_err();
+        assert!(err.contains("injected committer failure"), "{err}");
+        let gate = AppendGate::new();
+        let r = c.submit(batch(&log, &[b"x"]), gate.enter().unwrap()).await;
+        assert!(matches!(r, Err(CommitError::Stopped)), "{r:?}");
+
+        let (c, thread) = Committer::start(Arc::clone(&log)).unwrap();
+        drop(c);
+        assert_eq!(thread.exited().await, Ok(()));
     }
 }

@@ -1,10 +1,20 @@
-//! Resolved and validated settings of `echopost run`.
+//! Resolved and validated settings of `echopost run`: the one place settings are checked.
 //!
 //! The command line ([`crate::cli`]) only parses values. Here they are combined with the
 //! environment (the default state directory), checked against each other, and turned into
-//! the types the rest of the daemon uses ([`LogOptions`], [`ReplayConfig`]). Everything
-//! that can be wrong with the settings is found here, before the directory is touched, so
-//! a typo exits with code 2 and a message naming the flag instead of half-starting.
+//! the types the rest of the daemon uses ([`LogOptions`], [`ReplayConfig`], [`Upstream`]).
+//! Everything that can be wrong with the settings is found here, before the directory is
+//! touched, so a typo exits with code 2 and a message naming the flag instead of
+//! half-starting; nothing downstream checks a setting again.
+//!
+//! | file | settings |
+//! |---|---|
+//! | `mod.rs` | [`Config`]: directory, socket, limits, log level, peers |
+//! | [`upstream`] | the `--upstream` URL |
+//! | [`replay`] | every replay flag: [`ReplaySettings`] → [`ReplayConfig`] |
+
+pub mod replay;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,10 +22,28 @@ use std::time::Duration;
 use echopost_log::{Compression, LogOptions, SyncPolicy};
 
 use crate::cli::{RunArgs, SinkArg};
-use crate::exit::DaemonError;
-use crate::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
-use crate::platform;
-use crate::replay::{ReplayConfig, SinkKind};
+use crate::daemon::exit::DaemonError;
+use crate::daemon::platform;
+use crate::ingest::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
+pub use replay::{HealthCheck, ReplayConfig, ReplaySettings, SinkKind, UpstreamCa};
+pub use upstream::Upstream;
+
+/// A setting that cannot work, with a message naming the flag. Exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// An error with `message`, which names the flag and says what is accepted.
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError(message.into())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Name of the socket inside the directory when `--socket` is not given.
 pub const DEFAULT_SOCKET_NAME: &str = "echopost.sock";
@@ -154,120 +182,24 @@ fn absolute(p: &Path, flag: &str) -> Result<PathBuf, DaemonError> {
         .map_err(|e| cfg_err(format!("cannot resolve {flag} {}: {e}", p.display())))
 }
 
-/// The URL schemes `--upstream` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamScheme {
-    Grpc,
-    Grpcs,
-    Http,
-    Https,
-}
-
-impl UpstreamScheme {
-    /// gRPC upstreams are probed with grpc.health.v1 and default to the `deliver` sink.
-    pub fn is_grpc(self) -> bool {
-        matches!(self, UpstreamScheme::Grpc | UpstreamScheme::Grpcs)
-    }
-}
-
-/// Checks that `url` is an absolute URL with a supported scheme and a host.
-pub fn parse_upstream(url: &str) -> Result<UpstreamScheme, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("--upstream {url:?} is not a valid URL: {e}"))?;
-    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-        Some("grpc") => UpstreamScheme::Grpc,
-        Some("grpcs") => UpstreamScheme::Grpcs,
-        Some("http") => UpstreamScheme::Http,
-        Some("https") => UpstreamScheme::Https,
-        Some(other) => {
-            return Err(format!(
-                "--upstream {url:?} has the unsupported scheme {other:?}: use grpc://, grpcs://, http:// or https://"
-            ));
-        }
-        None => {
-            return Err(format!(
-                "--upstream {url:?} needs a scheme: use grpc://, grpcs://, http:// or https:// followed by host[:port]"
-            ));
-        }
-    };
-    match uri.host() {
-        Some(h) if !h.is_empty() => Ok(scheme),
-        _ => Err(format!("--upstream {url:?} has no host")),
-    }
-}
-
-/// Parses `"Name: value"` into a valid HTTP header name and value.
-pub fn parse_header(h: &str) -> Result<(String, String), String> {
-    let Some((name, value)) = h.split_once(':') else {
-        return Err(format!(
-            "--upstream-header {h:?} must look like \"Name: value\""
-        ));
-    };
-    let name = name.trim();
-    let value = value.trim();
-    http::HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("--upstream-header {h:?}: {name:?} is not a valid header name"))?;
-    http::HeaderValue::from_str(value)
-        .map_err(|_| format!("--upstream-header {h:?}: the value is not a valid header value"))?;
-    Ok((name.to_ascii_lowercase(), value.to_owned()))
-}
-
 fn replay_config(args: &RunArgs, upstream: &str, dir: &Path) -> Result<ReplayConfig, DaemonError> {
-    let scheme = parse_upstream(upstream).map_err(cfg_err)?;
-    let sink = match args.sink {
-        Some(SinkArg::Deliver) => SinkKind::Deliver,
-        Some(SinkArg::Forward) => SinkKind::Forward,
-        None if scheme.is_grpc() => SinkKind::Deliver,
-        None => SinkKind::Forward,
-    };
-    let health_url = match &args.health_url {
-        Some(u) => {
-            let uri: http::Uri = u
-                .parse()
-                .map_err(|e| cfg_err(format!("--health-url {u:?} is not a valid URL: {e}")))?;
-            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                return Err(cfg_err(format!(
-                    "--health-url {u:?} must be an http:// or https:// URL with a host"
-                )));
-            }
-            Some(u.clone())
-        }
-        None if scheme.is_grpc() => None,
-        None => Some(format!("{}/healthz", upstream.trim_end_matches('/'))),
-    };
-    if let Some(ca) = &args.upstream_ca {
-        std::fs::File::open(ca).map_err(|e| {
-            cfg_err(format!(
-                "--upstream-ca {}: cannot read the file: {e}",
-                ca.display()
-            ))
-        })?;
-    }
-    let mut upstream_headers = Vec::new();
-    for h in args.upstream_header.iter().filter(|h| !h.trim().is_empty()) {
-        upstream_headers.push(parse_header(h).map_err(cfg_err)?);
-    }
-    if args.batch_bytes == 0 {
-        return Err(cfg_err("--batch-bytes must be above zero"));
-    }
-    if args.request_timeout.is_zero() {
-        return Err(cfg_err("--request-timeout must be above zero"));
-    }
-    Ok(ReplayConfig {
+    let settings = ReplaySettings {
         upstream: upstream.to_owned(),
-        sink,
+        sink: args.sink.map(|s| match s {
+            SinkArg::Deliver => SinkKind::Deliver,
+            SinkArg::Forward => SinkKind::Forward,
+        }),
         health_service: args.health_service.clone(),
-        health_url,
+        health_url: args.health_url.clone(),
         healthy_after: args.healthy_after,
-        batch_records: usize::try_from(args.batch_records).unwrap_or(usize::MAX),
-        batch_bytes: usize::try_from(args.batch_bytes).unwrap_or(usize::MAX),
+        batch_records: args.batch_records,
+        batch_bytes: args.batch_bytes,
         upstream_ca: args.upstream_ca.clone(),
-        upstream_headers,
-        source_id: String::new(),
-        dir: dir.to_path_buf(),
+        upstream_headers: args.upstream_header.clone(),
         request_timeout: args.request_timeout,
-    })
+        dir: dir.to_path_buf(),
+    };
+    Ok(settings.validate()?)
 }
 
 #[cfg(test)]
@@ -321,21 +253,27 @@ mod tests {
         let c = resolve(&["--upstream", "grpc://localhost:9000"]).unwrap();
         let r = c.replay.unwrap();
         assert_eq!(r.sink, SinkKind::Deliver);
-        assert_eq!(r.health_url, None);
+        assert!(matches!(r.health, HealthCheck::Grpc { .. }));
         let c = resolve(&["--upstream", "https://api.example.com/v1/"]).unwrap();
         let r = c.replay.unwrap();
         assert_eq!(r.sink, SinkKind::Forward);
         assert_eq!(
-            r.health_url.as_deref(),
-            Some("https://api.example.com/v1/healthz")
+            r.health,
+            HealthCheck::Http {
+                url: "https://api.example.com/v1/healthz".parse().unwrap()
+            }
         );
         assert_eq!(r.batch_records, 16384);
         assert_eq!(r.batch_bytes, 4 << 20);
-        let c = resolve(&["--upstream", "http://h", "--sink", "deliver"]).unwrap();
-        assert_eq!(c.replay.unwrap().sink, SinkKind::Deliver);
+        let c = resolve(&["--upstream", "grpc://h:1", "--sink", "forward"]).unwrap();
+        assert_eq!(c.replay.unwrap().sink, SinkKind::Forward);
+        // Found here, before the directory is touched, not when the replayer starts.
+        let e = resolve(&["--upstream", "http://h", "--sink", "deliver"]).unwrap_err();
+        assert_eq!(e.exit_code(), crate::daemon::exit::ExitCode::Usage);
+        assert!(e.to_string().contains("--sink deliver"), "{e}");
         for bad in ["ftp://h", "localhost:9000", "grpc://", "not a url"] {
             let e = resolve(&["--upstream", bad]).unwrap_err();
-            assert_eq!(e.exit_code(), crate::exit::ExitCode::Usage, "{bad}");
+            assert_eq!(e.exit_code(), crate::daemon::exit::ExitCode::Usage, "{bad}");
             assert!(e.to_string().contains("--upstream"), "{e}");
         }
     }
@@ -349,10 +287,10 @@ mod tests {
             "Authorization: Bearer x",
         ])
         .unwrap();
-        assert_eq!(
-            c.replay.unwrap().upstream_headers,
-            vec![("authorization".to_owned(), "Bearer x".to_owned())]
-        );
+        let headers = c.replay.unwrap().upstream_headers;
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].0.as_str(), "authorization");
+        assert_eq!(headers[0].1.to_str().unwrap(), "Bearer x");
         assert!(resolve(&["--upstream", "grpc://h:1", "--upstream-header", "nocolon"]).is_err());
         assert!(
             resolve(&[

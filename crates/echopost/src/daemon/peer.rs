@@ -3,7 +3,7 @@
 //! File permissions (socket `0600` in a `0700` directory) already keep other users out on
 //! Linux, but macOS and the BSDs ignore permissions on socket files, and a directory given
 //! with `--socket` may be shared. So every connection also carries the peer's user id,
-//! read from the kernel when it is accepted ([`crate::socket`]), and every request on a
+//! read from the kernel when it is accepted ([`crate::daemon::socket`]), and every request on a
 //! connection from a user that is neither the daemon's own nor named with `--allow-uid` is
 //! answered `PERMISSION_DENIED` by [`PeerCheckLayer`], for every service on the socket
 //! (health and reflection included).

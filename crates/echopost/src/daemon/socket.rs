@@ -11,8 +11,8 @@
 //!   (replaced), accepted means live (startup fails with exit code 3). Anything that is not
 //!   a socket is never deleted.
 //! * **Peer credentials.** Each accepted stream is wrapped in a [`PeerStream`] carrying the
-//!   peer's uid (read once, at accept, via [`crate::platform::peer_uid`]), which tonic
-//!   attaches to every request of the connection for [`crate::peer::PeerCheckLayer`].
+//!   peer's uid (read once, at accept, via [`crate::daemon::platform::peer_uid`]), which tonic
+//!   attaches to every request of the connection for [`crate::daemon::peer::PeerCheckLayer`].
 //! * **Removal.** [`SocketFile::remove_if_ours`] removes the path only while it is still
 //!   the file this process bound (same device and inode), so a daemon that exits late
 //!   never deletes the socket of the instance that replaced it.
@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 
-use crate::peer::{PeerInfo, PeerPolicy};
-use crate::platform;
+use crate::daemon::peer::{PeerInfo, PeerPolicy};
+use crate::daemon::platform;
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -276,7 +276,7 @@ impl AsyncWrite for PeerStream {
 }
 
 /// The stream of accepted connections for tonic. Refused peers are logged here, once per
-/// connection; their requests are answered by [`crate::peer::PeerCheckLayer`].
+/// connection; their requests are answered by [`crate::daemon::peer::PeerCheckLayer`].
 ///
 /// An accept error (e.g. out of file descriptors) is logged and followed by a short pause:
 /// tonic retries at once, which would otherwise spin.

@@ -8,6 +8,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::config::ConfigError;
 use crate::replay::ReplayError;
 
 /// The process exit codes of `echopost run`.
@@ -22,7 +23,8 @@ pub enum ExitCode {
     Locked = 3,
     /// Storage corruption: manual intervention needed.
     Corruption = 4,
-    /// Fatal I/O: fsync failed, disk full on the device, unusable directory.
+    /// Fatal: fsync failed, disk full on the device, unusable directory, or the daemon's
+    /// own machinery failed (the gRPC server, the commit thread).
     Fatal = 5,
 }
 
@@ -87,6 +89,10 @@ pub enum DaemonError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Server(String),
+
+    /// A part of the daemon itself failed: a background task or the commit thread died.
+    #[error("internal failure: {0}")]
+    Internal(String),
 }
 
 fn no_space_hint(e: &echopost_log::Error) -> &'static str {
@@ -97,6 +103,12 @@ fn no_space_hint(e: &echopost_log::Error) -> &'static str {
     }
 }
 
+impl From<ConfigError> for DaemonError {
+    fn from(e: ConfigError) -> DaemonError {
+        DaemonError::Config(e.message().to_owned())
+    }
+}
+
 impl DaemonError {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> ExitCode {
@@ -104,9 +116,10 @@ impl DaemonError {
             DaemonError::Config(_) => ExitCode::Usage,
             DaemonError::Locked { .. } | DaemonError::SocketInUse { .. } => ExitCode::Locked,
             DaemonError::Corruption { .. } => ExitCode::Corruption,
-            DaemonError::Storage { .. } | DaemonError::Io { .. } | DaemonError::Server(_) => {
-                ExitCode::Fatal
-            }
+            DaemonError::Storage { .. }
+            | DaemonError::Io { .. }
+            | DaemonError::Server(_)
+            | DaemonError::Internal(_) => ExitCode::Fatal,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The `--upstream` URL: `grpc://`, `grpcs://`, `http://` or `https://`.
+//! The `--upstream` URL: `grpc://`, `grpcs://`, `http://` or `https://`, parsed once here.
 //!
 //! gRPC upstreams name only a host and port (`grpcs://api.example.com:443`); the method
 //! path comes from the sink (`/echopost.v1.Sink/Deliver`) or from each record's route.
@@ -8,7 +8,7 @@
 
 use http::Uri;
 
-use super::ReplayError;
+use super::ConfigError;
 
 /// The upstream's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +32,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn parse(url: &str) -> Result<Upstream, ReplayError> {
-        let bad = |why: &str| ReplayError::Config(format!("bad --upstream {url:?}: {why}"));
+    pub fn parse(url: &str) -> Result<Upstream, ConfigError> {
+        let bad = |why: &str| ConfigError::new(format!("bad --upstream {url:?}: {why}"));
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("expected grpc://, grpcs://, http:// or https://"))?;
@@ -133,10 +133,7 @@ mod tests {
             "http://host/?q=1",
             "http://ho st/",
         ] {
-            assert!(
-                matches!(Upstream::parse(bad), Err(ReplayError::Config(_))),
-                "{bad}"
-            );
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
     }
 }

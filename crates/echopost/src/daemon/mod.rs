@@ -1,0 +1,28 @@
+//! The process around the data path: everything `echopost run` does that is not storing
+//! or replaying a record.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`lifecycle`] | the order of it all: open the log, start, serve until a stop reason, shut down, close |
+//! | [`services`] | what is started once the log is open, and the numbered shutdown steps |
+//! | [`store`] | the state directory and the log as the daemon opens and closes them |
+//! | [`linger`] | the linger exit: leave when the backlog is empty and no append came for `--linger` |
+//! | [`monitor`] | replay milestones in the session log |
+//! | [`exit`] | every error → exit code mapping, and nowhere else |
+//! | [`socket`] | the UNIX listener: permissions, stale sockets, peer credentials per connection |
+//! | [`peer`] | who may talk to the daemon (the uid decision and the tower layer enforcing it) |
+//! | [`platform`] | the only platform-specific code (`cfg`-gated): peer uid, default directory |
+//! | [`session_log`] | the per-session log file `DIR/logs/<UTC>-<pid>.log` plus stderr |
+//! | [`source_id`] | the directory's stable id (`DIR/source-id`) |
+
+pub mod exit;
+pub mod lifecycle;
+pub mod linger;
+pub mod monitor;
+pub mod peer;
+pub mod platform;
+pub mod services;
+pub mod session_log;
+pub mod socket;
+pub mod source_id;
+pub mod store;

@@ -1,0 +1,118 @@
+//! One append request → the body of one log frame.
+//!
+//! What is stored per record is the record's protobuf encoding as the client sent it
+//! (a slice of the received message, see `echopost_proto::raw::RawAppendRequest`), checked
+//! with [`check_record`] (the same check the replayer runs before it sends a record) and
+//! copied into the frame once, with a timestamp field appended when the record's timestamp
+//! is zero ("time of receipt"). Replay and `Read` decode those bytes, so they return
+//! exactly what was sent. Everything is checked before anything touches the log, so a bad
+//! request stores nothing.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use echopost_log::BatchBody;
+use echopost_proto::raw::{check_record, put_timestamp_field, timestamp_field_len};
+use tonic::Status;
+
+/// Nanoseconds since the UNIX epoch now.
+pub fn now_unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Checks a batch and builds the body of one log frame from it: each record's bytes as
+/// received, with a timestamp field appended when its timestamp is zero (`now_nanos`).
+/// Refuses an empty batch, a record that does not decode as a `Record`, and a record
+/// whose stored form would exceed `max_record_bytes`, naming the limit.
+pub fn encode_batch(
+    records: &[Bytes],
+    max_record_bytes: usize,
+    now_nanos: i64,
+) -> Result<BatchBody, Status> {
+    if records.is_empty() {
+        return Err(Status::invalid_argument(
+            "empty batch: an append needs at least one record",
+        ));
+    }
+    let stamp_len = timestamp_field_len(now_nanos);
+    let capacity = records
+        .iter()
+        .map(|r| r.len() + echopost_log::frame::RECORD_OVERHEAD + stamp_len)
+        .sum();
+    let mut body = BatchBody::with_capacity(capacity);
+    for (i, raw) in records.iter().enumerate() {
+        let info = check_record(raw).map_err(|e| {
+            Status::invalid_argument(format!("record {i} of the batch: {e}; nothing was stored"))
+        })?;
+        let stamp = (info.timestamp_unix_nanos == 0).then_some(now_nanos);
+        let len = raw.len() + if stamp.is_some() { stamp_len } else { 0 };
+        if len > max_record_bytes {
+            return Err(Status::invalid_argument(format!(
+                "record {i} of the batch is {len} bytes (encoded), above the limit of {max_record_bytes} bytes set by --max-record-bytes; nothing was stored"
+            )));
+        }
+        body.push_with(|buf| {
+            buf.extend_from_slice(raw);
+            if let Some(now) = stamp {
+                put_timestamp_field(now, buf);
+            }
+        });
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echopost_proto::raw::RawAppendRequest;
+    use echopost_proto::v1::Record;
+    use prost::Message;
+    use tonic::Code;
+
+    fn rec(payload: &[u8]) -> Record {
+        Record {
+            payload: payload.to_vec(),
+            ..Record::default()
+        }
+    }
+
+    fn raw(records: &[Record]) -> Vec<Bytes> {
+        RawAppendRequest::from_records(records).records
+    }
+
+    #[test]
+    fn empty_batch_is_invalid() {
+        let e = encode_batch(&[], 100, 1).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("empty batch"));
+    }
+
+    #[test]
+    fn oversized_record_is_invalid_and_names_the_limit() {
+        let e = encode_batch(&raw(&[rec(b"ok"), rec(&[0; 200])]), 100, 1).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("record 1"), "{}", e.message());
+        assert!(e.message().contains("100 bytes"), "{}", e.message());
+        assert!(
+            e.message().contains("--max-record-bytes"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn zero_timestamps_are_stamped_others_kept() {
+        let mut with_ts = rec(b"b");
+        with_ts.timestamp_unix_nanos = 7;
+        let out = encode_batch(&raw(&[rec(b"a"), with_ts]), 1000, 42).unwrap();
+        let out: Vec<&[u8]> = out.records().collect();
+        let a = Record::decode(out[0]).unwrap();
+        let b = Record::decode(out[1]).unwrap();
+        assert_eq!(a.timestamp_unix_nanos, 42);
+        assert_eq!(a.payload, b"a");
+        assert_eq!(b.timestamp_unix_nanos, 7);
+    }
+}

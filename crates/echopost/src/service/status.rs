@@ -1,0 +1,131 @@
+//! `Status`: what the daemon reports about itself, aggregated from the engine's figures,
+//! the replayer's progress and the settings fixed at start.
+//!
+//! Kept apart from the ingest path on purpose: appending never needs to know how replay is
+//! doing, and this is the one place that reads both.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use echopost_log::Log;
+use echopost_proto::v1::{Record, StatusResponse};
+use prost::Message;
+use tonic::Status;
+
+use crate::replay::Progress;
+
+/// Settings and figures `Status` reports that do not change while running.
+#[derive(Debug, Clone)]
+pub struct StaticInfo {
+    pub dir: String,
+    pub sync_policy: String,
+    pub upstream: Option<String>,
+    /// 0 when no quota is set.
+    pub max_disk_bytes: u64,
+    pub session_id: String,
+    pub source_id: String,
+    pub started: Instant,
+}
+
+/// Answers `Status` calls.
+#[derive(Debug)]
+pub struct StatusReporter {
+    log: Arc<Log>,
+    progress: Arc<Progress>,
+    info: StaticInfo,
+    /// `(sequence, timestamp)` of the oldest record last looked up.
+    oldest_cache: std::sync::Mutex<(u64, i64)>,
+}
+
+impl StatusReporter {
+    /// A reporter over `log`, the replayer's `progress` (idle without `--upstream`) and the
+    /// fixed `info`.
+    pub fn new(log: Arc<Log>, progress: Arc<Progress>, info: StaticInfo) -> StatusReporter {
+        StatusReporter {
+            log,
+            progress,
+            info,
+            oldest_cache: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// The directory, as shown to operators.
+    pub fn dir(&self) -> &str {
+        &self.info.dir
+    }
+
+    /// The `Status` figures.
+    pub async fn status(&self) -> Result<StatusResponse, Status> {
+        let log = Arc::clone(&self.log);
+        let cached = self.oldest_cache.lock().map(|c| *c).unwrap_or((0, 0));
+        let (stats, oldest) = tokio::task::spawn_blocking(move || {
+            let stats = log.stats();
+            // Only look at the oldest record when it is durable already: a reader asks for
+            // a sync otherwise, and `Status` must not change the sync behaviour. Reading it
+            // means scanning its segment up to it, so it is done once per oldest record,
+            // not once per `Status` call.
+            let oldest =
+                if stats.backlog_records > 0 && stats.durable_next > stats.first_unacked_seq {
+                    if cached.0 == stats.first_unacked_seq && cached.1 != 0 {
+                        cached.1
+                    } else {
+                        oldest_timestamp(&log, stats.first_unacked_seq)
+                    }
+                } else {
+                    0
+                };
+            (stats, oldest)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("status failed: {e}")))?;
+        if oldest != 0
+            && let Ok(mut c) = self.oldest_cache.lock()
+        {
+            *c = (stats.first_unacked_seq, oldest);
+        }
+        let progress = self.progress.snapshot(stats.backlog_records);
+        let upstream_state = match self.info.upstream {
+            None => echopost_proto::v1::UpstreamState::None as i32,
+            Some(_) => self.progress.state() as u8 as i32,
+        };
+        Ok(StatusResponse {
+            first_sequence: stats.first_unacked_seq,
+            next_sequence: stats.next_seq,
+            backlog_records: stats.backlog_records,
+            backlog_bytes: stats.backlog_bytes,
+            disk_bytes: stats.disk_bytes,
+            max_disk_bytes: self.info.max_disk_bytes,
+            sync_policy: self.info.sync_policy.clone(),
+            upstream: self.info.upstream.clone().unwrap_or_default(),
+            upstream_state,
+            upstream_detail: self.progress.last_error(),
+            delivered_records: self.progress.delivered_records.load(Ordering::Relaxed),
+            dead_lettered_records: self.progress.dead_lettered.load(Ordering::Relaxed),
+            uptime_seconds: self.info.started.elapsed().as_secs_f64(),
+            session_id: self.info.session_id.clone(),
+            source_id: self.info.source_id.clone(),
+            delivery_records_per_second: progress.records_per_second,
+            delivery_bytes_per_second: progress.bytes_per_second,
+            estimated_drain_seconds: progress.estimated_drain_seconds,
+            oldest_record_unix_nanos: oldest,
+            dir: self.info.dir.clone(),
+            pid: std::process::id(),
+            version: crate::VERSION.to_owned(),
+        })
+    }
+}
+
+/// Timestamp of the record at `seq`, or 0 if it cannot be read.
+fn oldest_timestamp(log: &Log, seq: u64) -> i64 {
+    match log.reader(seq).next_batch(1, 1) {
+        Ok(batch) => batch
+            .first()
+            .and_then(|r| Record::decode(r.data.as_slice()).ok())
+            .map_or(0, |r| r.timestamp_unix_nanos),
+        Err(e) => {
+            tracing::debug!(error = %e, seq, "cannot read the oldest record for Status");
+            0
+        }
+    }
+}
