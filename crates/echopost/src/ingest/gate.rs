@@ -12,9 +12,10 @@
 //! The gate also keeps the time of the last append (arrival or completion), which is what
 //! `--linger` measures.
 //!
-//! The pass is moved into the blocking task that calls the engine, so even a request whose
-//! client went away (and whose handler future tonic dropped) is counted until the engine
-//! call really returned.
+//! The pass travels with the queued append into the commit thread
+//! ([`crate::ingest::committer`]) and is dropped only after the engine has written (and,
+//! under `--sync always`, synced) that append, so even a request whose client went away
+//! (and whose handler future tonic dropped) is counted until the engine is done with it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
