@@ -73,13 +73,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix="echopost-stubs-") as out_dir:
         pb2, pb2_grpc = load_stubs(args.proto_root, out_dir)
 
-        # gRPC's own name resolver understands unix:ABSOLUTE_PATH. By default gRPC core
-        # then sends the percent-encoded socket path as the HTTP/2 :authority, which is
-        # not a valid authority and which EchoPost's HTTP/2 stack rejects (the call fails
-        # with RST_STREAM / PROTOCOL_ERROR); any plain host name works.
+        # gRPC's own name resolver understands unix:ABSOLUTE_PATH. A plain channel, no
+        # options: EchoPost accepts whatever :authority gRPC core sends for a UNIX socket
+        # (the percent-encoded path).
         target = "unix:" + os.path.abspath(args.socket)
-        options = [("grpc.default_authority", "localhost")]
-        with grpc.insecure_channel(target, options=options) as channel:
+        with grpc.insecure_channel(target) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=10)
             except grpc.FutureTimeoutError:

@@ -9,6 +9,7 @@
 //! | [`linger`] | the linger exit: leave when the backlog is empty and no append came for `--linger` |
 //! | [`monitor`] | replay milestones in the session log |
 //! | [`exit`] | every error → exit code mapping, and nowhere else |
+//! | [`h2`] | every stock gRPC client on the socket: `:authority` normalised, refusals logged |
 //! | [`socket`] | the UNIX listener: permissions, stale sockets, peer credentials per connection |
 //! | [`peer`] | who may talk to the daemon (the uid decision and the tower layer enforcing it) |
 //! | [`platform`] | the only platform-specific code (`cfg`-gated): peer uid, default directory |
@@ -16,6 +17,7 @@
 //! | [`source_id`] | the directory's stable id (`DIR/source-id`) |
 
 pub mod exit;
+pub mod h2;
 pub mod lifecycle;
 pub mod linger;
 pub mod monitor;

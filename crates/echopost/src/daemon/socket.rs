@@ -13,6 +13,8 @@
 //! * **Peer credentials.** Each accepted stream is wrapped in a [`PeerStream`] carrying the
 //!   peer's uid (read once, at accept, via [`crate::daemon::platform::peer_uid`]), which tonic
 //!   attaches to every request of the connection for [`crate::daemon::peer::PeerCheckLayer`].
+//!   Below the HTTP/2 server the stream goes through [`H2Stream`], which makes any
+//!   client's `:authority` acceptable (see [`crate::daemon::h2`]).
 //! * **Removal.** [`SocketFile::remove_if_ours`] removes the path only while it is still
 //!   the file this process bound (same device and inode), so a daemon that exits late
 //!   never deletes the socket of the instance that replaced it.
@@ -30,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 
+use crate::daemon::h2::H2Stream;
 use crate::daemon::peer::{PeerInfo, PeerPolicy};
 use crate::daemon::platform;
 
@@ -198,10 +201,11 @@ fn bind_private(path: &Path) -> io::Result<UnixListener> {
     res
 }
 
-/// A connection with the peer's uid attached (see the module documentation).
+/// A connection with the peer's uid attached (see the module documentation), seen
+/// through the [`H2Stream`] layer that lets every stock gRPC client in.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: tokio::net::UnixStream,
+    inner: H2Stream<tokio::net::UnixStream>,
     info: PeerInfo,
 }
 
@@ -215,8 +219,9 @@ impl PeerStream {
                 None
             }
         };
+        let peer = uid.map_or_else(|| "uid unknown".to_owned(), |u| format!("uid {u}"));
         PeerStream {
-            inner,
+            inner: H2Stream::new(inner, peer),
             info: PeerInfo { uid },
         }
     }

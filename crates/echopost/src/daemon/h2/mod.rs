@@ -1,0 +1,239 @@
+//! Every stock gRPC client on the socket: the HTTP/2 connection seen through a layer that
+//! makes each request's `:authority` acceptable ([`inbound`]) and says why the server
+//! refused anything it still refuses ([`outbound`]).
+//!
+//! [`H2Stream`] wraps an accepted connection below the HTTP/2 server. Its only effects:
+//! * header blocks are re-encoded, with an `:authority` the server would reject (a socket
+//!   path, a percent-encoded path, an empty value) replaced by `localhost`;
+//! * a connection that has not sent the whole HTTP/2 preface within [`PREFACE_TIMEOUT`]
+//!   is closed (a client that connects and says nothing would otherwise hold a descriptor
+//!   forever);
+//! * at most one warning per connection goes to the session log, naming what the client
+//!   sent: no preface, an undecodable header block, or a request the server reset.
+//!
+//! Data frames pass through untouched (copied once, through the read buffer).
+
+pub mod inbound;
+pub mod outbound;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use inbound::{Inbound, escape};
+use outbound::{Outbound, Refusal, code_name};
+
+/// How long a new connection may take to send the HTTP/2 preface.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 << 10;
+
+/// A connection seen through the `:authority` layer (see the module documentation).
+pub struct H2Stream<S> {
+    inner: S,
+    inbound: Inbound,
+    outbound: Outbound,
+    /// What was read from the socket, before transformation.
+    raw: Box<[u8]>,
+    /// What the server reads next, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    eof: bool,
+    preface_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A warning was logged for this connection already.
+    warned: bool,
+    /// A replaced `:authority` was logged for this connection already.
+    noted_rewrite: bool,
+    /// Who is connected, for log lines.
+    peer: String,
+}
+
+impl<S> std::fmt::Debug for H2Stream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Stream")
+            .field("inbound", &self.inbound)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> H2Stream<S> {
+    /// Wraps a freshly accepted connection; `peer` names it in log lines.
+    pub fn new(inner: S, peer: String) -> H2Stream<S> {
+        H2Stream {
+            inner,
+            inbound: Inbound::new(),
+            outbound: Outbound::default(),
+            raw: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            out: Vec::new(),
+            out_pos: 0,
+            eof: false,
+            preface_deadline: Some(Box::pin(tokio::time::sleep(PREFACE_TIMEOUT))),
+            warned: false,
+            noted_rewrite: false,
+            peer,
+        }
+    }
+
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn warn_once(&mut self, what: impl FnOnce() -> String) {
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(peer = %self.peer, "{}", what());
+        }
+    }
+
+    fn after_inbound(&mut self) {
+        if let Some(why) = self.inbound.take_warning() {
+            self.warn_once(|| format!("HTTP/2 on this connection is passed on as received: {why}; the server will likely refuse it"));
+        }
+        if !self.noted_rewrite && self.inbound.rewritten() > 0 {
+            self.noted_rewrite = true;
+            tracing::debug!(peer = %self.peer, "replaced an :authority the HTTP/2 server would refuse (a socket path or empty) by localhost");
+        }
+        if self.inbound.preface_done() {
+            self.preface_deadline = None;
+        }
+    }
+
+    fn after_outbound(&mut self, written: &[u8]) {
+        for r in self.outbound.observe(written) {
+            match r {
+                Refusal::Stream { stream, code } => {
+                    let sent = self
+                        .inbound
+                        .summary(stream)
+                        .map_or_else(|| "headers not seen".to_owned(), |s| s.to_string());
+                    self.warn_once(|| {
+                        format!(
+                            "the HTTP/2 server reset a request with {} (stream {stream}); the client sent {sent}",
+                            code_name(code)
+                        )
+                    });
+                }
+                Refusal::Connection { code, debug } => self.warn_once(|| {
+                    format!(
+                        "the HTTP/2 server closed the connection with {} ({})",
+                        code_name(code),
+                        escape(&debug)
+                    )
+                }),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for H2Stream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if this.inbound.is_passthrough() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut rb = ReadBuf::new(&mut this.raw);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        this.inbound.finish(&mut this.out);
+                        this.eof = true;
+                    } else {
+                        this.inbound.push(&this.raw[..n], &mut this.out);
+                    }
+                    this.after_inbound();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if let Some(deadline) = this.preface_deadline.as_mut()
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        this.preface_deadline = None;
+                        this.warn_once(|| {
+                            format!(
+                                "closing a connection that sent no HTTP/2 preface within {} s",
+                                PREFACE_TIMEOUT.as_secs()
+                            )
+                        });
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no HTTP/2 preface in time",
+                        )));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for H2Stream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            this.after_outbound(&buf[..n]);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = res {
+            for b in bufs {
+                if n == 0 {
+                    break;
+                }
+                let take = n.min(b.len());
+                this.after_outbound(&b[..take]);
+                n -= take;
+            }
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
