@@ -402,11 +402,10 @@ impl Inbound {
         }
         if h.flags & FLAG_END_HEADERS != 0
             && let Some(b) = self.block.take()
+            && let Err(why) = self.reencode(&b, out)
         {
-            if let Err(why) = self.reencode(&b, out) {
-                self.block = Some(b);
-                return Err(why);
-            }
+            self.block = Some(b);
+            return Err(why);
         }
         Ok(())
     }
