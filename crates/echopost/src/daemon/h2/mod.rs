@@ -15,6 +15,8 @@
 
 pub mod inbound;
 pub mod outbound;
+#[cfg(test)]
+mod proptests;
 
 use std::future::Future;
 use std::io;

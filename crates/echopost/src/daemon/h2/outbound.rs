@@ -131,3 +131,49 @@ impl Outbound {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.push(kind);
+        out.push(0);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn refusals_are_found_across_any_split() {
+        let mut wire = frame(0x4, 0, &[0, 3, 0, 0, 0, 100]); // SETTINGS
+        wire.extend(frame(0x0, 1, &[7u8; 300])); // DATA
+        wire.extend(frame(TYPE_RST_STREAM, 1, &8u32.to_be_bytes())); // CANCEL: no refusal
+        wire.extend(frame(TYPE_RST_STREAM, 3, &1u32.to_be_bytes())); // PROTOCOL_ERROR
+        let mut goaway = 3u32.to_be_bytes().to_vec();
+        goaway.extend(9u32.to_be_bytes());
+        goaway.extend(vec![b'x'; 500]);
+        wire.extend(frame(TYPE_GOAWAY, 0, &goaway));
+        wire.extend(frame(0x6, 0, &[0; 8])); // PING after
+        for step in [1, 2, 7, 9, 64, wire.len()] {
+            let mut o = Outbound::default();
+            let mut found = Vec::new();
+            for chunk in wire.chunks(step) {
+                found.extend(o.observe(chunk));
+            }
+            assert_eq!(
+                found,
+                vec![
+                    Refusal::Stream { stream: 3, code: 1 },
+                    Refusal::Connection {
+                        code: 9,
+                        debug: vec![b'x'; MAX_DEBUG]
+                    }
+                ],
+                "step {step}"
+            );
+        }
+        assert_eq!(code_name(1), "PROTOCOL_ERROR");
+    }
+}

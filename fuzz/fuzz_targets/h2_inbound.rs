@@ -1,0 +1,34 @@
+//! The socket's HTTP/2 layer (`echopost::daemon::h2::inbound`): it decodes and re-encodes
+//! every header block a client sends, before the HTTP/2 server sees it. Arbitrary bytes,
+//! delivered in arbitrary pieces, must never panic it; and what it writes must be a fixed
+//! point: passed through a second, fresh layer, a stream the first one understood comes out
+//! byte for byte the same, with no warning (so the server reads exactly the blocks the
+//! first layer meant).
+#![no_main]
+
+use echo_daemon::daemon::h2::inbound::{Inbound, PREFACE};
+use libfuzzer_sys::fuzz_target;
+
+fn run(input: &[u8], step: usize) -> (Vec<u8>, Option<String>) {
+    let mut inbound = Inbound::new();
+    let mut out = Vec::new();
+    for chunk in input.chunks(step.max(1)) {
+        inbound.push(chunk, &mut out);
+    }
+    inbound.finish(&mut out);
+    (out, inbound.take_warning())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&step, body)) = data.split_first() else {
+        return;
+    };
+    let mut input = PREFACE.to_vec();
+    input.extend_from_slice(body);
+    let (once, warning) = run(&input, usize::from(step));
+    if warning.is_none() {
+        let (twice, again) = run(&once, 4096);
+        assert_eq!(again, None, "the layer's own output was not understood");
+        assert_eq!(twice, once, "the layer's output is not a fixed point");
+    }
+});
