@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use echopost::noop_sink::NoopSink;
+use echopost::commands::bench::noop_sink::NoopSink;
 use echopost::replay::{self, Progress, ReplayConfig, SinkKind};
 use echopost_log::{Log, LogOptions, SyncPolicy};
 use echopost_proto::v1::Record;

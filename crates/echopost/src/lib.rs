@@ -20,11 +20,10 @@
 //! | [`committer`] | one thread that writes queued appends and group-commits them with one `fdatasync` |
 //! | [`gate`] | the ingest gate that makes "acknowledged then lost" impossible at exit |
 //! | [`limits`] | message and record size limits, and the status mapping of oversized requests |
-//! | [`noop_sink`] | a main server that accepts everything: the upstream of `echopost bench` and the drain benchmark |
 //! | [`server`] | the `echopost.v1.EchoPost` gRPC service |
 //! | [`lifecycle`] | startup order, signals, linger exit, shutdown |
 //! | [`replay`] | replay to the main server (the replayer's seam) |
-//! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters` |
+//! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters`; [`commands::bench::noop_sink`] is the main server that accepts everything, the upstream of `echopost bench` and of the drain benchmark |
 
 pub mod cli;
 pub mod commands;
@@ -34,7 +33,6 @@ pub mod exit;
 pub mod gate;
 pub mod lifecycle;
 pub mod limits;
-pub mod noop_sink;
 pub mod peer;
 pub mod platform;
 pub mod replay;

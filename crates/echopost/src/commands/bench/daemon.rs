@@ -15,10 +15,10 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::noop_sink::NoopSink;
 use crate::cli::BenchArgs;
 use crate::commands::{CommandError, fmt_duration};
 use crate::limits::MAX_MESSAGE_BYTES;
-use crate::noop_sink::NoopSink;
 
 /// How long the started daemon gets to answer its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

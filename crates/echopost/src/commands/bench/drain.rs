@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use echopost_client::Client;
 use echopost_client::proto::UpstreamState;
 
+use super::noop_sink::NoopSink;
 use super::progress::{ProgressLine, eta};
 use super::report::DrainReport;
 use super::status;
 use crate::commands::{CommandError, fmt_count, fmt_duration};
-use crate::noop_sink::NoopSink;
 
 /// How often the drain phase asks `Status` whether the backlog is empty.
 const DRAIN_POLL: Duration = Duration::from_millis(50);

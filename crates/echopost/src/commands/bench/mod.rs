@@ -45,6 +45,7 @@
 //! | [`load`] | the ingest phase: producers, their counters and latency histograms |
 //! | [`wire`] | the producers' lean gRPC client (one HTTP/2 connection, pre-encoded requests) |
 //! | [`drain`] | the drain phase: replay of the backlog into the sink, timed |
+//! | [`noop_sink`] | the main server that accepts everything (also used by `benches/drain.rs`) |
 //! | [`daemon`] | the `echopost run` child the bench starts, stops and cleans up after |
 //! | [`probe`] | the machine's description and the daemon's peak RSS |
 //! | [`progress`] | the progress line on stderr |
@@ -53,6 +54,7 @@
 mod daemon;
 mod drain;
 mod load;
+pub mod noop_sink;
 mod probe;
 mod progress;
 mod report;
@@ -69,7 +71,7 @@ use super::{CommandError, CommandResult, RPC_TIMEOUT, fmt_bytes, fmt_duration, p
 use crate::cli::BenchArgs;
 use crate::exit::ExitCode;
 use crate::limits::MAX_MESSAGE_BYTES;
-use crate::noop_sink::NoopSink;
+use noop_sink::NoopSink;
 use probe::rss;
 use progress::ProgressLine;
 
