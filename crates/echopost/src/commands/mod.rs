@@ -33,7 +33,6 @@
 
 pub mod bench;
 pub mod dead_letters;
-pub mod histogram;
 pub mod inspect;
 pub mod send;
 pub mod status;

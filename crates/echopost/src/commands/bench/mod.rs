@@ -7,8 +7,8 @@
 //!    sends one `Append` and waits for its acknowledgement — which the daemon sends only
 //!    once the batch is durable under its sync policy — so the latency of each append is
 //!    the time from sending to the durable acknowledgement. With a larger window the
-//!    producer pipelines that many batches over one `AppendStream`. Latencies go into a
-//!    log-bucketed histogram per producer (< 0.8 % error) → p50/p90/p99/p99.9.
+//!    producer pipelines that many batches over one `AppendStream`. Latencies go into an
+//!    HdrHistogram per producer (< 0.8 % error) → p50/p90/p99/p99.9.
 //!    The producers speak gRPC through a lean client of their own ([`wire`]): a bare
 //!    HTTP/2 connection and each producer's request encoded once, because the bench
 //!    shares the CPUs with the daemon it measures.

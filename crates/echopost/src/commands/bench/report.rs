@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::probe::Machine;
-use crate::commands::histogram::Histogram;
 use crate::commands::{fmt_bytes, fmt_count, fmt_duration};
 
 /// The load that was generated.
@@ -96,15 +96,18 @@ pub struct BenchReport {
 }
 
 impl Latency {
-    /// The percentiles of a histogram of nanoseconds, in microseconds.
-    pub fn from_nanos(hist: &Histogram) -> Latency {
+    /// The percentiles of a histogram of nanoseconds, in microseconds. Each is the
+    /// highest value of its bucket (so never below the true one), at most the maximum.
+    pub fn from_nanos(hist: &Histogram<u64>) -> Latency {
         let us = |ns: u64| ns as f64 / 1000.0;
+        let max = hist.max();
+        let at = |q: f64| us(hist.value_at_quantile(q).min(max));
         Latency {
-            p50_us: us(hist.quantile(0.50)),
-            p90_us: us(hist.quantile(0.90)),
-            p99_us: us(hist.quantile(0.99)),
-            p999_us: us(hist.quantile(0.999)),
-            max_us: us(hist.max()),
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: us(max),
             mean_us: hist.mean() / 1000.0,
         }
     }
@@ -237,4 +240,35 @@ pub fn human(r: &BenchReport) -> String {
         o.push_str("\ninterrupted: the figures cover the run until Ctrl-C\n");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_have_bounded_error() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, u64::MAX, 2).unwrap();
+        let empty = Latency::from_nanos(&h);
+        assert_eq!((empty.p50_us, empty.max_us, empty.mean_us), (0.0, 0.0, 0.0));
+        for v in 1..=1000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let l = Latency::from_nanos(&h);
+        assert!((500.0..=504.0).contains(&l.p50_us), "{l:?}");
+        assert!((900.0..=908.0).contains(&l.p90_us), "{l:?}");
+        assert!((990.0..=998.0).contains(&l.p99_us), "{l:?}");
+        assert!((999.0..=1008.0).contains(&l.p999_us), "{l:?}");
+        assert!((1000.0..=1008.0).contains(&l.max_us), "{l:?}");
+        assert!(l.p999_us <= l.max_us);
+        assert!((l.mean_us - 500.5).abs() < 4.0, "{l:?}");
+
+        // Small values are exact.
+        let mut h = Histogram::<u64>::new_with_bounds(1, u64::MAX, 2).unwrap();
+        for v in [3u64, 3, 7, 200] {
+            h.record(v).unwrap();
+        }
+        let l = Latency::from_nanos(&h);
+        assert_eq!((l.p50_us, l.max_us), (0.003, 0.2));
+    }
 }
