@@ -9,11 +9,11 @@
 //! the producer pipelines that many batches over one `AppendStream`.
 //!
 //! Latencies go into one [HdrHistogram](hdrhistogram) per producer, merged at the end, so
-//! recording is a plain increment and needs no lock, and percentiles of millions of
-//! appends need no stored samples. The producers speak gRPC through a lean client of their own
-//! ([`wire`](super::wire)): a bare HTTP/2 connection and each producer's request encoded
-//! once, because the bench shares the CPUs with the daemon it measures. Every producer
-//! connects first and then waits at a barrier, so the clock excludes connecting.
+//! recording is a plain increment and needs no lock, and percentiles of millions of appends
+//! need no stored samples. The producers speak gRPC through a lean client of their own
+//! ([`wire`]): a bare HTTP/2 connection and each producer's request encoded once, because
+//! the bench shares the CPUs with the daemon it measures. Every producer connects first and
+//! then waits at a barrier, so the clock excludes connecting.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -42,14 +42,14 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`load`] | the ingest phase: producers, their counters and latency histograms |
-//! | [`wire`] | the producers' lean gRPC client (one HTTP/2 connection, pre-encoded requests) |
-//! | [`drain`] | the drain phase: replay of the backlog into the sink, timed |
+//! | `load` | the ingest phase: producers, their counters and latency histograms |
+//! | `wire` | the producers' lean gRPC client (one HTTP/2 connection, pre-encoded requests) |
+//! | `drain` | the drain phase: replay of the backlog into the sink, timed |
 //! | [`noop_sink`] | the main server that accepts everything (also used by `benches/drain.rs`) |
-//! | [`daemon`] | the `echopost run` child the bench starts, stops and cleans up after |
-//! | [`probe`] | the machine's description and the daemon's peak RSS |
-//! | [`progress`] | the progress line on stderr |
-//! | [`report`] | the report's shape (`--json`) and its text form |
+//! | `daemon` | the `echopost run` child the bench starts, stops and cleans up after |
+//! | `probe` | the machine's description and the daemon's peak RSS |
+//! | `progress` | the progress line on stderr |
+//! | `report` | the report's shape (`--json`) and its text form |
 
 mod daemon;
 mod drain;
