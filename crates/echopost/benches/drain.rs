@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use echopost::commands::bench::noop_sink::NoopSink;
 use echopost::config::{ReplaySettings, SinkKind};
-use echopost::noop_sink::NoopSink;
 use echopost::replay::{self, Progress};
 use echopost_log::{Log, LogOptions, SyncPolicy};
 use echopost_proto::v1::Record;

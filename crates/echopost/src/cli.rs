@@ -440,86 +440,104 @@ pub struct RunArgs {
 /// of 1000; `KiB`, `MiB`, `GiB`, `TiB` and the short `K`, `M`, `G`, `T` are powers of
 /// 1024; `B` or no unit means bytes. Units are case-insensitive; a decimal fraction is
 /// allowed (`1.5GiB`).
+///
+/// The arithmetic is the `parse-size` crate's (exact, overflow-checked). Ours on top: a
+/// lone prefix (`64k`, `2 M`) is binary, as in `dd` and most tools' flags, where the
+/// crate would read it as decimal; `.5k` is still `0.5k`; and the error messages, which
+/// name the unit that was not understood. Unlike before, a fraction of a byte rounds to the nearest
+/// byte rather than down.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim();
-    let mult: u128 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "invalid size {s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
-            ));
-        }
+    let lone_prefix = {
+        let mut rev = t.chars().rev();
+        matches!(
+            rev.next(),
+            Some('k' | 'K' | 'm' | 'M' | 'g' | 'G' | 't' | 'T' | 'p' | 'P' | 'e' | 'E')
+        ) && !rev.next().is_some_and(char::is_alphabetic)
     };
-    let value = scale_decimal(num, mult).ok_or_else(|| {
-        format!("invalid size {s:?}: expected a number with a unit, like 512MiB or 10GB")
-    })?;
-    u64::try_from(value).map_err(|_| format!("invalid size {s:?}: too large"))
+    let binary;
+    let t = if lone_prefix {
+        binary = format!("{t}i");
+        binary.as_str()
+    } else {
+        t
+    };
+    let parsed = parse_size::Config::new().parse_size(digits_around_points(t).as_ref());
+    parsed.map_err(|e| {
+        if e == parse_size::Error::PosOverflow {
+            return format!("invalid size {s:?}: too large");
+        }
+        // The crate only says "invalid digit"; name the unit when the number is fine.
+        let given = s.trim();
+        let unit = given.trim_start_matches(|c: char| c.is_ascii_digit() || " ._".contains(c));
+        let number = &given[..given.len() - unit.len()];
+        if !unit.is_empty() && parse_size::parse_size(digits_around_points(number).as_ref()).is_ok() {
+            format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            )
+        } else {
+            format!("invalid size {s:?}: expected a number with a unit, like 512MiB or 10GB")
+        }
+    })
 }
 
 /// Parses a duration: one or more number+unit pairs (`300ms`, `3s`, `1m30s`, `1.5h`).
-/// Units: `ns`, `us`, `ms`, `s`, `m`, `h`. A bare `0` is accepted.
+/// Units: `ns`, `us`, `ms`, `s`, `m`, `h` (and humantime's longer spellings: `sec`,
+/// `min`, `hours`, `d`, ...). A bare `0` is accepted.
+///
+/// The parsing is the `humantime` crate's. Ours on top: surrounding whitespace is
+/// ignored; `.5s` and `1.s` are still read as `0.5s` and `1s`; and `M` (humantime's
+/// month) is refused, because in a flag like `--linger 5M` it is far more likely a
+/// mistyped minute than five months. Unlike before, a fraction the unit cannot hold
+/// exactly (`1.5ns`; `0.001h`, which humantime counts in whole seconds) is refused rather
+/// than rounded down.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
     if t.is_empty() {
         return Err("invalid duration \"\": expected e.g. 300ms, 3s or 1m".to_owned());
     }
-    let mut total: u128 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(n_end);
-        let u_end = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(u_end);
-        let nanos_per: u128 = match unit.trim() {
-            "ns" => 1,
-            "us" | "µs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: a unit is required (ms, s, m or h), e.g. 300ms"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {other:?} (use ns, us, ms, s, m or h)"
-                ));
-            }
-        };
-        let part = scale_decimal(num, nanos_per)
-            .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 300ms, 3s or 1m30s"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-        rest = next;
+    if t.contains('M') {
+        return Err(format!(
+            "invalid duration {s:?}: unknown unit \"M\" (use ns, us, ms, s, m or h; m is minutes)"
+        ));
     }
-    let secs = u64::try_from(total / 1_000_000_000)
-        .map_err(|_| format!("invalid duration {s:?}: too large"))?;
-    // The remainder of a division by 10^9 always fits in u32.
-    let nanos = (total % 1_000_000_000) as u32;
-    Ok(Duration::new(secs, nanos))
+    humantime::parse_duration(&digits_around_points(t)).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            format!("invalid duration {s:?}: a unit is required (ms, s, m or h), e.g. 300ms")
+        }
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("invalid duration {s:?}: unknown unit {unit:?} (use ns, us, ms, s, m or h)")
+        }
+        humantime::DurationError::NumberOverflow => {
+            format!("invalid duration {s:?}: too large, or a fraction too fine for its unit (use a smaller unit)")
+        }
+        _ => format!("invalid duration {s:?}: expected e.g. 300ms, 3s or 1m30s"),
+    })
+}
+
+/// `.5s` → `0.5s` and `1.s` → `1s`: humantime (and parse-size, before a point) wants a
+/// digit on both sides of a decimal point, and both spellings were accepted before the
+/// crates parsed our flags. A point with no digit on either side is left alone (and
+/// refused).
+fn digits_around_points(t: &str) -> std::borrow::Cow<'_, str> {
+    if !t.contains('.') {
+        return std::borrow::Cow::Borrowed(t);
+    }
+    let chars: Vec<char> = t.chars().collect();
+    let mut out = String::with_capacity(t.len() + 2);
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '.' {
+            let before = i > 0 && chars[i - 1].is_ascii_digit();
+            let after = chars.get(i + 1).is_some_and(char::is_ascii_digit);
+            if after && !before {
+                out.push('0');
+            } else if before && !after {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Parses the sync policy: `always`, `never`, or `interval:MS` (MS in milliseconds, or a
@@ -549,31 +567,6 @@ pub fn parse_sync(s: &str) -> Result<SyncPolicy, String> {
         ));
     }
     Ok(SyncPolicy::Interval(every))
-}
-
-/// `num × mult` for a non-negative decimal `num` ("12", "1.5"), rounded down; `None` if
-/// `num` is not a number or the result overflows.
-fn scale_decimal(num: &str, mult: u128) -> Option<u128> {
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
-    };
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let int_v: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    let mut value = int_v.checked_mul(mult)?;
-    if !frac.is_empty() {
-        // Keep at most 18 fractional digits so 10^digits fits comfortably.
-        let frac = &frac[..frac.len().min(18)];
-        let frac_v: u128 = frac.parse().ok()?;
-        let denom = 10u128.pow(frac.len() as u32);
-        value = value.checked_add(frac_v.checked_mul(mult)? / denom)?;
-    }
-    Some(value)
 }
 
 #[cfg(test)]
@@ -612,6 +605,48 @@ mod tests {
         );
         assert!(parse_duration("3 fortnights").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_keep_our_spellings() {
+        // A lone prefix is binary; spelled-out decimal units stay decimal.
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("2 M"), Ok(2 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("3t"), Ok(3 << 40));
+        assert_eq!(parse_size("1kb"), Ok(1000));
+        assert_eq!(parse_size(" 20MiB "), Ok(20 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size(".5k"), Ok(512));
+        assert!(parse_size("1.2.3MiB").is_err());
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .contains("unknown unit \"parsecs\"")
+        );
+        assert!(parse_size("MiB").unwrap_err().contains("expected a number"));
+        assert!(
+            parse_size("1.2.3MiB")
+                .unwrap_err()
+                .contains("expected a number")
+        );
+
+        assert_eq!(parse_duration(" 3s "), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("250µs"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("10ns"), Ok(Duration::from_nanos(10)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("8760h"),
+            Ok(Duration::from_secs(8760 * 3600))
+        );
+        assert_eq!(parse_duration(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.s"), Ok(Duration::from_secs(1)));
+        assert!(parse_duration(".").is_err());
+        assert!(parse_duration("5M").unwrap_err().contains("minutes"));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
     }
 
     #[test]

@@ -14,14 +14,13 @@
 //! | [`service`] | the `echopost.v1.EchoPost` gRPC service, one file per RPC |
 //! | [`ingest`] | socket → disk: checks, the gate, the group-commit thread |
 //! | [`replay`] | disk → main server: health, sinks, retries, dead letters |
-//! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters` |
+//! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters`; [`commands::bench::noop_sink`] is the main server that accepts everything, the upstream of `echopost bench` and of the drain benchmark |
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod ingest;
-pub mod noop_sink;
 pub mod replay;
 pub mod service;
 

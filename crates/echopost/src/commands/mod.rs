@@ -33,7 +33,6 @@
 
 pub mod bench;
 pub mod dead_letters;
-pub mod histogram;
 pub mod inspect;
 pub mod send;
 pub mod status;
@@ -430,19 +429,23 @@ pub fn now_unix_nanos() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// `2026-01-02T03:04:05.123Z` for a time in nanoseconds since the UNIX epoch.
+/// `2026-01-02T03:04:05.123Z` for a time in nanoseconds since the UNIX epoch (before
+/// 1970 too: a record's timestamp is whatever its client set). The calendar is the `time`
+/// crate's; every `i64` of nanoseconds (1677 to 2262) is within its range.
 pub fn utc_rfc3339(unix_nanos: i64) -> String {
-    let secs = unix_nanos.div_euclid(1_000_000_000);
-    let millis = unix_nanos.rem_euclid(1_000_000_000) / 1_000_000;
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::daemon::session_log::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_nanos)) {
+        Ok(utc) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            utc.year(),
+            u8::from(utc.month()),
+            utc.day(),
+            utc.hour(),
+            utc.minute(),
+            utc.second(),
+            utc.millisecond()
+        ),
+        Err(_) => format!("{unix_nanos} ns after 1970-01-01T00:00:00Z"),
+    }
 }
 
 /// `12,345,678`.

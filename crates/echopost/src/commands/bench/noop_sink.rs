@@ -5,6 +5,9 @@
 //! bytes without decoding them, and answers OK, so that a drain measurement measures
 //! EchoPost rather than protobuf decoding on the receiving side. Its health starts as
 //! NOT_SERVING, so a daemon pointed at it keeps its backlog until [`NoopSink::set_serving`].
+//!
+//! It lives with the bench because the daemon itself never uses it; it stays public so
+//! that `benches/drain.rs` (and examples) can point a replayer at it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
