@@ -60,6 +60,7 @@ mod log;
 pub mod reader;
 pub mod recovery;
 pub mod segment;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 mod verify;
 
