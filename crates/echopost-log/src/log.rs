@@ -452,21 +452,25 @@ fn create_segment(fs: &dyn FileSystem, dir: &Path, first_seq: u64) -> Result<Arc
 impl Log {
     /// Opens (creating if needed) the log in `dir` on the real file system.
     pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log> {
-        Log::open_with_fs(Arc::new(RealFs), dir, opts)
+        Log::open_on(Arc::new(RealFs), dir.as_ref(), opts)
     }
 
-    /// Opens the log in `dir` on the given file system (e.g. [`crate::sim::SimFs`]).
-    ///
-    /// Takes the directory lock, reads the cursor and the tail of the last segment, and
-    /// repairs what a crash may have left half-done (see [`crate::recovery`]). Any other
-    /// inconsistency is returned as [`Error::Corruption`] and nothing is changed.
+    /// [`Log::open`] on the given file system, e.g. `sim::SimFs` (feature `sim`).
+    #[cfg(feature = "sim")]
     pub fn open_with_fs(
         fs: Arc<dyn FileSystem>,
         dir: impl AsRef<Path>,
         opts: LogOptions,
     ) -> Result<Log> {
+        Log::open_on(fs, dir.as_ref(), opts)
+    }
+
+    /// Takes the directory lock, reads the cursor and the tail of the last segment, and
+    /// repairs what a crash may have left half-done (see `recovery.rs`). Any other
+    /// inconsistency is returned as [`Error::Corruption`] and nothing is changed.
+    pub(crate) fn open_on(fs: Arc<dyn FileSystem>, dir: &Path, opts: LogOptions) -> Result<Log> {
         let started = Instant::now();
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         fs.create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -475,7 +479,7 @@ impl Log {
             .map_err(|e| Error::io("lock", &lock_path, e))?
             .ok_or_else(|| Error::Locked { dir: dir.clone() })?;
 
-        let layout = recovery::analyze(&*fs, &dir)?;
+        let layout = recovery::analyze_with_fs(&*fs, &dir)?;
         // A killed process may have left directory entries that are not durable: a segment
         // it created, the cursor it renamed, when their directory sync never ran. Repairs
         // and new records build on them (e.g. a completed roll's seal names the new

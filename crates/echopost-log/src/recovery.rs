@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::cursor::{self, CURSOR_TMP_FILE};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN, FrameKind};
-use crate::fs::{FileHandle, FileSystem, OpenMode, read_exact_at};
+use crate::fs::{FileHandle, FileSystem, OpenMode, RealFs, read_exact_at};
 use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 
 /// A segment found on disk.
@@ -274,9 +274,25 @@ fn header_seqs_at(
         .map(|h| (h.first_seq, h.end_seq() - 1)))
 }
 
-/// Reads the directory and decides what is data, what is a crash leftover and what is
-/// corruption. Changes nothing.
-pub fn analyze(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
+/// Reads the log directory `dir` on the real file system and decides what is data, what
+/// is a crash leftover that opening would repair, and what is corruption. Changes nothing
+/// and takes no lock, so it can run beside a live daemon (whose in-progress write may then
+/// show up as a torn tail). Costs a header and seal read per segment plus one scan of the
+/// last segment, whatever the backlog.
+///
+/// A directory without segments (new, or not a log at all) is an empty [`Layout`]
+/// (`next_seq` 1 or one past the cursor).
+///
+/// # Errors
+/// [`Error::Corruption`] for anything a crash cannot produce (naming file, byte offset and
+/// reason: the same verdict [`crate::Log::open`] would reach), [`Error::Io`] if a file
+/// cannot be listed, opened or read.
+pub fn analyze(dir: impl AsRef<Path>) -> Result<Layout> {
+    analyze_with_fs(&RealFs, dir.as_ref())
+}
+
+/// [`analyze`] on any file system: what [`crate::Log::open`] and [`crate::verify()`] use.
+pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
     let (segments, stale_cursor_tmp) = list_segments(fs, dir)?;
     let cursor = cursor::read_cursor(fs, dir)?;
     let cursor_path = cursor::cursor_path(dir);

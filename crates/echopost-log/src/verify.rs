@@ -1,6 +1,6 @@
 //! Offline integrity check of a whole log directory.
 //!
-//! `verify` applies the same rules as recovery ([`crate::recovery::analyze`]) and then reads
+//! `verify` applies the same rules as recovery ([`crate::analyze`]) and then reads
 //! every byte of every segment: each frame's CRC, sequence continuity, seals, and that every
 //! body decodes into the records its header announces. It changes nothing and takes no
 //! lock, so it can run beside a live daemon (whose in-progress write may then show up as a
@@ -48,7 +48,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
 /// [`Error::Corruption`] naming the file, offset and reason.
 pub fn verify_with_fs(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let dir = dir.as_ref();
-    let layout = recovery::analyze(&*fs, dir)?;
+    let layout = recovery::analyze_with_fs(&*fs, dir)?;
     let mut report = VerifyReport {
         segments: layout.segments.len(),
         frames: 0,

@@ -46,13 +46,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use echopost_log::cursor::cursor_path;
-use echopost_log::frame::{self, FRAME_HEADER_LEN};
-use echopost_log::fs::FileSystem;
-use echopost_log::segment::{SEGMENT_HEADER_LEN, parse_segment_name};
+use echopost_log::format::{
+    self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, cursor_path, parse_segment_name,
+};
 use echopost_log::sim::{SimFs, SimRng};
 use echopost_log::{
-    Compression, CorruptionKind, Error, LOCK_FILE, LogOptions, StoredRecord, verify_with_fs,
+    Compression, CorruptionKind, Error, FileSystem, LOCK_FILE, LogOptions, StoredRecord,
+    verify_with_fs,
 };
 use sim_model::{dir, name, open, run_case};
 
@@ -101,7 +101,7 @@ fn build_base(variant: u64) -> Base {
             .expect("file");
         let mut at = SEGMENT_HEADER_LEN as usize;
         let mut n = 0;
-        while let Ok((h, _)) = frame::parse_frame(&b[at..]) {
+        while let Ok((h, _)) = format::parse_frame(&b[at..]) {
             at += h.frame_len() as usize;
             n += 1;
         }
@@ -150,11 +150,11 @@ fn build_base(variant: u64) -> Base {
             let mut at = SEGMENT_HEADER_LEN as usize;
             let mut v = Vec::new();
             while at < b.len() {
-                let (h, _) = frame::parse_frame(&b[at..]).expect("base frames are valid");
+                let (h, _) = format::parse_frame(&b[at..]).expect("base frames are valid");
                 v.push(FrameInfo {
                     offset: at as u64,
                     len: h.frame_len(),
-                    seqs: (h.kind == frame::FrameKind::Batch)
+                    seqs: (h.kind == format::FrameKind::Batch)
                         .then(|| (h.first_seq, h.end_seq() - 1)),
                 });
                 at += h.frame_len() as usize;

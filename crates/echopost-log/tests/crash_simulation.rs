@@ -41,9 +41,8 @@ mod sim_model;
 
 use std::time::{Duration, Instant};
 
-use echopost_log::fs::FileSystem;
 use echopost_log::sim::{Fault, FaultError, SimFs, SimRng};
-use echopost_log::{Compression, Error, Log, LogOptions, SyncPolicy, verify_with_fs};
+use echopost_log::{Compression, Error, FileSystem, Log, LogOptions, SyncPolicy, verify_with_fs};
 use sim_model::{CheckError, Model, dir, name, open, run_case, segments};
 use std::sync::Arc;
 
