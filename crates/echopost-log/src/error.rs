@@ -20,7 +20,11 @@ use std::sync::Arc;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything the engine can report.
+///
+/// Non-exhaustive: later versions may add variants, so a `match` needs a wildcard arm
+/// (classify it with [`Error::is_fatal`], which every variant answers).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Another process (or another `Log` in this process) holds the directory's lock.
     #[error(
@@ -129,7 +133,11 @@ impl fmt::Display for Corruption {
 impl std::error::Error for Corruption {}
 
 /// The reasons a file can be judged corrupt.
+///
+/// Non-exhaustive: later versions may detect more kinds of damage, so a `match` needs a
+/// wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorruptionKind {
     /// A frame or file header does not start with the expected magic bytes.
     BadMagic,
