@@ -799,9 +799,19 @@ impl Log {
         }
     }
 
-    /// Waits until a record at or after `seq` is durable, or `timeout` passes. Returns
-    /// the durable end (`durable_next`). For a replayer idling on an empty backlog.
-    pub fn wait_for_durable(&self, seq: u64, timeout: Duration) -> u64 {
+    /// Blocks until the durable end ([`LogStats::durable_next`], the first sequence not
+    /// yet durable) is past `seq`, i.e. until record `seq` is durable; or until the log is
+    /// poisoned or `timeout` has passed, whichever comes first. Returns the durable end at
+    /// that moment (`> seq` once record `seq` is durable). For a replayer idling on an
+    /// empty backlog, with `seq` the next sequence it wants to read.
+    ///
+    /// Unlike [`Log::wait_durable`] it makes nothing durable: it never syncs, it only
+    /// watches the syncs of others (appenders under [`SyncPolicy::Always`], the
+    /// background thread under [`SyncPolicy::Interval`], [`Log::sync_now`], a
+    /// [`Reader`](crate::Reader) catching up). Under [`SyncPolicy::Never`] a record
+    /// written but not yet synced therefore keeps it waiting the whole `timeout`; a
+    /// reader syncs it when it gets there. Never fails: a poisoned log just returns early.
+    pub fn wait_for_durable_end_past(&self, seq: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
         let mut st = self.inner.lock_state();
         while st.durable_next <= seq && st.poisoned.is_none() {
