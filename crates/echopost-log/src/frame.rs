@@ -172,12 +172,13 @@ impl BatchBody {
 
     /// Compresses (if asked and worthwhile) and checksums the body. Fails only if the body
     /// exceeds the format's limits; callers bound it earlier.
-    pub fn finish(self, compression: Compression) -> Result<PreparedFrame, &'static str> {
+    pub(crate) fn finish(self, compression: Compression) -> Result<PreparedFrame, &'static str> {
         if self.raw_len() > u64::from(MAX_BODY_LEN) {
             return Err("frame body too large");
         }
         let count = u32::try_from(self.count).map_err(|_| "too many records")?;
         let raw_len = self.raw_len() as u32;
+        #[cfg(any(test, feature = "sim"))]
         let payload_bytes = u64::from(raw_len) - self.count as u64 * RECORD_OVERHEAD as u64;
         let mut bytes = self.raw;
         let mut compressed = false;
@@ -202,6 +203,7 @@ impl BatchBody {
             bytes,
             body_crc,
             count,
+            #[cfg(any(test, feature = "sim"))]
             payload_bytes,
         })
     }
@@ -214,13 +216,16 @@ pub struct PreparedFrame {
     pub bytes: Vec<u8>,
     body_crc: u32,
     pub count: u32,
-    /// Sum of the records' payload lengths.
+    /// Sum of the records' payload lengths. (For tests: the engine does not need it.)
+    #[cfg(any(test, feature = "sim"))]
     pub payload_bytes: u64,
 }
 
 impl PreparedFrame {
     /// Encodes `records` into a frame body (compressing if asked and worthwhile).
     /// Fails only if the body would exceed `u32` sizes; callers bound it earlier.
+    /// (Tests forge frames with it; the engine goes through [`BatchBody`].)
+    #[cfg(any(test, feature = "sim"))]
     pub fn encode<R: AsRef<[u8]>>(
         records: &[R],
         compression: Compression,

@@ -66,8 +66,9 @@
 //! it on. All file access goes through a file-system seam (`FileSystem`, with `RealFs` the
 //! operating system's); the feature makes it public together with `sim::SimFs`, an
 //! in-memory implementation that crashes, tears writes and injects EIO/ENOSPC
-//! deterministically, and what tests plug it into: `Log::open_with_fs`, `verify_with_fs`
-//! and the on-disk `format` codec for forging and damaging files.
+//! deterministically, and what tests plug it into: `Log::open_with_fs`, `verify_with_fs`,
+//! the on-disk `format` codec for forging and damaging files, and the write paths only
+//! tests use (`Log::append_nowait`, `Log::append_prepared_nowait`).
 
 mod cursor;
 mod error;

@@ -636,16 +636,16 @@ impl Log {
     /// [`Log::wait_durable`] (or [`Log::sync_now`]) covering `last_seq` returns Ok; only
     /// then may it be acknowledged to anyone.
     ///
-    /// This lets one thread write many batches back to back and make them all durable
-    /// with a single `fdatasync` (how the daemon group-commits requests without a thread
-    /// per request), and lets a stream of batches be pipelined while keeping its order.
+    /// Test support (feature `sim`): tests use it to leave records written but not durable.
+    /// Outside tests, a [`GroupWriter`] does this job for many batches at once.
+    #[cfg(any(test, feature = "sim"))]
     pub fn append_nowait<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Appended> {
         self.append_inner(records, false)
     }
 
     /// Checks, encodes, compresses and checksums a batch without touching the log or its
     /// lock, so that this CPU work runs on the caller's thread. Write the result with
-    /// [`Log::append_prepared_nowait`]. Fails with [`Error::EmptyBatch`] or
+    /// [`Log::group_writer`]. Fails with [`Error::EmptyBatch`] or
     /// [`Error::BatchTooLarge`], changing nothing.
     pub fn prepare(&self, body: BatchBody) -> Result<PreparedBatch> {
         if body.is_empty() {
@@ -663,14 +663,17 @@ impl Log {
 
     /// Writes a batch made by [`Log::prepare`], like [`Log::append_nowait`]: not durable
     /// (and not to be acknowledged) until a [`Log::wait_durable`] covering it returns Ok.
+    /// Test support (feature `sim`); outside tests, a [`GroupWriter`] writes prepared
+    /// batches.
+    #[cfg(any(test, feature = "sim"))]
     pub fn append_prepared_nowait(&self, batch: PreparedBatch) -> Result<Appended> {
         self.write_prepared(batch, false)
     }
 
     /// A writer for several prepared batches at once: each is given its sequences as it
     /// is staged, small frames are written together with one call at
-    /// [`GroupWriter::finish`]. Like [`Log::append_prepared_nowait`], nothing is durable
-    /// (or to be acknowledged) until a [`Log::wait_durable`] covering it returns Ok.
+    /// [`GroupWriter::finish`]. Nothing is durable (or to be acknowledged) until a
+    /// [`Log::wait_durable`] covering it returns Ok.
     /// Holds the writer lock until finished or dropped.
     pub fn group_writer(&self) -> GroupWriter<'_> {
         GroupWriter::new(&self.inner)
