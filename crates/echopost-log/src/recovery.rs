@@ -37,7 +37,7 @@ use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 pub struct SegmentOnDisk {
     /// First sequence (from the name, checked against the header).
     pub first_seq: u64,
-    /// File length.
+    /// File length, in bytes.
     pub len: u64,
 }
 
@@ -46,8 +46,9 @@ pub struct SegmentOnDisk {
 pub struct TornTail {
     /// The segment file.
     pub file: PathBuf,
-    /// Byte range dropped (`start..end`).
+    /// Byte offset in `file` where the dropped bytes start (the file is truncated here).
     pub start: u64,
+    /// Byte offset where they end (the file's length before the repair).
     pub end: u64,
     /// Sequences of the dropped frame (`first..=last`), when its header was still readable
     /// and named the sequence that was due (`first` is then always right; `last` comes
@@ -58,7 +59,9 @@ pub struct TornTail {
     pub reason: CorruptionKind,
 }
 
-/// The result of [`analyze`].
+/// What is in a log directory, as [`analyze`] found it: the segments, where valid data
+/// ends, and the crash leftovers opening the log would repair. Offsets and lengths are in
+/// bytes.
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// Segments in log order, including the last (active) one.
@@ -67,9 +70,10 @@ pub struct Layout {
     pub acked: u64,
     /// Whether the cursor file exists.
     pub cursor_exists: bool,
-    /// The sequence the next append gets.
+    /// The sequence the next append gets (after the repairs).
     pub next_seq: u64,
-    /// End of valid data in the last segment (where the next frame goes).
+    /// End of valid data in the last segment (where the next frame goes); 0 without
+    /// segments.
     pub active_valid_len: u64,
     /// Torn write at the end of the last segment, to be truncated.
     pub torn_tail: Option<TornTail>,
