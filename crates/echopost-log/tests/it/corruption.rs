@@ -38,14 +38,12 @@
 //! * `ECHOPOST_CORRUPTION_CASES=N`: run N cases.
 //! * `ECHOPOST_CORRUPTION_SEED=N`: replay exactly case N.
 
-#[macro_use]
-mod sim_model;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use crate::support::sim_model::{self, dir, name, open, run_case};
 use echopost_log::format::{
     self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, cursor_path, parse_segment_name,
 };
@@ -54,10 +52,8 @@ use echopost_log::{
     Compression, CorruptionKind, Error, FileSystem, LOCK_FILE, LogOptions, StoredRecord,
     verify_with_fs,
 };
-use sim_model::{dir, name, open, run_case};
 
-const REPRO: &str =
-    "ECHOPOST_CORRUPTION_SEED={seed} cargo test -p echopost-log --test corruption -- --nocapture";
+const REPRO: &str = "ECHOPOST_CORRUPTION_SEED={seed} cargo test -p echopost-log --test it -- corruption:: --nocapture";
 
 /// One frame of a base log.
 #[derive(Debug, Clone, Copy)]
@@ -679,7 +675,7 @@ fn regression_seed_790_bytes_after_a_seal_are_seen_by_readers() {
 
 /// A seal copied from another segment appended to a sealed one: the error named the
 /// successor segment (byte 0) instead of the segment whose seal is wrong. Fixed in
-/// `recovery::analyze`: `SegmentGap` names the segment whose end disagrees, at its seal.
+/// `recovery.rs` (`analyze_with_fs`): `SegmentGap` names the segment whose end disagrees, at its seal.
 #[test]
 fn regression_seed_796_segment_gap_names_the_segment_that_makes_the_claim() {
     regression(796);

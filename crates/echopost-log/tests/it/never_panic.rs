@@ -13,15 +13,15 @@
 //!
 //! `PROPTEST_CASES=N` runs N cases per property (default 1,024; the count is printed and
 //! asserted). Failures are shrunk and printed by proptest, and their seeds saved in
-//! `tests/never_panic.proptest-regressions`, which is replayed first on every run (it holds
-//! the inputs that found the sequence overflows fixed in the engine).
-
-mod sim_model;
+//! `tests/it/never_panic.proptest-regressions` (next to this file), which is replayed
+//! first on every run (it holds the inputs that found the sequence overflows fixed in the
+//! engine).
 
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use crate::support::sim_model::{self, dir, open};
 use echopost_log::format::{
     self, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, encode_segment_header, segment_name,
 };
@@ -29,7 +29,6 @@ use echopost_log::sim::{SimFs, SimRng};
 use echopost_log::{Compression, Error, FileSystem, LogOptions, verify_with_fs};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
-use sim_model::{dir, open};
 
 fn opts() -> LogOptions {
     LogOptions {
@@ -200,10 +199,12 @@ where
     let cases = sim_model::env_u64("PROPTEST_CASES").unwrap_or(1024) as u32;
     let config = ProptestConfig {
         cases,
-        // Relative to the package directory, where `cargo test` runs integration tests.
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/never_panic.proptest-regressions",
-        ))),
+        // Next to this file, as the `proptest!` macro would place it (`SourceParallel`);
+        // an absolute path, so that it is found whatever the working directory.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/never_panic.proptest-regressions"
+        )))),
         ..ProptestConfig::default()
     };
     let ran = Cell::new(0u64);
