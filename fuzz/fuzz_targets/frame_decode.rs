@@ -2,14 +2,14 @@
 //! Must never panic, whatever the input.
 #![no_main]
 
-use echopost_log::frame::{self, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC};
+use echopost_log::format::{self, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // 1. As found on disk.
-    let _ = frame::decode_header(data);
-    if let Ok((h, body)) = frame::parse_frame(data) {
-        let _ = frame::decode_body(&h, &data[body]);
+    let _ = format::decode_header(data);
+    if let Ok((h, body)) = format::parse_frame(data) {
+        let _ = format::decode_body(&h, &data[body]);
     }
 
     // 2. Behind a forged, *valid* checksum, so that everything the CRC normally guards
@@ -38,9 +38,9 @@ fuzz_target!(|data: &[u8]| {
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     let mut f = h.to_vec();
     f.extend_from_slice(body);
-    if let Ok((hd, b)) = frame::parse_frame(&f) {
-        let _ = frame::decode_body(&hd, &f[b]);
+    if let Ok((hd, b)) = format::parse_frame(&f) {
+        let _ = format::decode_body(&hd, &f[b]);
     }
     let count = u32::from_le_bytes([fields[10], fields[11], fields[12], 0]);
-    let _ = frame::split_records(body, count);
+    let _ = format::split_records(body, count);
 });

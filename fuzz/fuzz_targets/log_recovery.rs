@@ -7,10 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use echopost_log::fs::FileSystem;
-use echopost_log::segment::{encode_segment_header, segment_name};
+use echopost_log::format::{encode_segment_header, segment_name};
 use echopost_log::sim::SimFs;
-use echopost_log::{Log, LogOptions, verify_with_fs};
+use echopost_log::{FileSystem, Log, LogOptions, verify_with_fs};
 use libfuzzer_sys::fuzz_target;
 
 /// Input format, repeated: one byte choosing the file name, two bytes of length (LE), then

@@ -39,7 +39,10 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Hard upper bound on a frame body, whatever the options say (keeps a corrupt length
 /// field from making a reader allocate gigabytes).
 pub const MAX_BODY_LEN: u32 = 1 << 30;
-/// Bytes each record adds to a frame body besides its payload.
+/// Bytes each record adds to a frame body besides its payload (its `u32` little-endian
+/// length prefix). An encoded batch is the sum of `payload + RECORD_OVERHEAD` over its
+/// records, the figure [`LogOptions::max_batch_bytes`](crate::LogOptions::max_batch_bytes)
+/// bounds.
 pub const RECORD_OVERHEAD: usize = 4;
 /// Sequences stay below this (2^63). No log gets near it (that many records), so a
 /// cursor, segment or frame on disk claiming more is corruption, and sequence arithmetic
@@ -87,8 +90,13 @@ pub enum Compression {
     /// Bodies are stored as they are (the default).
     #[default]
     None,
-    /// Bodies are zstd-compressed at the given level when that makes them smaller.
-    Zstd { level: i32 },
+    /// Bodies are zstd-compressed at the given level when that makes them smaller
+    /// (whole frame bodies, one by one; readers decompress transparently).
+    Zstd {
+        /// zstd's level: 1 (fastest) to 22 (smallest), negative for faster still,
+        /// 0 for zstd's default (3).
+        level: i32,
+    },
 }
 
 /// The records of one batch being assembled, length-prefixed, behind space for the frame
@@ -107,8 +115,8 @@ impl Default for BatchBody {
 }
 
 impl BatchBody {
-    /// An empty batch with room for `bytes` of records (payloads plus
-    /// [`RECORD_OVERHEAD`] each).
+    /// An empty batch with room for `bytes` bytes of encoded records (payloads plus
+    /// [`RECORD_OVERHEAD`] each) before it reallocates.
     pub fn with_capacity(bytes: usize) -> Self {
         let mut raw = Vec::with_capacity(FRAME_HEADER_LEN + bytes);
         raw.resize(FRAME_HEADER_LEN, 0);
@@ -128,12 +136,14 @@ impl BatchBody {
         body
     }
 
-    /// Adds one record.
+    /// Adds one record (any bytes, possibly none). Sizes are checked by
+    /// [`crate::Log::prepare`], not here.
     pub fn push(&mut self, record: &[u8]) {
         self.push_with(|buf| buf.extend_from_slice(record));
     }
 
-    /// Adds one record whose bytes `write` appends to the buffer it is given.
+    /// Adds one record whose bytes `write` appends to the buffer it is given (it must
+    /// only append: the bytes already in the buffer belong to earlier records).
     pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         let at = self.raw.len();
         self.raw.extend_from_slice(&[0; RECORD_OVERHEAD]);
@@ -165,19 +175,21 @@ impl BatchBody {
             .map(move |r| &raw[r])
     }
 
-    /// Bytes of the encoded records (payloads plus length prefixes).
+    /// Bytes of the encoded records: payloads plus [`RECORD_OVERHEAD`] each, before
+    /// compression (the size [`crate::LogOptions::max_batch_bytes`] limits).
     pub fn raw_len(&self) -> u64 {
         (self.raw.len() - FRAME_HEADER_LEN) as u64
     }
 
     /// Compresses (if asked and worthwhile) and checksums the body. Fails only if the body
     /// exceeds the format's limits; callers bound it earlier.
-    pub fn finish(self, compression: Compression) -> Result<PreparedFrame, &'static str> {
+    pub(crate) fn finish(self, compression: Compression) -> Result<PreparedFrame, &'static str> {
         if self.raw_len() > u64::from(MAX_BODY_LEN) {
             return Err("frame body too large");
         }
         let count = u32::try_from(self.count).map_err(|_| "too many records")?;
         let raw_len = self.raw_len() as u32;
+        #[cfg(any(test, feature = "sim"))]
         let payload_bytes = u64::from(raw_len) - self.count as u64 * RECORD_OVERHEAD as u64;
         let mut bytes = self.raw;
         let mut compressed = false;
@@ -202,6 +214,7 @@ impl BatchBody {
             bytes,
             body_crc,
             count,
+            #[cfg(any(test, feature = "sim"))]
             payload_bytes,
         })
     }
@@ -214,13 +227,16 @@ pub struct PreparedFrame {
     pub bytes: Vec<u8>,
     body_crc: u32,
     pub count: u32,
-    /// Sum of the records' payload lengths.
+    /// Sum of the records' payload lengths. (For tests: the engine does not need it.)
+    #[cfg(any(test, feature = "sim"))]
     pub payload_bytes: u64,
 }
 
 impl PreparedFrame {
     /// Encodes `records` into a frame body (compressing if asked and worthwhile).
     /// Fails only if the body would exceed `u32` sizes; callers bound it earlier.
+    /// (Tests forge frames with it; the engine goes through [`BatchBody`].)
+    #[cfg(any(test, feature = "sim"))]
     pub fn encode<R: AsRef<[u8]>>(
         records: &[R],
         compression: Compression,

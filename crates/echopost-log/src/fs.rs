@@ -27,6 +27,8 @@ pub enum OpenMode {
     /// Existing file, read and write.
     ReadWrite,
     /// A new file; fails with `AlreadyExists` if it exists.
+    // Only tests ask for this; the engine creates with `CreateTruncate`.
+    #[cfg(any(test, feature = "sim"))]
     CreateNew,
     /// Create or truncate to zero length.
     CreateTruncate,
@@ -46,6 +48,8 @@ pub trait FileHandle: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
     /// True if the file has no bytes.
+    // Only for users of the seam, which is public with `sim` only; the engine uses `len`.
+    #[cfg(any(test, feature = "sim"))]
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -143,6 +147,7 @@ impl FileSystem for RealFs {
         match mode {
             OpenMode::Read => o.read(true),
             OpenMode::ReadWrite => o.read(true).write(true),
+            #[cfg(any(test, feature = "sim"))]
             OpenMode::CreateNew => o.read(true).write(true).create_new(true).mode(0o600),
             OpenMode::CreateTruncate => o
                 .read(true)

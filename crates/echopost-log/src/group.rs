@@ -36,7 +36,10 @@ use crate::segment::SEGMENT_HEADER_LEN;
 const DIRECT_WRITE_BYTES: usize = 64 << 10;
 
 /// Writes a group of batches under one hold of the writer lock. Made by
-/// [`crate::Log::group_writer`].
+/// [`crate::Log::group_writer`]: [`stage`](GroupWriter::stage) each batch (it gets its
+/// sequences at once), then [`finish`](GroupWriter::finish) (one `write` for the small
+/// frames), then [`crate::Log::wait_durable`] through the last sequence before
+/// acknowledging any of them. Other appends wait until the writer is finished or dropped.
 pub struct GroupWriter<'a> {
     inner: &'a Inner,
     st: Option<MutexGuard<'a, State>>,
@@ -138,9 +141,13 @@ impl<'a> GroupWriter<'a> {
         Ok(appended)
     }
 
-    /// Writes everything staged. Once this returns Ok, every batch staged is written (not
-    /// yet durable: see [`crate::Log::wait_durable`]). On an error the log is poisoned and
-    /// none of the group may be acknowledged.
+    /// Writes everything staged and releases the writer lock. Once this returns Ok, every
+    /// batch staged is written (not yet durable: see [`crate::Log::wait_durable`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Poisoned`]: a write of this group failed (whichever call
+    /// reported it) or the log was already stopped. The log is poisoned and none of the
+    /// group may be acknowledged.
     pub fn finish(mut self) -> Result<()> {
         self.write_staged()?;
         self.check_not_failed()

@@ -28,8 +28,8 @@
 //!   00000000000000007001.seg      active segment: header, frames…
 //! ```
 //! Segment names are the first sequence they hold, zero-padded to 20 digits, so name
-//! order is log order. Formats: [`frame`] (records), [`segment`] (file header),
-//! [`cursor`].
+//! order is log order. The byte layouts are documented in `src/frame.rs` (records),
+//! `src/segment.rs` (file header) and `src/cursor.rs`.
 //!
 //! # Write path ([`Log::append`])
 //! Encode and checksum the body (outside the lock) → lock → roll to a new segment if the
@@ -47,27 +47,56 @@
 //! that holds only acknowledged records, then sync the directory. A fully acknowledged
 //! active segment is rolled first so that it, too, can go.
 //!
-//! # Testing seam
-//! All file access goes through [`fs::FileSystem`]; [`sim::SimFs`] is an in-memory
-//! implementation that crashes, tears writes and injects EIO/ENOSPC deterministically.
+//! # Public API
+//! Everything is re-exported here; the modules are private.
+//! * The log: [`Log`] (open, append, read, acknowledge, close), [`LogOptions`],
+//!   [`SyncPolicy`], [`Compression`]; what calls return: [`Appended`], [`StoredRecord`]
+//!   (through a [`Reader`]), [`LogStats`], [`RecoveryReport`] (with [`TornTail`]).
+//! * Batches built outside the writer lock: [`BatchBody`] → [`Log::prepare`] →
+//!   [`PreparedBatch`] → [`GroupWriter`] ([`Log::group_writer`]) or [`Log::append`];
+//!   [`RECORD_OVERHEAD`] for sizing a body.
+//! * Errors: [`Error`] (with [`Error::is_fatal`]), [`Corruption`], [`CorruptionKind`],
+//!   [`Result`].
+//! * Offline inspection, without opening or locking: [`verify`] (every byte) →
+//!   [`VerifyReport`]; [`analyze`] (what opening would repair) → [`Layout`] of
+//!   [`SegmentOnDisk`]. [`LOCK_FILE`] names the lock file.
+//!
+//! # Feature `sim` (test support)
+//! Off in normal builds; this crate's tests, the daemon's tests and the fuzz targets turn
+//! it on. All file access goes through a file-system seam (`FileSystem`, with `RealFs` the
+//! operating system's); the feature makes it public together with `sim::SimFs`, an
+//! in-memory implementation that crashes, tears writes and injects EIO/ENOSPC
+//! deterministically, and what tests plug it into: `Log::open_with_fs`, `verify_with_fs`,
+//! the on-disk `format` codec for forging and damaging files, and the write paths only
+//! tests use (`Log::append_nowait`, `Log::append_prepared_nowait`).
 
-pub mod cursor;
-pub mod error;
-pub mod frame;
-pub mod fs;
+mod cursor;
+mod error;
+#[cfg(feature = "sim")]
+pub mod format;
+mod frame;
+mod fs;
 mod group;
 mod log;
-pub mod reader;
-pub mod recovery;
-pub mod segment;
+mod reader;
+mod recovery;
+mod segment;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 mod verify;
 
 pub use error::{Corruption, CorruptionKind, Error, Result};
-pub use frame::{BatchBody, Compression};
+pub use frame::{BatchBody, Compression, RECORD_OVERHEAD};
 pub use group::GroupWriter;
 pub use log::{
     Appended, LOCK_FILE, Log, LogOptions, LogStats, PreparedBatch, RecoveryReport, SyncPolicy,
 };
 pub use reader::{Reader, StoredRecord};
-pub use verify::{VerifyReport, verify, verify_with_fs};
+pub use recovery::{Layout, SegmentOnDisk, TornTail, analyze};
+pub use verify::{VerifyReport, verify};
+
+// The file-system seam: only the simulation plugs into it.
+#[cfg(feature = "sim")]
+pub use fs::{FileHandle, FileSystem, LockGuard, OpenMode, RealFs};
+#[cfg(feature = "sim")]
+pub use verify::verify_with_fs;

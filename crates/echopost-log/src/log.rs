@@ -40,7 +40,9 @@ use crate::group::GroupWriter;
 use crate::recovery::{self, TornTail};
 use crate::segment::{self, SEGMENT_HEADER_LEN};
 
-/// Name of the lock file inside the log directory.
+/// Name of the lock file inside the log directory (`DIR/LOCK`). The process that owns the
+/// log holds an exclusive `flock` on it from [`Log::open`] until the `Log` is closed or
+/// dropped.
 pub const LOCK_FILE: &str = "LOCK";
 
 /// When an append counts as done.
@@ -52,6 +54,7 @@ pub enum SyncPolicy {
     Always,
     /// The append returns once written to the OS; a background thread syncs at this
     /// interval. A process crash loses nothing; power loss loses at most one interval.
+    /// Shown (`Display`) as `interval:<milliseconds>`.
     Interval(Duration),
     /// The append returns once written to the OS; the OS decides when to flush. A process
     /// crash loses nothing; power loss may lose anything not yet flushed.
@@ -71,17 +74,23 @@ impl std::fmt::Display for SyncPolicy {
 /// Settings of a [`Log`].
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// A segment is sealed once it reaches this size (a single larger frame still fits).
-    /// Default 64 MiB. With a disk quota, segments are capped at an eighth of it so that
-    /// acknowledgements free space in useful steps.
+    /// Largest size of a segment file, in bytes: an append whose frame would take the
+    /// active segment past it starts a new segment (a single larger frame gets a segment of
+    /// its own). Default 64 MiB; values below 4096 count as 4096. With a disk quota,
+    /// segments are capped at an eighth of it (at least 4096) so that acknowledgements
+    /// free space in useful steps.
     pub segment_bytes: u64,
     /// Durability of appends. Default [`SyncPolicy::Always`].
     pub sync: SyncPolicy,
     /// Per-frame compression. Default none.
     pub compression: Compression,
-    /// Disk quota for segment files, in bytes. `None` (default) means no limit.
+    /// Disk quota for segment files, in bytes (their headers, frames and seals; the
+    /// cursor and lock file are not counted). An append that would go over it fails with
+    /// [`Error::Full`] and changes nothing. `None` (default) means no limit.
     pub max_disk_bytes: Option<u64>,
-    /// Largest encoded batch accepted by one append. Default 64 MiB.
+    /// Largest batch one append accepts, in bytes of encoded records (payloads plus
+    /// [`RECORD_OVERHEAD`](crate::RECORD_OVERHEAD) each, before compression); larger ones
+    /// fail with [`Error::BatchTooLarge`]. Default 64 MiB; the format caps it at 1 GiB.
     pub max_batch_bytes: u64,
 }
 
@@ -112,7 +121,8 @@ impl LogOptions {
 pub struct PreparedBatch(PreparedFrame);
 
 impl PreparedBatch {
-    /// Bytes the batch occupies on disk (its frame).
+    /// Bytes the batch will occupy on disk: its frame (32-byte header plus the stored,
+    /// possibly compressed, body).
     pub fn frame_len(&self) -> usize {
         self.0.bytes.len()
     }
@@ -127,10 +137,13 @@ impl PreparedBatch {
     }
 }
 
-/// The sequences an append was given (`first..=last`).
+/// The sequences an append was given: `first_seq..=last_seq`, one per record in the
+/// order given (a batch of N records spans N consecutive sequences).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// Sequence of the batch's first record.
     pub first_seq: u64,
+    /// Sequence of the batch's last record (`first_seq + N - 1`).
     pub last_seq: u64,
 }
 
@@ -153,7 +166,7 @@ pub struct RecoveryReport {
     pub removed_acked_segments: usize,
     /// The directory was new.
     pub created: bool,
-    /// How long recovery took.
+    /// How long opening took (lock, analysis and repairs).
     pub duration: Duration,
 }
 
@@ -168,16 +181,17 @@ pub struct LogStats {
     pub durable_next: u64,
     /// Highest acknowledged sequence (persisted).
     pub acked: u64,
-    /// Records stored and not yet acknowledged.
+    /// Records stored and not yet acknowledged (`next_seq - first_unacked_seq`, durable
+    /// or not).
     pub backlog_records: u64,
     /// Bytes of the segments holding unacknowledged records (an upper bound of the
     /// backlog's size: a partly acknowledged segment counts whole).
     pub backlog_bytes: u64,
-    /// Bytes of all segment files.
+    /// Bytes of all segment files (what [`LogOptions::max_disk_bytes`] limits).
     pub disk_bytes: u64,
-    /// Number of segment files.
+    /// Number of segment files, the active one included.
     pub segments: usize,
-    /// The fatal error that stopped the writer, if any.
+    /// Why the writer stopped ([`Error::Poisoned`]), if it did.
     pub poisoned: Option<String>,
 }
 
@@ -450,23 +464,39 @@ fn create_segment(fs: &dyn FileSystem, dir: &Path, first_seq: u64) -> Result<Arc
 }
 
 impl Log {
-    /// Opens (creating if needed) the log in `dir` on the real file system.
+    /// Opens the log in `dir`, creating the directory and an empty log if needed.
+    ///
+    /// Takes the directory lock ([`LOCK_FILE`]), reads the cursor, the headers and seals
+    /// of the segments and the last segment in full (so the time does not grow with the
+    /// backlog), and repairs what a crash may have left half-done (a torn write at the
+    /// end, an interrupted segment roll; listed in [`Log::recovery_report`]). Under
+    /// [`SyncPolicy::Interval`] it starts the background sync thread.
+    ///
+    /// # Errors
+    /// * [`Error::Locked`]: another process (or another `Log` in this one) has the lock.
+    /// * [`Error::Corruption`]: damage a crash cannot produce, naming file, byte offset
+    ///   and reason. Nothing is changed.
+    /// * [`Error::Io`]: creating, locking, reading, repairing or syncing failed.
     pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log> {
-        Log::open_with_fs(Arc::new(RealFs), dir, opts)
+        Log::open_on(Arc::new(RealFs), dir.as_ref(), opts)
     }
 
-    /// Opens the log in `dir` on the given file system (e.g. [`crate::sim::SimFs`]).
-    ///
-    /// Takes the directory lock, reads the cursor and the tail of the last segment, and
-    /// repairs what a crash may have left half-done (see [`crate::recovery`]). Any other
-    /// inconsistency is returned as [`Error::Corruption`] and nothing is changed.
+    /// [`Log::open`] on the given file system, e.g. `sim::SimFs` (feature `sim`).
+    #[cfg(feature = "sim")]
     pub fn open_with_fs(
         fs: Arc<dyn FileSystem>,
         dir: impl AsRef<Path>,
         opts: LogOptions,
     ) -> Result<Log> {
+        Log::open_on(fs, dir.as_ref(), opts)
+    }
+
+    /// Takes the directory lock, reads the cursor and the tail of the last segment, and
+    /// repairs what a crash may have left half-done (see `recovery.rs`). Any other
+    /// inconsistency is returned as [`Error::Corruption`] and nothing is changed.
+    pub(crate) fn open_on(fs: Arc<dyn FileSystem>, dir: &Path, opts: LogOptions) -> Result<Log> {
         let started = Instant::now();
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         fs.create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -475,7 +505,7 @@ impl Log {
             .map_err(|e| Error::io("lock", &lock_path, e))?
             .ok_or_else(|| Error::Locked { dir: dir.clone() })?;
 
-        let layout = recovery::analyze(&*fs, &dir)?;
+        let layout = recovery::analyze_with_fs(&*fs, &dir)?;
         // A killed process may have left directory entries that are not durable: a segment
         // it created, the cursor it renamed, when their directory sync never ran. Repairs
         // and new records build on them (e.g. a completed roll's seal names the new
@@ -621,8 +651,20 @@ impl Log {
         })
     }
 
-    /// Appends `records` as one atomic batch and returns their sequences. Returns when the
-    /// batch is durable under the sync policy.
+    /// Appends `records` (each an opaque byte string, possibly empty) as one atomic batch
+    /// and returns their sequences. Returns once the batch is durable under the sync
+    /// policy: under [`SyncPolicy::Always`] after an `fdatasync` covering it (shared with
+    /// concurrent appenders), otherwise once written to the OS. Safe to call from many
+    /// threads at once.
+    ///
+    /// # Errors
+    /// Refused, changing nothing (the log stays usable): [`Error::EmptyBatch`] (no
+    /// records), [`Error::BatchTooLarge`] (over [`LogOptions::max_batch_bytes`]),
+    /// [`Error::Full`] (over [`LogOptions::max_disk_bytes`]).
+    ///
+    /// Fatal: [`Error::Io`] when a write, segment roll or sync fails, which poisons the
+    /// log; [`Error::Poisoned`] once it is. The batch must then be treated as not stored
+    /// (it may still turn up after a restart if its bytes did reach the disk).
     pub fn append<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Appended> {
         self.append_inner(records, self.inner.opts.sync == SyncPolicy::Always)
     }
@@ -632,16 +674,16 @@ impl Log {
     /// [`Log::wait_durable`] (or [`Log::sync_now`]) covering `last_seq` returns Ok; only
     /// then may it be acknowledged to anyone.
     ///
-    /// This lets one thread write many batches back to back and make them all durable
-    /// with a single `fdatasync` (how the daemon group-commits requests without a thread
-    /// per request), and lets a stream of batches be pipelined while keeping its order.
+    /// Test support (feature `sim`): tests use it to leave records written but not durable.
+    /// Outside tests, a [`GroupWriter`] does this job for many batches at once.
+    #[cfg(any(test, feature = "sim"))]
     pub fn append_nowait<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Appended> {
         self.append_inner(records, false)
     }
 
     /// Checks, encodes, compresses and checksums a batch without touching the log or its
     /// lock, so that this CPU work runs on the caller's thread. Write the result with
-    /// [`Log::append_prepared_nowait`]. Fails with [`Error::EmptyBatch`] or
+    /// [`Log::group_writer`]. Fails with [`Error::EmptyBatch`] or
     /// [`Error::BatchTooLarge`], changing nothing.
     pub fn prepare(&self, body: BatchBody) -> Result<PreparedBatch> {
         if body.is_empty() {
@@ -659,21 +701,29 @@ impl Log {
 
     /// Writes a batch made by [`Log::prepare`], like [`Log::append_nowait`]: not durable
     /// (and not to be acknowledged) until a [`Log::wait_durable`] covering it returns Ok.
+    /// Test support (feature `sim`); outside tests, a [`GroupWriter`] writes prepared
+    /// batches.
+    #[cfg(any(test, feature = "sim"))]
     pub fn append_prepared_nowait(&self, batch: PreparedBatch) -> Result<Appended> {
         self.write_prepared(batch, false)
     }
 
     /// A writer for several prepared batches at once: each is given its sequences as it
     /// is staged, small frames are written together with one call at
-    /// [`GroupWriter::finish`]. Like [`Log::append_prepared_nowait`], nothing is durable
-    /// (or to be acknowledged) until a [`Log::wait_durable`] covering it returns Ok.
-    /// Holds the writer lock until finished or dropped.
+    /// [`GroupWriter::finish`]. Nothing is durable (or to be acknowledged) until a
+    /// [`Log::wait_durable`] covering it returns Ok.
+    /// Holds the writer lock until finished or dropped: every other append waits.
     pub fn group_writer(&self) -> GroupWriter<'_> {
         GroupWriter::new(&self.inner)
     }
 
     /// Blocks until every sequence up to and including `seq` is durable, syncing if
-    /// needed (group-committed with concurrent appenders). Fails if the log is poisoned.
+    /// needed (group-committed with concurrent appenders). A `seq` not handed out yet
+    /// counts as the last one handed out: everything written so far becomes durable.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the `fdatasync` this call led failed (the log is then poisoned);
+    /// [`Error::Poisoned`] if the log stopped before `seq` was durable.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
         let st = self.inner.lock_state();
         // A poisoned log vouches only for what was durable before it stopped: a sequence
@@ -722,13 +772,25 @@ impl Log {
     }
 
     /// Makes everything appended so far durable (a barrier for tests and shutdown).
+    ///
+    /// # Errors
+    /// As [`Log::wait_durable`]: [`Error::Io`] (the sync failed; now poisoned) or
+    /// [`Error::Poisoned`].
     pub fn sync_now(&self) -> Result<()> {
         self.inner.sync_now()
     }
 
     /// Records that every sequence up to and including `seq` was delivered: persists the
-    /// cursor atomically, then deletes segments holding only acknowledged records.
-    /// Acknowledging an already acknowledged sequence is a no-op.
+    /// cursor atomically, then deletes segments holding only acknowledged records (rolling
+    /// the active segment first once it is fully acknowledged and at least a quarter of
+    /// [`LogOptions::segment_bytes`], clamped to 4 KiB..1 MiB). Acknowledging an already
+    /// acknowledged sequence is a no-op.
+    ///
+    /// # Errors
+    /// * [`Error::AckBeyondDurable`]: `seq` is not durable yet; nothing changes.
+    /// * [`Error::Io`]: writing the cursor, rolling or deleting failed. The cursor on disk
+    ///   is the old or the new one; segments left behind are deleted by a later `ack` or
+    ///   at the next open. A failed roll poisons the log.
     pub fn ack(&self, seq: u64) -> Result<()> {
         let inner = &*self.inner;
         let _serial = inner.ack_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -759,14 +821,15 @@ impl Log {
         Ok(())
     }
 
-    /// A reader starting at `from_seq`, or at the oldest undelivered record if that is
-    /// later (delivered records are never handed out again by a new reader).
-    /// Readers see only durable records.
+    /// A reader starting at `from_seq` (0 counts as 1), or at the oldest unacknowledged
+    /// record if that is later (delivered records are never handed out again by a new
+    /// reader). Readers see only durable records. Opening one does no I/O; several may
+    /// read at once, beside appenders.
     pub fn reader(&self, from_seq: u64) -> crate::reader::Reader {
         crate::reader::Reader::new(Arc::clone(&self.inner), from_seq)
     }
 
-    /// Current figures.
+    /// Current figures (a consistent snapshot; no I/O).
     pub fn stats(&self) -> LogStats {
         let st = self.inner.lock_state();
         let first_unacked_seq = st.acked + 1;
@@ -795,9 +858,19 @@ impl Log {
         }
     }
 
-    /// Waits until a record at or after `seq` is durable, or `timeout` passes. Returns
-    /// the durable end (`durable_next`). For a replayer idling on an empty backlog.
-    pub fn wait_for_durable(&self, seq: u64, timeout: Duration) -> u64 {
+    /// Blocks until the durable end ([`LogStats::durable_next`], the first sequence not
+    /// yet durable) is past `seq`, i.e. until record `seq` is durable; or until the log is
+    /// poisoned or `timeout` has passed, whichever comes first. Returns the durable end at
+    /// that moment (`> seq` once record `seq` is durable). For a replayer idling on an
+    /// empty backlog, with `seq` the next sequence it wants to read.
+    ///
+    /// Unlike [`Log::wait_durable`] it makes nothing durable: it never syncs, it only
+    /// watches the syncs of others (appenders under [`SyncPolicy::Always`], the
+    /// background thread under [`SyncPolicy::Interval`], [`Log::sync_now`], a
+    /// [`Reader`](crate::Reader) catching up). Under [`SyncPolicy::Never`] a record
+    /// written but not yet synced therefore keeps it waiting the whole `timeout`; a
+    /// reader syncs it when it gets there. Never fails: a poisoned log just returns early.
+    pub fn wait_for_durable_end_past(&self, seq: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
         let mut st = self.inner.lock_state();
         while st.durable_next <= seq && st.poisoned.is_none() {
@@ -815,7 +888,7 @@ impl Log {
         st.durable_next
     }
 
-    /// What recovery did when this log was opened.
+    /// What [`Log::open`] found and repaired.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
     }
@@ -830,12 +903,17 @@ impl Log {
         &self.inner.opts
     }
 
-    /// Syncs everything and releases the directory lock.
+    /// Syncs everything, stops the background sync thread (if any) and releases the
+    /// directory lock, once no [`Reader`](crate::Reader) of this log is left (readers
+    /// share the open files). Dropping a `Log` does the same without the sync.
     ///
     /// A poisoned log is not synced again (its device already failed, and the call that
     /// hit the failure returned the error): `close` then only releases the lock and
     /// returns Ok. Records that were not durable yet ([`LogStats::durable_next`]) stay
     /// exposed to a power failure, as under `interval` and `never` they always are.
+    ///
+    /// # Errors
+    /// As [`Log::sync_now`], if the final sync failed; the lock is released anyway.
     pub fn close(mut self) -> Result<()> {
         let res = if self.inner.lock_state().poisoned.is_some() {
             Ok(())

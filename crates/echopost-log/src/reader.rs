@@ -22,9 +22,9 @@ use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
-    /// Its sequence number.
+    /// Its sequence number (from 1).
     pub seq: u64,
-    /// The bytes that were appended.
+    /// The bytes that were appended, unchanged (decompressed if the log compresses).
     pub data: Vec<u8>,
 }
 
@@ -74,9 +74,18 @@ impl Reader {
         self.next
     }
 
-    /// Up to `max_records` records totalling at most `max_bytes` of data (a single larger
-    /// record is still returned alone). An empty vector means the reader has caught up
-    /// with the durable end of the log.
+    /// The next records in sequence order: up to `max_records` (at least 1) records whose
+    /// data totals at most `max_bytes` bytes (a single larger record is still returned
+    /// alone). An empty vector means the reader has caught up with the durable end of the
+    /// log; call again later for more. Records written but not yet durable (policies
+    /// `interval` and `never`) are synced first, so what is returned is never lost.
+    ///
+    /// # Errors
+    /// * [`Error::Corruption`]: a frame fails its checksum, a sequence is missing or
+    ///   repeated, a seal is missing or a body does not decode; it names file, byte offset
+    ///   and reason.
+    /// * [`Error::Io`]: reading a segment failed, or the sync it asked for did (which
+    ///   poisons the log); [`Error::Poisoned`]: that sync found the log stopped.
     pub fn next_batch(
         &mut self,
         max_records: usize,

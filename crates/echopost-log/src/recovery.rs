@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::cursor::{self, CURSOR_TMP_FILE};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN, FrameKind};
-use crate::fs::{FileHandle, FileSystem, OpenMode, read_exact_at};
+use crate::fs::{FileHandle, FileSystem, OpenMode, RealFs, read_exact_at};
 use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 
 /// A segment found on disk.
@@ -37,7 +37,7 @@ use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 pub struct SegmentOnDisk {
     /// First sequence (from the name, checked against the header).
     pub first_seq: u64,
-    /// File length.
+    /// File length, in bytes.
     pub len: u64,
 }
 
@@ -46,8 +46,9 @@ pub struct SegmentOnDisk {
 pub struct TornTail {
     /// The segment file.
     pub file: PathBuf,
-    /// Byte range dropped (`start..end`).
+    /// Byte offset in `file` where the dropped bytes start (the file is truncated here).
     pub start: u64,
+    /// Byte offset where they end (the file's length before the repair).
     pub end: u64,
     /// Sequences of the dropped frame (`first..=last`), when its header was still readable
     /// and named the sequence that was due (`first` is then always right; `last` comes
@@ -58,7 +59,9 @@ pub struct TornTail {
     pub reason: CorruptionKind,
 }
 
-/// The result of [`analyze`].
+/// What is in a log directory, as [`analyze`] found it: the segments, where valid data
+/// ends, and the crash leftovers opening the log would repair. Offsets and lengths are in
+/// bytes.
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// Segments in log order, including the last (active) one.
@@ -67,9 +70,10 @@ pub struct Layout {
     pub acked: u64,
     /// Whether the cursor file exists.
     pub cursor_exists: bool,
-    /// The sequence the next append gets.
+    /// The sequence the next append gets (after the repairs).
     pub next_seq: u64,
-    /// End of valid data in the last segment (where the next frame goes).
+    /// End of valid data in the last segment (where the next frame goes); 0 without
+    /// segments.
     pub active_valid_len: u64,
     /// Torn write at the end of the last segment, to be truncated.
     pub torn_tail: Option<TornTail>,
@@ -274,9 +278,25 @@ fn header_seqs_at(
         .map(|h| (h.first_seq, h.end_seq() - 1)))
 }
 
-/// Reads the directory and decides what is data, what is a crash leftover and what is
-/// corruption. Changes nothing.
-pub fn analyze(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
+/// Reads the log directory `dir` on the real file system and decides what is data, what
+/// is a crash leftover that opening would repair, and what is corruption. Changes nothing
+/// and takes no lock, so it can run beside a live daemon (whose in-progress write may then
+/// show up as a torn tail). Costs a header and seal read per segment plus one scan of the
+/// last segment, whatever the backlog.
+///
+/// A directory without segments (new, or not a log at all) is an empty [`Layout`]
+/// (`next_seq` 1 or one past the cursor).
+///
+/// # Errors
+/// [`Error::Corruption`] for anything a crash cannot produce (naming file, byte offset and
+/// reason: the same verdict [`crate::Log::open`] would reach), [`Error::Io`] if a file
+/// cannot be listed, opened or read.
+pub fn analyze(dir: impl AsRef<Path>) -> Result<Layout> {
+    analyze_with_fs(&RealFs, dir.as_ref())
+}
+
+/// [`analyze`] on any file system: what [`crate::Log::open`] and [`crate::verify()`] use.
+pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
     let (segments, stale_cursor_tmp) = list_segments(fs, dir)?;
     let cursor = cursor::read_cursor(fs, dir)?;
     let cursor_path = cursor::cursor_path(dir);

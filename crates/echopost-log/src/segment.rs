@@ -255,11 +255,6 @@ impl FrameScanner {
         })
     }
 
-    /// Moves to the frame at `pos` (used to skip a frame without looking at its body).
-    pub fn seek(&mut self, pos: u64) {
-        self.pos = pos;
-    }
-
     /// Offset of the first valid frame strictly after `after` and before `limit` that
     /// could follow the damage at `after` in this log: one whose first sequence is at least
     /// `min_first_seq`, the sequence the damaged frame should have carried. This is what

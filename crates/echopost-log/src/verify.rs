@@ -1,6 +1,6 @@
 //! Offline integrity check of a whole log directory.
 //!
-//! `verify` applies the same rules as recovery ([`crate::recovery::analyze`]) and then reads
+//! `verify` applies the same rules as recovery ([`crate::analyze`]) and then reads
 //! every byte of every segment: each frame's CRC, sequence continuity, seals, and that every
 //! body decodes into the records its header announces. It changes nothing and takes no
 //! lock, so it can run beside a live daemon (whose in-progress write may then show up as a
@@ -23,15 +23,15 @@ pub struct VerifyReport {
     pub frames: u64,
     /// Records found.
     pub records: u64,
-    /// Sum of the records' payload sizes.
+    /// Sum of the records' payload sizes, in bytes (uncompressed, without length prefixes).
     pub payload_bytes: u64,
     /// Bytes of all segment files.
     pub disk_bytes: u64,
-    /// First sequence stored.
+    /// First sequence stored (= `next_seq` when no segment holds a record).
     pub first_seq: u64,
     /// Sequence the next append would get.
     pub next_seq: u64,
-    /// The acknowledgement cursor.
+    /// The acknowledgement cursor: the last sequence delivered (0: none).
     pub acked: u64,
     /// A torn write at the end that the next open will drop (not corruption).
     pub torn_tail: Option<TornTail>,
@@ -39,16 +39,24 @@ pub struct VerifyReport {
     pub unfinished_roll: bool,
 }
 
-/// Verifies the log in `dir` on the real file system.
+/// Checks the whole log in `dir` offline: the rules recovery applies ([`crate::analyze`]),
+/// then every byte of every segment (each frame's CRC, sequence continuity, seals, and
+/// that every body decodes into the records its header announces). Reads everything, so
+/// it takes time proportional to the log's size; holds one chunk and one frame in memory.
+/// Changes nothing and takes no lock, so it can run beside a live daemon (whose
+/// in-progress write may then show up as a torn tail, which is not corruption).
+///
+/// # Errors
+/// The first problem found, as [`Error::Corruption`] naming the file, byte offset and
+/// reason; [`Error::Io`] if a file cannot be listed, opened or read.
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     verify_with_fs(Arc::new(RealFs), dir)
 }
 
-/// Verifies the log in `dir` on the given file system. Returns the first problem as
-/// [`Error::Corruption`] naming the file, offset and reason.
+/// [`verify`] on the given file system, e.g. `sim::SimFs` (public with feature `sim`).
 pub fn verify_with_fs(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let dir = dir.as_ref();
-    let layout = recovery::analyze(&*fs, dir)?;
+    let layout = recovery::analyze_with_fs(&*fs, dir)?;
     let mut report = VerifyReport {
         segments: layout.segments.len(),
         frames: 0,

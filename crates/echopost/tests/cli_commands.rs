@@ -258,8 +258,8 @@ async fn verify_reports_intact_then_names_file_offset_and_next_steps() {
     // is damage, not a torn write.
     let seg = segments(&area.dir()).remove(0);
     let mut bytes = std::fs::read(&seg).unwrap();
-    let at = echopost_log::segment::SEGMENT_HEADER_LEN as usize
-        + echopost_log::frame::FRAME_HEADER_LEN
+    let at = echopost_log::format::SEGMENT_HEADER_LEN as usize
+        + echopost_log::format::FRAME_HEADER_LEN
         + 3;
     bytes[at] ^= 0x55;
     std::fs::write(&seg, &bytes).unwrap();

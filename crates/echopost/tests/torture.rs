@@ -662,7 +662,7 @@ fn segments(dir: &Path) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter_map(|e| echopost_log::segment::parse_segment_name(e.file_name().to_str()?))
+                .filter_map(|e| echopost_log::format::parse_segment_name(e.file_name().to_str()?))
                 .collect()
         })
         .unwrap_or_default();
@@ -671,7 +671,7 @@ fn segments(dir: &Path) -> Vec<u64> {
 }
 
 fn read_cursor(dir: &Path) -> u64 {
-    echopost_log::cursor::read_cursor(&echopost_log::fs::RealFs, dir)
+    echopost_log::format::read_cursor(&echopost_log::RealFs, dir)
         .unwrap_or_else(|e| panic!("reading the cursor of {}: {e}", dir.display()))
         .unwrap_or(0)
 }

@@ -14,7 +14,7 @@
 //! Looking offline never changes the directory. A directory without a cursor or segment
 //! file is reported as empty (or missing) rather than initialised, so `echopost status` on
 //! a wrong path does not leave an empty log behind. And before opening, the layout is
-//! analysed read-only ([`echopost_log::recovery::analyze`]): if a crash left something the
+//! analysed read-only ([`echopost_log::analyze`]): if a crash left something the
 //! engine repairs on open (a torn write at the end, an interrupted segment switch), the
 //! command does *not* open the log — that repair drops bytes, and it is the daemon's to
 //! make, not a side effect of looking. `status` then reports what the layout shows and
@@ -191,7 +191,7 @@ pub enum Offline {
     Empty,
     /// A crash left repairs that opening the log would make; it was not opened.
     NeedsRepair {
-        layout: Box<echopost_log::recovery::Layout>,
+        layout: Box<echopost_log::Layout>,
         /// What the daemon's next start will do, for people.
         repairs: Vec<String>,
     },
@@ -200,7 +200,7 @@ pub enum Offline {
 }
 
 /// The repairs opening a log with `layout` would make (empty: opening changes no data).
-pub fn pending_repairs(layout: &echopost_log::recovery::Layout) -> Vec<String> {
+pub fn pending_repairs(layout: &echopost_log::Layout) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(t) = &layout.torn_tail {
         out.push(format!(
@@ -301,8 +301,7 @@ pub fn open_offline(target: &Target) -> Result<Offline, CommandError> {
     }
     let layout = {
         let _guard = probe_lock(target)?;
-        echopost_log::recovery::analyze(&echopost_log::fs::RealFs, dir)
-            .map_err(|e| log_error(target, e))?
+        echopost_log::analyze(dir).map_err(|e| log_error(target, e))?
     };
     let repairs = pending_repairs(&layout);
     if !repairs.is_empty() {

@@ -225,7 +225,7 @@ fn empty_report(target: &Target) -> StatusReport {
 /// oldest record's timestamp is not read).
 pub fn report_from_layout(
     target: &Target,
-    layout: &echopost_log::recovery::Layout,
+    layout: &echopost_log::Layout,
     repairs: Vec<String>,
 ) -> StatusReport {
     let first_unacked = layout.acked + 1;

@@ -343,8 +343,8 @@ mod tests {
             .find(|p| p.extension().is_some_and(|e| e == "seg"))
             .unwrap();
         let mut bytes = std::fs::read(&seg).unwrap();
-        let at = echopost_log::segment::SEGMENT_HEADER_LEN as usize
-            + echopost_log::frame::FRAME_HEADER_LEN
+        let at = echopost_log::format::SEGMENT_HEADER_LEN as usize
+            + echopost_log::format::FRAME_HEADER_LEN
             + 1;
         bytes[at] ^= 0xff;
         std::fs::write(&seg, bytes).unwrap();

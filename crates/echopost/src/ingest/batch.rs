@@ -40,7 +40,7 @@ pub fn encode_batch(
     let stamp_len = timestamp_field_len(now_nanos);
     let capacity = records
         .iter()
-        .map(|r| r.len() + echopost_log::frame::RECORD_OVERHEAD + stamp_len)
+        .map(|r| r.len() + echopost_log::RECORD_OVERHEAD + stamp_len)
         .sum();
     let mut body = BatchBody::with_capacity(capacity);
     for (i, raw) in records.iter().enumerate() {

@@ -192,7 +192,8 @@ impl Feed {
     pub(crate) async fn wait_for_records(&self, timeout: Duration) {
         let log = Arc::clone(&self.log);
         let seq = self.next_seq;
-        let _ = tokio::task::spawn_blocking(move || log.wait_for_durable(seq, timeout)).await;
+        let _ =
+            tokio::task::spawn_blocking(move || log.wait_for_durable_end_past(seq, timeout)).await;
     }
 
     fn start(&mut self) {

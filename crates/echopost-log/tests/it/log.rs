@@ -1,11 +1,9 @@
 //! Behaviour of the log through its public API, on the real file system and the simulated one.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::support::common::*;
 use echopost_log::sim::{Fault, FaultError, SimFs};
 use echopost_log::{
     Compression, CorruptionKind, Error, Log, LogOptions, SyncPolicy, verify, verify_with_fs,

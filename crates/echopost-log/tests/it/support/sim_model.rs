@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use echopost_log::frame::PreparedFrame;
+use echopost_log::format::PreparedFrame;
 use echopost_log::sim::{SimFs, SimRng};
 use echopost_log::{Compression, Error, Log, LogOptions, StoredRecord};
 

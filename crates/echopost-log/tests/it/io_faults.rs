@@ -34,17 +34,14 @@
 //!   workload, operation index and variant); add `ECHOPOST_SIM_TRACE=1` to print every call
 //!   with its operation range and result.
 
-#[macro_use]
-mod sim_model;
-
 use std::time::Instant;
 
+use crate::support::sim_model::{self, CheckError, Model, open, run_case};
 use echopost_log::sim::{Fault, FaultError, SimFs, SimRng};
 use echopost_log::{Compression, Error, Log, LogOptions, SyncPolicy};
-use sim_model::{CheckError, Model, open, run_case};
 
 const REPRO: &str =
-    "ECHOPOST_FAULT_SEED={seed} cargo test -p echopost-log --test io_faults -- --nocapture";
+    "ECHOPOST_FAULT_SEED={seed} cargo test -p echopost-log --test it -- io_faults:: --nocapture";
 
 /// Variants per operation index: 2 errors × once/persistent × 3 ways to go down.
 const VARIANTS: u64 = 12;

@@ -36,19 +36,14 @@
 //! * `ECHOPOST_CRASH_SEED=N`: replay exactly seed N (a failure prints its seed and this
 //!   command); add `ECHOPOST_SIM_TRACE=1` to print its steps, crash points and files.
 
-#[macro_use]
-mod sim_model;
-
 use std::time::{Duration, Instant};
 
-use echopost_log::fs::FileSystem;
+use crate::support::sim_model::{self, CheckError, Model, dir, name, open, run_case, segments};
 use echopost_log::sim::{Fault, FaultError, SimFs, SimRng};
-use echopost_log::{Compression, Error, Log, LogOptions, SyncPolicy, verify_with_fs};
-use sim_model::{CheckError, Model, dir, name, open, run_case, segments};
+use echopost_log::{Compression, Error, FileSystem, Log, LogOptions, SyncPolicy, verify_with_fs};
 use std::sync::Arc;
 
-const REPRO: &str =
-    "ECHOPOST_CRASH_SEED={seed} cargo test -p echopost-log --test crash_simulation -- --nocapture";
+const REPRO: &str = "ECHOPOST_CRASH_SEED={seed} cargo test -p echopost-log --test it -- crash_simulation:: --nocapture";
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
@@ -725,7 +720,7 @@ fn regression(seed: u64) {
 /// Seeds 151 and 60: power was lost while a segment roll wrote its seal, leaving a torn
 /// prefix of the seal after the old segment's last frame (the new segment already durable
 /// and empty). Recovery called that corruption instead of completing the roll. Fixed in
-/// `recovery::analyze`: exactly a strict prefix of the expected seal is accepted there.
+/// `recovery.rs` (`analyze_with_fs`): exactly a strict prefix of the expected seal is accepted there.
 #[test]
 fn regression_seed_151_torn_seal_of_an_interrupted_roll() {
     regression(151);

@@ -38,26 +38,22 @@
 //! * `ECHOPOST_CORRUPTION_CASES=N`: run N cases.
 //! * `ECHOPOST_CORRUPTION_SEED=N`: replay exactly case N.
 
-#[macro_use]
-mod sim_model;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use echopost_log::cursor::cursor_path;
-use echopost_log::frame::{self, FRAME_HEADER_LEN};
-use echopost_log::fs::FileSystem;
-use echopost_log::segment::{SEGMENT_HEADER_LEN, parse_segment_name};
+use crate::support::sim_model::{self, dir, name, open, run_case};
+use echopost_log::format::{
+    self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, cursor_path, parse_segment_name,
+};
 use echopost_log::sim::{SimFs, SimRng};
 use echopost_log::{
-    Compression, CorruptionKind, Error, LOCK_FILE, LogOptions, StoredRecord, verify_with_fs,
+    Compression, CorruptionKind, Error, FileSystem, LOCK_FILE, LogOptions, StoredRecord,
+    verify_with_fs,
 };
-use sim_model::{dir, name, open, run_case};
 
-const REPRO: &str =
-    "ECHOPOST_CORRUPTION_SEED={seed} cargo test -p echopost-log --test corruption -- --nocapture";
+const REPRO: &str = "ECHOPOST_CORRUPTION_SEED={seed} cargo test -p echopost-log --test it -- corruption:: --nocapture";
 
 /// One frame of a base log.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +97,7 @@ fn build_base(variant: u64) -> Base {
             .expect("file");
         let mut at = SEGMENT_HEADER_LEN as usize;
         let mut n = 0;
-        while let Ok((h, _)) = frame::parse_frame(&b[at..]) {
+        while let Ok((h, _)) = format::parse_frame(&b[at..]) {
             at += h.frame_len() as usize;
             n += 1;
         }
@@ -150,11 +146,11 @@ fn build_base(variant: u64) -> Base {
             let mut at = SEGMENT_HEADER_LEN as usize;
             let mut v = Vec::new();
             while at < b.len() {
-                let (h, _) = frame::parse_frame(&b[at..]).expect("base frames are valid");
+                let (h, _) = format::parse_frame(&b[at..]).expect("base frames are valid");
                 v.push(FrameInfo {
                     offset: at as u64,
                     len: h.frame_len(),
-                    seqs: (h.kind == frame::FrameKind::Batch)
+                    seqs: (h.kind == format::FrameKind::Batch)
                         .then(|| (h.first_seq, h.end_seq() - 1)),
                 });
                 at += h.frame_len() as usize;
@@ -679,7 +675,7 @@ fn regression_seed_790_bytes_after_a_seal_are_seen_by_readers() {
 
 /// A seal copied from another segment appended to a sealed one: the error named the
 /// successor segment (byte 0) instead of the segment whose seal is wrong. Fixed in
-/// `recovery::analyze`: `SegmentGap` names the segment whose end disagrees, at its seal.
+/// `recovery.rs` (`analyze_with_fs`): `SegmentGap` names the segment whose end disagrees, at its seal.
 #[test]
 fn regression_seed_796_segment_gap_names_the_segment_that_makes_the_claim() {
     regression(796);

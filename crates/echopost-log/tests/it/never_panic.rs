@@ -13,24 +13,22 @@
 //!
 //! `PROPTEST_CASES=N` runs N cases per property (default 1,024; the count is printed and
 //! asserted). Failures are shrunk and printed by proptest, and their seeds saved in
-//! `tests/never_panic.proptest-regressions`, which is replayed first on every run (it holds
-//! the inputs that found the sequence overflows fixed in the engine).
-
-mod sim_model;
+//! `tests/it/never_panic.proptest-regressions` (next to this file), which is replayed
+//! first on every run (it holds the inputs that found the sequence overflows fixed in the
+//! engine).
 
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use echopost_log::cursor;
-use echopost_log::frame::{FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC};
-use echopost_log::fs::FileSystem;
-use echopost_log::segment::{encode_segment_header, segment_name};
+use crate::support::sim_model::{self, dir, open};
+use echopost_log::format::{
+    self, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, encode_segment_header, segment_name,
+};
 use echopost_log::sim::{SimFs, SimRng};
-use echopost_log::{Compression, Error, LogOptions, verify_with_fs};
+use echopost_log::{Compression, Error, FileSystem, LogOptions, verify_with_fs};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
-use sim_model::{dir, open};
 
 fn opts() -> LogOptions {
     LogOptions {
@@ -114,8 +112,8 @@ fn file_name() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => (1u64..200).prop_map(segment_name),
         1 => any::<u64>().prop_map(segment_name),
-        1 => Just(cursor::CURSOR_FILE.to_owned()),
-        1 => Just(cursor::CURSOR_TMP_FILE.to_owned()),
+        1 => Just(format::CURSOR_FILE.to_owned()),
+        1 => Just(format::CURSOR_TMP_FILE.to_owned()),
         1 => Just("LOCK".to_owned()),
         1 => "[a-z0-9.]{1,24}",
     ]
@@ -201,10 +199,12 @@ where
     let cases = sim_model::env_u64("PROPTEST_CASES").unwrap_or(1024) as u32;
     let config = ProptestConfig {
         cases,
-        // Relative to the package directory, where `cargo test` runs integration tests.
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/never_panic.proptest-regressions",
-        ))),
+        // Next to this file, as the `proptest!` macro would place it (`SourceParallel`);
+        // an absolute path, so that it is found whatever the working directory.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/never_panic.proptest-regressions"
+        )))),
         ..ProptestConfig::default()
     };
     let ran = Cell::new(0u64);
@@ -268,7 +268,7 @@ fn valid_segment_headers_then_noise_never_panic() {
                 fs.write_file(&dir().join(segment_name(*first)), &b);
             }
             if let Some(a) = acked {
-                cursor::write_cursor(&fs, &dir(), a).expect("cursor");
+                format::write_cursor(&fs, &dir(), a).expect("cursor");
             }
             exercise(&fs)
         },
@@ -300,7 +300,7 @@ fn forged_frames_with_valid_checksums_never_panic() {
                 }
                 fs.write_file(&dir().join(segment_name(*first)), &b);
             }
-            cursor::write_cursor(&fs, &dir(), acked).expect("cursor");
+            format::write_cursor(&fs, &dir(), acked).expect("cursor");
             exercise(&fs)
         },
     );
@@ -321,7 +321,7 @@ fn any_cursor_value_never_panics() {
         ),
         |(acked, with_segment)| {
             let fs = fresh_fs();
-            cursor::write_cursor(&fs, &dir(), acked).expect("cursor");
+            format::write_cursor(&fs, &dir(), acked).expect("cursor");
             if with_segment {
                 let first = acked.wrapping_add(1);
                 fs.write_file(
@@ -378,7 +378,7 @@ fn damaged_valid_logs_never_panic() {
 
 // Regressions for what the properties found: sequence arithmetic overflowed (a panic in
 // debug builds, wrap-around in release) for cursors, segments and frames near u64::MAX.
-// Fixed by `frame::MAX_SEQ`: sequences stay below 2^63, anything on disk claiming more is
+// Fixed by `format::MAX_SEQ`: sequences stay below 2^63, anything on disk claiming more is
 // corruption, and an append that would pass it is refused.
 
 fn open_err(fs: &SimFs) -> Error {
@@ -389,13 +389,13 @@ fn open_err(fs: &SimFs) -> Error {
 fn regression_cursor_at_u64_max_is_corruption_not_an_overflow() {
     for with_segment in [false, true] {
         let fs = fresh_fs();
-        cursor::write_cursor(&fs, &dir(), u64::MAX).expect("cursor");
+        format::write_cursor(&fs, &dir(), u64::MAX).expect("cursor");
         if with_segment {
             fs.write_file(&dir().join(segment_name(1)), &encode_segment_header(1));
         }
         let e = open_err(&fs);
         assert!(
-            matches!(&e, Error::Corruption(c) if c.file == cursor::cursor_path(&dir())),
+            matches!(&e, Error::Corruption(c) if c.file == format::cursor_path(&dir())),
             "{e}"
         );
         assert!(verify_with_fs(Arc::new(fs.clone()), dir()).is_err());
@@ -405,7 +405,7 @@ fn regression_cursor_at_u64_max_is_corruption_not_an_overflow() {
 #[test]
 fn regression_cursor_near_u64_max_is_corruption_not_an_overflowing_append() {
     let fs = fresh_fs();
-    cursor::write_cursor(&fs, &dir(), u64::MAX - 2).expect("cursor");
+    format::write_cursor(&fs, &dir(), u64::MAX - 2).expect("cursor");
     let e = open_err(&fs);
     assert!(matches!(e, Error::Corruption(_)), "{e}");
 }
@@ -418,7 +418,7 @@ fn regression_segment_named_near_u64_max_is_corruption() {
         &dir().join(segment_name(first)),
         &encode_segment_header(first),
     );
-    cursor::write_cursor(&fs, &dir(), 0).expect("cursor");
+    format::write_cursor(&fs, &dir(), 0).expect("cursor");
     let e = open_err(&fs);
     assert!(
         matches!(&e, Error::Corruption(c) if c.file == dir().join(segment_name(first))),
@@ -428,14 +428,14 @@ fn regression_segment_named_near_u64_max_is_corruption() {
 
 #[test]
 fn regression_appends_stop_at_the_end_of_the_sequence_space() {
-    let max = echopost_log::frame::MAX_SEQ;
+    let max = format::MAX_SEQ;
     let fs = fresh_fs();
     let first = max - 2;
     fs.write_file(
         &dir().join(segment_name(first)),
         &encode_segment_header(first),
     );
-    cursor::write_cursor(&fs, &dir(), first - 1).expect("cursor");
+    format::write_cursor(&fs, &dir(), first - 1).expect("cursor");
     let log = open(&fs, &opts()).expect("open");
     assert_eq!(log.append(&[b"a", b"b"]).expect("fits").last_seq, max - 1);
     let e = log.append(&[b"c"]).expect_err("sequence space exhausted");
@@ -459,10 +459,10 @@ fn torn_header_segment_named_past_the_sequence_space_is_corruption() {
         if extra {
             // A predecessor whose seal names it.
             let mut b = encode_segment_header(1).to_vec();
-            b.extend_from_slice(&echopost_log::frame::encode_seal(u64::MAX));
+            b.extend_from_slice(&format::encode_seal(u64::MAX));
             fs.write_file(&dir().join(segment_name(1)), &b);
         }
-        cursor::write_cursor(&fs, &dir(), 0).expect("cursor");
+        format::write_cursor(&fs, &dir(), 0).expect("cursor");
         let e = open_err(&fs);
         assert!(matches!(e, Error::Corruption(_)), "{e}");
         assert!(verify_with_fs(Arc::new(fs.clone()), dir()).is_err());

@@ -1,0 +1,22 @@
+//! The engine's integration tests, as one test binary: each suite is a module, so one
+//! link serves them all and libtest runs them in parallel with each other.
+//!
+//! * `log`: behaviour through the public API, on the real and the simulated file system.
+//! * `crash_simulation`: random workloads crashed at random points (power loss, torn
+//!   writes, kill), checked against a model of what the API acknowledged.
+//! * `io_faults`: every file operation of a workload failed in turn (EIO, ENOSPC).
+//! * `corruption`: files damaged at random; recovery is exact or names the damage.
+//! * `never_panic`: property tests over arbitrary directory contents.
+//!
+//! Run one suite by its module path: `cargo test -p echopost-log -- crash_simulation::`.
+//! Shared helpers live in `support/` (`common`: small fixtures; `sim_model`: the model,
+//! workload generators and seed runner of the simulation suites).
+
+#[macro_use]
+mod support;
+
+mod corruption;
+mod crash_simulation;
+mod io_faults;
+mod log;
+mod never_panic;

@@ -1,0 +1,5 @@
+//! Helpers shared by the suites.
+
+pub mod common;
+#[macro_use]
+pub mod sim_model;
