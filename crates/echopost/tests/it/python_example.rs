@@ -6,12 +6,10 @@
 //! grpcio is a failure. On a developer machine without it the test prints how to install
 //! it and passes, so `cargo test` does not demand a Python setup.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Area, Daemon, read_all};
+use crate::support::daemon::{Area, Daemon, read_all};
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

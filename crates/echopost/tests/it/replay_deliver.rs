@@ -2,8 +2,6 @@
 //! `echopost.v1.Sink`), driven in-process through `echopost::replay::run` on a log in a
 //! temporary directory.
 
-mod replay_support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,8 +9,10 @@ use std::time::{Duration, Instant};
 use echopost::replay::{self, ReplayError, UpstreamState, dead_letters};
 use echopost_log::LogOptions;
 use prost::Message;
-use replay_support::*;
 use tonic::Code;
+
+use crate::support::replay::*;
+use crate::support::upstream::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn main_server_down_at_start_then_up() {

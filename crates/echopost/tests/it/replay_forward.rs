@@ -2,8 +2,6 @@
 //! TLS) and to a plain gRPC service that knows nothing about EchoPost. In-process, against
 //! real servers on loopback.
 
-mod replay_support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,8 +10,10 @@ use std::time::Duration;
 use echopost::replay::{SinkKind, UpstreamState, dead_letters};
 use echopost_proto::v1::Record;
 use prost::Message;
-use replay_support::*;
 use tonic::Code;
+
+use crate::support::replay::*;
+use crate::support::upstream::*;
 
 /// An application's HTTP request, as stored by EchoPost.
 fn http_record(i: u64) -> Record {

@@ -54,8 +54,6 @@
 //! processes), but a seed replays the same schedule. A failure prints the seed and the
 //! command that replays it.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::Write as _;
@@ -65,7 +63,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Area, Daemon, connect};
 use echopost_log::sim::SimRng;
 use echopost_proto::v1::echo_post_client::EchoPostClient;
 use echopost_proto::v1::sink_server::{Sink, SinkServer};
@@ -75,6 +72,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic_health::server::HealthReporter;
+
+use crate::support::daemon::{self, Area, Daemon, connect};
 
 /// Seed used when `ECHOPOST_TORTURE_SEED` is not set.
 const DEFAULT_SEED: u64 = 20_240_917;
@@ -112,9 +111,19 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|e| panic!("{name}={v:?} is not a number: {e}")))
 }
 
+/// `name` as the test harness lists it: the path of `module` (a `module_path!()`)
+/// without the crate, then `name`.
+fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_, m)) => format!("{m}::{name}"),
+        None => name.to_owned(),
+    }
+}
+
 /// Prints the seed and the replay command if the test panics.
 struct SeedGuard {
-    test: &'static str,
+    /// The test's full path (see [`test_path`]).
+    test: String,
     seed: u64,
     cycles_env: Option<u64>,
 }
@@ -126,7 +135,7 @@ impl SeedGuard {
             .map(|c| format!("ECHOPOST_TORTURE_CYCLES={c} "))
             .unwrap_or_default();
         format!(
-            "{cycles}ECHOPOST_TORTURE_SEED={} cargo test -p echopost --test torture -- --nocapture {}",
+            "{cycles}ECHOPOST_TORTURE_SEED={} cargo test -p echopost --test it -- --nocapture --exact {}",
             self.seed, self.test
         )
     }
@@ -1015,7 +1024,10 @@ async fn kill_9_during_ingest_and_replay_for_many_cycles() {
     let cycles_env = env_u64("ECHOPOST_TORTURE_CYCLES");
     let cycles = cycles_env.unwrap_or(DEFAULT_CYCLES);
     let _guard = SeedGuard {
-        test: "kill_9_during_ingest_and_replay_for_many_cycles",
+        test: test_path(
+            module_path!(),
+            "kill_9_during_ingest_and_replay_for_many_cycles",
+        ),
         seed,
         cycles_env,
     };
@@ -1390,7 +1402,10 @@ fn verify(
 async fn pipelined_streams_keep_their_order_across_kills() {
     let seed = env_u64("ECHOPOST_TORTURE_SEED").unwrap_or(DEFAULT_SEED);
     let _guard = SeedGuard {
-        test: "pipelined_streams_keep_their_order_across_kills",
+        test: test_path(
+            module_path!(),
+            "pipelined_streams_keep_their_order_across_kills",
+        ),
         seed,
         cycles_env: None,
     };
@@ -1459,7 +1474,7 @@ async fn pipelined_streams_keep_their_order_across_kills() {
             stored.insert(r.sequence, rec.id);
         }
     }
-    let status = common::status(&mut c).await;
+    let status = daemon::status(&mut c).await;
     assert_eq!(
         status.next_sequence, expect,
         "Read returned fewer records than are stored"
