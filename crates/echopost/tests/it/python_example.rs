@@ -2,14 +2,22 @@
 //! daemon from the proto alone: it generates its stubs with grpcio-tools at run time,
 //! appends over the UNIX socket and reads the records back.
 //!
-//! CI installs `examples/python/requirements.txt` and sets `CI`, so there a missing
-//! grpcio is a failure. On a developer machine without it the test prints how to install
-//! it and passes, so `cargo test` does not demand a Python setup.
+//! The interpreter is `ECHOPOST_TEST_PYTHON`, which `scripts/test` (the test command)
+//! points at the virtual environment it installs `examples/python/requirements.txt` into.
+//! With that variable set, or under CI (`CI` set), an interpreter that cannot run the
+//! example fails the test: passing without its client would prove nothing. A plain
+//! `cargo test` without it tries `python3` and, when that lacks grpcio, skips with a
+//! message that names `scripts/test`.
 
+use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
 use crate::support::daemon::{Area, Daemon, read_all};
+
+/// The interpreter `scripts/test` provides.
+const PYTHON_VAR: &str = "ECHOPOST_TEST_PYTHON";
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -18,31 +26,61 @@ fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// Why the example cannot run here, if it cannot.
-fn python_missing() -> Option<String> {
-    match Command::new("python3")
+/// The interpreter to run the example with, and whether it must work: `ECHOPOST_TEST_PYTHON`
+/// must (a relative path such as `target/py/bin/python` is taken from the workspace root,
+/// a bare name is looked up in `PATH`); `python3` from `PATH` must only under CI.
+fn interpreter() -> (OsString, bool) {
+    match std::env::var_os(PYTHON_VAR).filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            let p = if p.is_relative() && p.components().count() > 1 {
+                workspace_root().join(p)
+            } else {
+                p
+            };
+            (p.into_os_string(), true)
+        }
+        None => ("python3".into(), std::env::var_os("CI").is_some()),
+    }
+}
+
+/// Why `python` cannot run the example, if it cannot.
+fn python_missing(python: &OsString) -> Option<String> {
+    let shown = python.to_string_lossy();
+    match Command::new(python)
         .args(["-c", "import grpc, grpc_tools"])
         .output()
     {
         Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "python3 cannot import grpc / grpc_tools: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("python3 cannot be run: {e}")),
+        Ok(o) => {
+            // The traceback's last line says what is missing.
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+            Some(format!(
+                "{shown} cannot import grpc / grpc_tools ({})",
+                last.trim()
+            ))
+        }
+        Err(e) => Some(format!("{shown} cannot be run: {e}")),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_example_appends_and_reads_back_over_the_socket() {
-    if let Some(why) = python_missing() {
-        if std::env::var_os("CI").is_some() {
+    let (python, required) = interpreter();
+    if let Some(why) = python_missing(&python) {
+        if required {
             panic!(
-                "{why}; CI must run `python3 -m pip install -r examples/python/requirements.txt` first"
+                "{why}. Run the tests with `scripts/test`: it installs examples/python/requirements.txt \
+                 into a virtual environment (target/py) and sets {PYTHON_VAR} to its interpreter"
             );
         }
-        eprintln!(
-            "SKIPPED python_example: {why}. Install it with `python3 -m pip install -r examples/python/requirements.txt` to run this test."
+        // Straight to the stderr handle: unlike `eprintln!`, it is not captured by the test
+        // harness, so the skip shows in the output of a passing run.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED python_example: {why}. `scripts/test` (the test command) installs the \
+             example's requirements into target/py and runs this test with them."
         );
         return;
     }
@@ -52,13 +90,13 @@ async fn python_example_appends_and_reads_back_over_the_socket() {
     let script = root.join("examples/python/echopost_example.py");
     let socket = area.socket();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(&python)
             .arg(&script)
             .arg("--socket")
             .arg(&socket)
             .current_dir(&root)
             .output()
-            .expect("run python3")
+            .expect("run the Python example")
     })
     .await
     .unwrap();
