@@ -1,14 +1,15 @@
 //! Lifecycle of the real binary: second instances, signals, the linger exit (and its race
 //! with appends), stale sockets, permissions, startup corruption, configuration errors.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Area, Daemon, EXIT_TIMEOUT, append, code, read_all, run_to_exit, status};
 use tokio::sync::Mutex;
+
+use crate::support::daemon::{
+    self, Area, Daemon, EXIT_TIMEOUT, append, code, read_all, run_to_exit, status,
+};
 
 #[tokio::test]
 async fn second_instance_on_the_same_directory_exits_3() {
@@ -77,7 +78,7 @@ async fn sigterm_ends_open_streams_and_still_exits_0() {
         .unwrap()
         .into_inner();
     tx.send(AppendRequest {
-        records: vec![common::record(b"in stream".to_vec())],
+        records: vec![daemon::record(b"in stream".to_vec())],
     })
     .await
     .unwrap();
@@ -395,7 +396,7 @@ async fn environment_twins_configure_the_daemon() {
     let stderr = area.root.path().join("env-stderr.txt");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_echopost"));
     cmd.arg("run");
-    for v in common::ENV_VARS {
+    for v in daemon::ENV_VARS {
         cmd.env_remove(v);
     }
     cmd.env("ECHOPOST_DIR", &dir)
@@ -412,7 +413,7 @@ async fn environment_twins_configure_the_daemon() {
         assert!(Instant::now() < deadline, "did not linger-exit");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let err = common::read_lossy(&stderr);
+    let err = daemon::read_lossy(&stderr);
     assert_eq!(code(status), 0, "{err}");
     assert!(err.contains("sync=interval:15"), "{err}");
     assert!(err.contains("max_disk_bytes=1048576"), "{err}");

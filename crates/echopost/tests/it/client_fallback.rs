@@ -10,15 +10,17 @@
 //! * In process, through `echopost_client::Fallback` itself: concurrent helpers, restart
 //!   after exit, and a start that loses the lock to a daemon on its way out.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Area, ForeignDaemon, daemons_that_ran, echopost_async, read_all, wait_gone};
 use echopost_client::{Client, DaemonSettings, Fallback, Record};
 use echopost_proto::v1::sink_server::{Sink, SinkServer};
 use echopost_proto::v1::{DeliverRequest, DeliverResponse};
+
+use crate::support::daemon::{
+    Area, ForeignDaemon, connect, daemons_that_ran, echopost_async, read_all, session_logs,
+    wait_gone,
+};
 
 /// `(sequence, payload)` of a delivered record.
 type Delivered = (u64, Vec<u8>);
@@ -129,14 +131,14 @@ async fn concurrent_senders_start_exactly_one_daemon_and_lose_nothing() {
         daemons_that_ran(&area.dir()),
         1,
         "exactly one daemon may own the directory; session logs:\n{}",
-        common::session_logs(&area.dir())
+        session_logs(&area.dir())
     );
     let st = client.status().await.unwrap();
     assert_eq!(st.next_sequence, stored as u64 + 1);
     assert_eq!(st.backlog_records, stored as u64);
 
     let mut raw = echopost_proto::v1::echo_post_client::EchoPostClient::new(
-        common::connect(&area.socket()).await.unwrap(),
+        connect(&area.socket()).await.unwrap(),
     );
     let (records, _) = read_all(&mut raw, 1, 0).await;
     assert_eq!(records.len(), stored);
@@ -224,10 +226,10 @@ async fn a_daemon_that_exited_after_draining_is_started_again() {
         daemons_that_ran(&area.dir()),
         2,
         "{}",
-        common::session_logs(&area.dir())
+        session_logs(&area.dir())
     );
     assert!(
-        common::session_logs(&area.dir()).contains("linger"),
+        session_logs(&area.dir()).contains("linger"),
         "the first daemon exited by linger"
     );
 }

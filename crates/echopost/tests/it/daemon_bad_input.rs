@@ -1,11 +1,12 @@
 //! Bad input through the real binary and socket: every case gets its documented status
 //! and stores nothing (checked with Status and Read).
 
-mod common;
-
-use common::{Area, Daemon, append, assert_nothing_stored, read_all, record, status};
 use echopost_proto::v1::AppendRequest;
 use tonic::Code;
+
+use crate::support::daemon::{
+    self, Area, Daemon, append, assert_nothing_stored, read_all, record, status,
+};
 
 #[tokio::test]
 async fn empty_batch_is_invalid_argument() {
@@ -231,7 +232,7 @@ async fn append_raw(
     records: Vec<Vec<u8>>,
 ) -> Result<echopost_proto::v1::AppendResponse, tonic::Status> {
     use echopost_proto::raw::RawAppendRequest;
-    let channel = common::connect(&area.socket()).await.unwrap();
+    let channel = daemon::connect(&area.socket()).await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let request = RawAppendRequest {

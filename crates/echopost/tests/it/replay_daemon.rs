@@ -4,9 +4,6 @@
 //! the middle of a replay and a restart, exit code 4 on corruption, the dead-letter
 //! commands, and the source id being stable across runs.
 
-mod common;
-mod replay_support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -14,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use echopost_log::LogOptions;
 use prost::Message;
-use replay_support::*;
+
+use crate::support::daemon;
+use crate::support::replay::*;
+use crate::support::upstream::*;
 
 fn echopost(args: &[&str], stderr: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_echopost"));
-    for v in common::ENV_VARS {
+    for v in daemon::ENV_VARS {
         c.env_remove(v);
     }
     c.args(args)

@@ -2,13 +2,12 @@
 //! offline), `inspect`, `verify` (intact and corrupted), `send`, `bench`, `dead-letters`,
 //! and their `--help`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use common::{Area, Daemon, append, echopost, read_all, status};
 use echopost_proto::v1::{AppendRequest, Record};
+
+use crate::support::daemon::{self, Area, Daemon, append, echopost, read_all, status};
 
 fn dir_args(area: &Area) -> Vec<String> {
     vec!["--dir".to_owned(), area.dir().display().to_string()]
@@ -21,7 +20,7 @@ fn with<'a>(cmd: &'a str, area: &Area, extra: &[&'a str]) -> Vec<String> {
     v
 }
 
-fn run(args: &[String], stdin: Option<&[u8]>) -> common::CliOutput {
+fn run(args: &[String], stdin: Option<&[u8]>) -> daemon::CliOutput {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     echopost(&refs, stdin)
 }
@@ -108,9 +107,9 @@ async fn status_online_and_offline_in_text_and_json() {
     assert!(!missing.exists(), "status must not create the directory");
 
     // The env twins work like --dir.
-    let mut cmd = common::cli_command(&["status", "--json"]);
+    let mut cmd = daemon::cli_command(&["status", "--json"]);
     cmd.env("ECHOPOST_DIR", area.dir());
-    let j = common::run_command_output(cmd, None).expect_code(0).json();
+    let j = daemon::run_command_output(cmd, None).expect_code(0).json();
     assert_eq!(j["backlog_records"], 3);
 }
 

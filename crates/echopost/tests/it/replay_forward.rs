@@ -2,18 +2,19 @@
 //! TLS) and to a plain gRPC service that knows nothing about EchoPost. In-process, against
 //! real servers on loopback.
 
-mod replay_support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use echopost::replay::{SinkKind, UpstreamState, dead_letters};
+use echopost::config::SinkKind;
+use echopost::replay::{UpstreamState, dead_letters};
 use echopost_proto::v1::Record;
 use prost::Message;
-use replay_support::*;
 use tonic::Code;
+
+use crate::support::replay::*;
+use crate::support::upstream::*;
 
 /// An application's HTTP request, as stored by EchoPost.
 fn http_record(i: u64) -> Record {
@@ -46,12 +47,12 @@ async fn http_records_are_replayed_as_the_original_requests() {
     let server = HttpServer::start(Arc::clone(&state), None, None).await;
     let mut cfg = config(&format!("{}/api", server.url()), dir.path());
     assert_eq!(
-        cfg.sink,
+        cfg.clone().validate().unwrap().sink(),
         SinkKind::Forward,
         "HTTP upstreams default to forward"
     );
     cfg.health_url = Some(format!("{}/healthz", server.url()));
-    cfg.upstream_headers = vec![("authorization".into(), "Bearer fresh".into())];
+    cfg.upstream_headers = vec!["authorization: Bearer fresh".into()];
     let replay = spawn_replay(&log, cfg);
     drained(&log).await;
 
@@ -277,8 +278,8 @@ async fn grpc_calls_are_forwarded_to_a_plain_service() {
         .extend([Code::Unavailable, Code::ResourceExhausted]);
     let server = GrpcServer::start(Arc::clone(&state), None, None).await;
     let mut cfg = config(&server.url(), dir.path());
-    cfg.sink = SinkKind::Forward;
-    cfg.upstream_headers = vec![("authorization".into(), "Bearer t0k".into())];
+    cfg.sink = Some(SinkKind::Forward);
+    cfg.upstream_headers = vec!["Authorization: Bearer t0k".into()];
     let replay = spawn_replay(&log, cfg);
     drained(&log).await;
 

@@ -2,8 +2,6 @@
 //! a temporary directory, talk to it over its real UNIX socket, stop it, and collect its
 //! exit status with timeouts so that no test can hang.
 
-#![allow(dead_code)]
-
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

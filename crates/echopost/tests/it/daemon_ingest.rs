@@ -1,14 +1,13 @@
 //! Ingest through the real binary and socket: Append, AppendStream, Read, Status, health
 //! and reflection, and durability across a restart.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Area, Daemon, append, read_all, record, status};
 use echopost_proto::v1::AppendRequest;
 use tokio_stream::StreamExt;
+
+use crate::support::daemon::{self, Area, Daemon, append, read_all, record, status};
 
 #[tokio::test]
 async fn append_and_read_back_in_order() {
@@ -279,7 +278,7 @@ async fn health_and_reflection_answer_on_the_socket() {
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
     }
 
-    let ch = common::connect(&d.socket).await.unwrap();
+    let ch = daemon::connect(&d.socket).await.unwrap();
     let mut refl = ServerReflectionClient::new(ch);
     let req = ServerReflectionRequest {
         host: String::new(),
@@ -339,7 +338,7 @@ async fn another_uid_is_refused_with_permission_denied_unless_allowed() {
         let mut d = Daemon::spawn_as(&area, args, Some(NOBODY));
 
         // Wait until the daemon answers at all (refusals count as answers).
-        let deadline = std::time::Instant::now() + common::STARTUP_TIMEOUT;
+        let deadline = std::time::Instant::now() + daemon::STARTUP_TIMEOUT;
         let health = loop {
             assert!(d.try_status().is_none(), "exited: {}", d.stderr());
             assert!(
@@ -347,7 +346,7 @@ async fn another_uid_is_refused_with_permission_denied_unless_allowed() {
                 "not up: {}",
                 d.stderr()
             );
-            if let Ok(ch) = common::connect(&d.socket).await {
+            if let Ok(ch) = daemon::connect(&d.socket).await {
                 let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
                 break h
                     .check(HealthCheckRequest {
