@@ -32,18 +32,27 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Parses and checks `--upstream`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `--upstream` and what is wrong: no scheme, an unsupported
+    /// one, no host, credentials, a query, a path on a gRPC upstream, or a malformed URL.
     pub fn parse(url: &str) -> Result<Upstream, ConfigError> {
         let bad = |why: &str| ConfigError::new(format!("bad --upstream {url:?}: {why}"));
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected grpc://, grpcs://, http:// or https://"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            bad("it needs a scheme: use grpc://, grpcs://, http:// or https:// followed by host[:port]")
+        })?;
         let lower = scheme.to_ascii_lowercase();
         let (scheme, http_scheme) = match lower.as_str() {
             "grpc" => (Scheme::Grpc, "http"),
             "grpcs" => (Scheme::Grpcs, "https"),
             "http" => (Scheme::Http, "http"),
             "https" => (Scheme::Https, "https"),
-            _ => return Err(bad("expected grpc://, grpcs://, http:// or https://")),
+            other => {
+                return Err(bad(&format!(
+                    "the unsupported scheme {other:?}: use grpc://, grpcs://, http:// or https://"
+                )));
+            }
         };
         let uri: Uri = format!("{http_scheme}://{rest}")
             .parse()
