@@ -418,6 +418,40 @@ async fn send_appends_lines_from_stdin_and_from_a_file() {
     );
 }
 
+/// The bench drains its directory into a sink that discards everything, so a directory
+/// that holds anything (an operator's real one, through `ECHOPOST_DIR`) is refused and
+/// left as it was.
+#[test]
+fn bench_refuses_a_directory_that_is_not_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("real");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("00000000000000000001.seg"), b"someone's records").unwrap();
+    let dir_s = dir.to_str().unwrap();
+    let out = echopost(&["bench", "--dir", dir_s, "--duration", "1s"], None).expect_code(2);
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
+    let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(entries.len(), 1, "the bench changed the directory");
+    assert_eq!(
+        std::fs::read(dir.join("00000000000000000001.seg")).unwrap(),
+        b"someone's records"
+    );
+    // An empty one is fine.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    echopost(
+        &[
+            "bench",
+            "--dir",
+            empty.to_str().unwrap(),
+            "--duration",
+            "1s",
+        ],
+        None,
+    )
+    .expect_code(0);
+}
+
 #[tokio::test]
 async fn bench_reports_throughput_percentiles_drain_and_memory() {
     // Human output: a tiny duration-bound run with two producers.

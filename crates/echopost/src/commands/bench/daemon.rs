@@ -39,6 +39,7 @@ impl Area {
                 let dir = std::path::absolute(d).map_err(|e| {
                     CommandError::usage(format!("cannot resolve --dir {}: {e}", d.display()))
                 })?;
+                refuse_non_empty(&dir)?;
                 Ok(Area {
                     socket: dir.join(crate::config::DEFAULT_SOCKET_NAME),
                     dir,
@@ -62,6 +63,27 @@ impl Area {
                 })
             }
         }
+    }
+}
+
+/// The bench drains everything its daemon holds into a sink that discards it, so it
+/// must never run on a directory that holds someone's records: `--dir` (or
+/// `ECHOPOST_DIR`, its environment twin, which an operator may have set for their real
+/// daemon) must be new or empty.
+fn refuse_non_empty(dir: &Path) -> Result<(), CommandError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(CommandError::usage(format!(
+                "bench refuses --dir {}: it is not empty (is ECHOPOST_DIR set?). The bench delivers everything in its directory to a sink that discards it; give it a new or empty directory, or leave --dir out for a temporary one",
+                dir.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CommandError::usage(format!(
+            "cannot read --dir {}: {e}",
+            dir.display()
+        ))),
     }
 }
 
