@@ -357,9 +357,11 @@ pub struct RunArgs {
     #[arg(long, env = "ECHOPOST_LINGER", value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub linger: Duration,
 
-    /// Largest accepted record (its encoded size), e.g. `4MiB`. Larger records are refused
+    /// Largest accepted record (its encoded size), e.g. `4MiB`. The default, 4 MiB less
+    /// 1 KiB, lets the largest record fit a stock gRPC server's default 4 MiB message limit
+    /// inside a `Sink/Deliver` request, envelope included. Larger records are refused
     /// with INVALID_ARGUMENT.
-    #[arg(long, env = "ECHOPOST_MAX_RECORD_BYTES", value_name = "BYTES", default_value = "4MiB", value_parser = parse_size)]
+    #[arg(long, env = "ECHOPOST_MAX_RECORD_BYTES", value_name = "BYTES", default_value = "4095KiB", value_parser = parse_size)]
     pub max_record_bytes: u64,
 
     /// Log verbosity for stderr and the session log: error, warn, info, debug, trace, or
@@ -434,6 +436,33 @@ pub struct RunArgs {
     /// Timeout of each replayed request, e.g. `10s`.
     #[arg(long, env = "ECHOPOST_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+
+    /// Move a status to another failure class (repeatable): `http:STATUS=CLASS` (a code
+    /// such as 409, or a range such as 4xx) or `grpc:CODE=CLASS` (e.g. NOT_FOUND).
+    /// Classes: `transient` (back off and retry the same records), `server` (the server
+    /// or the configuration is wrong: pause, dead-letter nothing), `too-large` (halve the
+    /// batch; dead-letter only a record too large alone), `record` (the record's fault:
+    /// dead-letter it). Defaults: connection errors, timeouts, HTTP 408/429/5xx and gRPC
+    /// UNAVAILABLE/DEADLINE_EXCEEDED/ABORTED/INTERNAL/UNKNOWN/RESOURCE_EXHAUSTED are
+    /// transient; HTTP 3xx/401/403/404/405/407/411/426, gRPC
+    /// UNAUTHENTICATED/PERMISSION_DENIED/UNIMPLEMENTED and TLS failures are server; HTTP
+    /// 413 and gRPC message-size errors are too-large; other 4xx and gRPC codes are record.
+    #[arg(
+        long,
+        env = "ECHOPOST_STATUS_CLASS",
+        value_name = "STATUS=CLASS",
+        value_delimiter = ','
+    )]
+    pub status_class: Vec<String>,
+
+    /// How long a batch must keep failing with transient errors while the main server
+    /// passes its health checks before its records are sent one by one; a record that then
+    /// keeps failing alone for as long (3 tries at least) is tested against the next record:
+    /// if the server accepts that one and the record fails once more, the record is
+    /// dead-lettered; if the next one fails too, the outage is server-wide and nothing is.
+    /// One record holds up the rest for about twice this, plus backoff.
+    #[arg(long, env = "ECHOPOST_ISOLATE_AFTER", value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub isolate_after: Duration,
 }
 
 /// Parses a byte size: a number with an optional unit. `KB`, `MB`, `GB`, `TB` are powers
@@ -723,7 +752,7 @@ mod tests {
         assert_eq!(a.linger, Duration::from_millis(300));
         assert_eq!(a.allow_uid, vec![1001, 1002]);
         assert_eq!(a.upstream_header, vec!["A: b", "C: d, e"]);
-        assert_eq!(a.max_record_bytes, 4 << 20);
+        assert_eq!(a.max_record_bytes, 4095 << 10);
         assert_eq!(a.request_timeout, Duration::from_secs(10));
     }
 }

@@ -197,6 +197,8 @@ fn replay_config(args: &RunArgs, upstream: &str, dir: &Path) -> Result<ReplayCon
         upstream_ca: args.upstream_ca.clone(),
         upstream_headers: args.upstream_header.clone(),
         request_timeout: args.request_timeout,
+        status_class: args.status_class.clone(),
+        isolate_after: args.isolate_after,
         dir: dir.to_path_buf(),
     };
     Ok(settings.validate()?)
@@ -226,7 +228,7 @@ mod tests {
         let c = resolve(&[]).unwrap();
         assert_eq!(c.dir, PathBuf::from("/tmp/ep-test"));
         assert_eq!(c.socket, PathBuf::from("/tmp/ep-test/echopost.sock"));
-        assert_eq!(c.max_record_bytes, 4 << 20);
+        assert_eq!(c.max_record_bytes, 4095 << 10);
         assert_eq!(c.linger, Duration::from_secs(3));
         assert_eq!(c.sync_policy_name(), "always");
         assert!(c.replay.is_none());

@@ -17,6 +17,7 @@ use rustls_pki_types::pem::PemObject;
 
 use super::ConfigError;
 use super::upstream::Upstream;
+use crate::replay::classify::Policy;
 
 /// Default of `--batch-records`.
 pub const DEFAULT_BATCH_RECORDS: u64 = 16384;
@@ -25,6 +26,8 @@ pub const DEFAULT_BATCH_RECORDS: u64 = 16384;
 pub const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
 /// Default of `--request-timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--isolate-after`.
+pub const DEFAULT_ISOLATE_AFTER: Duration = Duration::from_secs(20);
 
 /// How replayed records are delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,12 @@ pub struct ReplaySettings {
     pub upstream_headers: Vec<String>,
     /// `--request-timeout`.
     pub request_timeout: Duration,
+    /// `--status-class`, each `http:STATUS=CLASS` or `grpc:CODE=CLASS`.
+    pub status_class: Vec<String>,
+    /// `--isolate-after`: how long a batch (then a record alone) must keep failing
+    /// transiently, while the server passes its health checks, before it is split (then
+    /// tested against the next record).
+    pub isolate_after: Duration,
     /// The EchoPost directory (the dead-letter log lives below it).
     pub dir: PathBuf,
 }
@@ -97,6 +106,8 @@ impl ReplaySettings {
             upstream_ca: None,
             upstream_headers: Vec::new(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            status_class: Vec::new(),
+            isolate_after: DEFAULT_ISOLATE_AFTER,
             dir: dir.into(),
         }
     }
@@ -155,6 +166,7 @@ impl ReplaySettings {
         if self.request_timeout.is_zero() {
             return Err(ConfigError::new("--request-timeout must be above zero"));
         }
+        let policy = Policy::with_overrides(&self.status_class).map_err(ConfigError::new)?;
         Ok(ReplayConfig {
             upstream,
             sink,
@@ -167,6 +179,8 @@ impl ReplaySettings {
             source_id: String::new(),
             dir: self.dir,
             request_timeout: self.request_timeout,
+            policy,
+            isolate_after: self.isolate_after,
         })
     }
 }
@@ -194,6 +208,9 @@ pub struct ReplayConfig {
     pub(crate) source_id: String,
     pub(crate) dir: PathBuf,
     pub(crate) request_timeout: Duration,
+    /// Which failures are transient, server-level, too large or the record's fault.
+    pub(crate) policy: Policy,
+    pub(crate) isolate_after: Duration,
 }
 
 impl ReplayConfig {

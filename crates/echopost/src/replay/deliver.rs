@@ -216,12 +216,12 @@ impl DeliverSink {
         }
         let svc =
             self.channel.ready().await.map_err(|e| {
-                Failure::transient(format!("connection error: {}", error_chain(&e)))
+                Failure::transport(format!("connection error: {}", error_chain(&e)))
             })?;
         let resp = svc
             .call(req)
             .await
-            .map_err(|e| Failure::transient(format!("connection error: {}", error_chain(&e))))?;
+            .map_err(|e| Failure::transport(format!("connection error: {}", error_chain(&e))))?;
         let (parts, body) = resp.into_parts();
         // A trailers-only answer (an error, typically) carries the status in the headers.
         if let Some(status) = grpc_status(&parts.headers) {
@@ -236,7 +236,7 @@ impl DeliverSink {
         let collected = body
             .collect()
             .await
-            .map_err(|e| Failure::transient(format!("connection error: {}", error_chain(&e))))?;
+            .map_err(|e| Failure::transport(format!("connection error: {}", error_chain(&e))))?;
         match collected.trailers().and_then(grpc_status) {
             Some(status) => status,
             None => Err(Failure::from_status(&tonic::Status::internal(
@@ -361,7 +361,7 @@ mod tests {
         // Malformed binary details must not matter.
         h.insert("grpc-status-details-bin", HeaderValue::from_static("!!!"));
         let f = grpc_status(&h).unwrap().unwrap_err();
-        assert_eq!(f.class, super::super::classify::Class::Permanent);
+        assert_eq!(f.default_class(), super::super::classify::Class::Record);
         assert!(f.reason.contains("bad record"), "{}", f.reason);
         assert_eq!(
             code_of_http_status(http::StatusCode::SERVICE_UNAVAILABLE),

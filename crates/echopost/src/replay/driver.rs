@@ -19,7 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::config::{HealthCheck, ReplayConfig, SinkKind, Upstream};
 
 use super::backoff::{Backoff, with_retry_after};
-use super::classify::{Class, Failure};
+use super::classify::{Class, Failure, Policy};
 use super::dead_letters;
 use super::deliver::{DeliverBatch, DeliverSink, source_len};
 use super::feed::{self, Batch, Feed, Item, Shape};
@@ -36,6 +36,20 @@ use super::{
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Longest TCP/TLS connect; a slow connect is a transient failure like any other.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consecutive transient failures of one batch, each after a good health probe, before its
+/// records are sent one by one to find out whether one of them is the problem (and only
+/// once the batch has been failing for `--isolate-after`).
+pub const SPLIT_AFTER: u32 = 3;
+/// Consecutive transient failures of one record sent alone (over at least
+/// `--isolate-after`) before the next record is sent as a test: if the main server accepts
+/// it and the record fails once more, the record is dead-lettered (the server works, this
+/// record does not go through); if the next record fails too, the outage is server-wide
+/// and nothing is dead-lettered. So one record blocks the rest for about twice
+/// `--isolate-after` plus the backoff (at most 30 s a round).
+pub const SUSPECT_AFTER: u32 = 3;
+/// A server-level failure is logged at error on the first occurrence and then every this
+/// many in a row (the state and reason are always in `status`).
+const SERVER_LOG_EVERY: u64 = 20;
 
 enum Sink {
     Deliver(DeliverSink),
@@ -51,11 +65,30 @@ enum Work {
     Singles(VecDeque<Item>),
 }
 
+/// Consecutive transient failures of the work at the head of the backlog.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: u64,
+    failures: u32,
+    since: Instant,
+}
+
+impl Head {
+    /// At least `n` failures over at least `after`.
+    fn reached(&self, n: u32, after: Duration) -> bool {
+        self.failures >= n && self.since.elapsed() >= after
+    }
+}
+
 enum Step {
     /// Delivered (or dead-lettered); a delivered batch comes back to be recycled.
     Done(Option<(Vec<Item>, Option<BytesMut>)>),
-    /// A transient failure; the work is to be sent again after backoff and re-probing.
-    Retry(Work, Failure),
+    /// A transient or server-level failure; the work is to be sent again after backoff
+    /// and re-probing.
+    Retry(Work, Failure, Class),
+    /// The server refused the request as too large: these smaller pieces go first, and
+    /// later batches hold at most `max_records`.
+    Split(Vec<Work>, usize),
     Shutdown,
 }
 
@@ -74,6 +107,12 @@ pub(crate) struct Replayer {
     dead: Option<dead_letters::Writer>,
     backoff: Backoff,
     report: Reporter,
+    /// The failure classes, with the operator's `--status-class` overrides.
+    policy: Policy,
+    /// Transient failures of the head of the backlog, for splitting and isolation.
+    head: Option<Head>,
+    /// Server-level failures in a row (for rate-limited logging).
+    server_failures: u64,
 }
 
 fn config_err(what: impl std::fmt::Display) -> ReplayError {
@@ -151,6 +190,7 @@ impl Replayer {
             }
         };
         let source: Arc<str> = Arc::from(cfg.source_id.as_str());
+        let cfg_policy = cfg.policy.clone();
         let dead = Some(dead_letters::Writer::new(&cfg.dir));
         Ok(Replayer {
             acker: Acker::new(Arc::clone(&log)),
@@ -166,6 +206,9 @@ impl Replayer {
             dead,
             backoff: Backoff::delivery(),
             report: Reporter::new(),
+            policy: cfg_policy,
+            head: None,
+            server_failures: 0,
         })
     }
 
@@ -233,7 +276,7 @@ impl Replayer {
             source: deliver.then(|| Arc::clone(&self.source)),
         };
         let mut feed = Feed::new(Arc::clone(&self.log), shape);
-        let mut pending: Option<Work> = None;
+        let mut pending: VecDeque<Work> = VecDeque::new();
         loop {
             if !self.wait_healthy().await {
                 return Ok(());
@@ -243,7 +286,7 @@ impl Replayer {
                 if self.stopping() {
                     return Ok(());
                 }
-                let work = match pending.take() {
+                let work = match pending.pop_front() {
                     Some(w) => w,
                     None => match self.next_work(&mut feed).await? {
                         Some(w) => w,
@@ -253,18 +296,23 @@ impl Replayer {
                         }
                     },
                 };
-                match self.process(work).await? {
+                match self.process(work, &mut feed, pending.is_empty()).await? {
                     Step::Done(spent) => {
                         if let Some((items, buffer)) = spent {
                             feed.recycle(items, buffer);
                         }
-                        self.backoff.reset();
                         self.acker.maybe_ack().await?;
                         self.report.maybe_log(&self.log, &self.progress);
                     }
-                    Step::Retry(work, failure) => {
-                        pending = Some(work);
-                        if !self.back_off(&failure).await? {
+                    Step::Split(pieces, max_records) => {
+                        feed.limit_records(max_records);
+                        for w in pieces.into_iter().rev() {
+                            pending.push_front(w);
+                        }
+                    }
+                    Step::Retry(work, failure, class) => {
+                        pending.push_front(work);
+                        if !self.back_off(&failure, class).await? {
                             return Ok(());
                         }
                         break; // back to probing
@@ -317,20 +365,62 @@ impl Replayer {
         }
     }
 
-    /// After a transient failure: flush acks, wait; false on shutdown.
-    async fn back_off(&mut self, failure: &Failure) -> Result<bool, ReplayError> {
+    /// After a transient or server-level failure: flush acks, wait; false on shutdown.
+    async fn back_off(&mut self, failure: &Failure, class: Class) -> Result<bool, ReplayError> {
         self.progress.set_state(UpstreamState::BackingOff);
-        self.progress.set_last_error(failure.reason.clone());
         let delay = with_retry_after(self.backoff.next_delay(), failure.retry_after);
-        tracing::warn!(
-            attempt = self.backoff.attempts(),
-            delay_ms = delay.as_millis() as u64,
-            retry_after_s = failure.retry_after.map(|d| d.as_secs()),
-            error = %failure.reason,
-            "delivery failed; backing off, then probing again"
-        );
+        if class == Class::Server {
+            self.server_failures += 1;
+            if self.server_failures == 1 || self.server_failures.is_multiple_of(SERVER_LOG_EVERY) {
+                tracing::error!(
+                    failures = self.server_failures,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %failure.reason,
+                    "the main server refuses every delivery for a reason that is not about the records (credentials, a missing service or route, a redirect, TLS); replay is paused and nothing is dead-lettered: fix the main server or --upstream / --upstream-header"
+                );
+            }
+        } else {
+            tracing::warn!(
+                attempt = self.backoff.attempts(),
+                delay_ms = delay.as_millis() as u64,
+                retry_after_s = failure.retry_after.map(|d| d.as_secs()),
+                error = %failure.reason,
+                "delivery failed; backing off, then probing again"
+            );
+        }
         self.acker.flush().await?;
         Ok(self.sleep(delay).await)
+    }
+
+    /// Records a failure for `status`: the class and the reason, never a stale one.
+    fn note_failure(&self, f: &Failure, class: Class) {
+        self.progress
+            .set_last_error(format!("{} failure: {}", class.name(), f.reason));
+    }
+
+    /// After a success: the backoff starts over and old failures are forgotten.
+    fn note_success(&mut self) {
+        self.backoff.reset();
+        self.head = None;
+        self.server_failures = 0;
+        self.progress.set_last_error(String::new());
+    }
+
+    /// Counts one more transient failure of the work starting at `seq`.
+    fn bump_head(&mut self, seq: u64) -> Head {
+        let h = match self.head {
+            Some(h) if h.seq == seq => Head {
+                failures: h.failures + 1,
+                ..h
+            },
+            _ => Head {
+                seq,
+                failures: 1,
+                since: Instant::now(),
+            },
+        };
+        self.head = Some(h);
+        h
     }
 
     /// Caught up: make everything durable-acked, release the dead-letter log, and wait
@@ -355,64 +445,199 @@ impl Replayer {
         })
     }
 
-    async fn process(&mut self, work: Work) -> Result<Step, ReplayError> {
+    /// `may_read`: nothing else is queued before the feed's next batch, so records may be
+    /// taken from it (to test a suspect record against the next one).
+    async fn process(
+        &mut self,
+        work: Work,
+        feed: &mut Feed,
+        may_read: bool,
+    ) -> Result<Step, ReplayError> {
         match work {
             Work::Batch(batch) => {
                 let mut sd = self.shutdown.clone();
                 let r = {
                     let Sink::Deliver(sink) = &mut self.sink else {
                         // Batches are only made for the deliver sink.
-                        return self.process_singles(unwrap_batch(batch)).await;
+                        return self
+                            .process_singles(unwrap_batch(batch), feed, may_read)
+                            .await;
                     };
                     tokio::select! {
                         r = sink.send(&batch) => r,
                         _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
                     }
                 };
-                match r {
+                let f = match r {
                     Ok(()) => {
+                        self.note_success();
                         self.done(&batch.items);
-                        Ok(Step::Done(
+                        return Ok(Step::Done(
                             Arc::try_unwrap(batch).ok().map(|b| b.into_parts()),
+                        ));
+                    }
+                    Err(f) => f,
+                };
+                let class = self.policy.class(&f);
+                self.note_failure(&f, class);
+                let first = batch.items.first().map_or(0, |i| i.seq);
+                let last = batch.items.last().map_or(0, |i| i.seq);
+                let n = batch.items.len();
+                match class {
+                    Class::Transient
+                        if n > 1
+                            && self
+                                .bump_head(first)
+                                .reached(SPLIT_AFTER, self.cfg.isolate_after) =>
+                    {
+                        tracing::warn!(
+                            records = n, first, last, error = %f.reason,
+                            "a batch keeps failing while the main server answers its health checks; sending its records one by one to find out whether one of them is the problem"
+                        );
+                        // Each record earns its own count when sent alone.
+                        self.head = None;
+                        Ok(Step::Retry(Work::Singles(unwrap_batch(batch)), f, class))
+                    }
+                    Class::Transient | Class::Server => {
+                        Ok(Step::Retry(Work::Batch(batch), f, class))
+                    }
+                    Class::TooLarge if n > 1 => {
+                        let half = n / 2;
+                        let mut items = unwrap_batch(batch);
+                        let rest: Vec<Item> = items.split_off(half).into();
+                        let items: Vec<Item> = items.into();
+                        tracing::warn!(
+                            records = n, first, last, error = %f.reason,
+                            "the main server refused the batch as too large; halving it to {half} records (and later batches too)"
+                        );
+                        Ok(Step::Split(
+                            vec![
+                                Work::Batch(Arc::new(DeliverBatch::new(items, &self.source))),
+                                Work::Batch(Arc::new(DeliverBatch::new(rest, &self.source))),
+                            ],
+                            half,
                         ))
                     }
-                    Err(f) if f.class == Class::Transient => Ok(Step::Retry(Work::Batch(batch), f)),
-                    Err(f) => {
-                        let first = batch.items.first().map_or(0, |i| i.seq);
-                        let last = batch.items.last().map_or(0, |i| i.seq);
+                    Class::TooLarge | Class::Record => {
                         tracing::warn!(
-                            records = batch.items.len(), first, last, error = %f.reason,
+                            records = n, first, last, error = %f.reason,
                             "batch rejected; sending its records one by one"
                         );
-                        self.progress.set_last_error(f.reason.clone());
-                        self.process_singles(unwrap_batch(batch)).await
+                        self.process_singles(unwrap_batch(batch), feed, may_read)
+                            .await
                     }
                 }
             }
-            Work::Singles(items) => self.process_singles(items).await,
+            Work::Singles(items) => self.process_singles(items, feed, may_read).await,
         }
     }
 
-    /// Sends records one at a time: accepted → done; rejected → dead letter; transient →
-    /// stop here and retry from this record later.
-    async fn process_singles(&mut self, mut items: VecDeque<Item>) -> Result<Step, ReplayError> {
+    /// Sends records one at a time: accepted → done; rejected (the record's fault) → dead
+    /// letter; transient or server-level → stop here and retry from this record later,
+    /// unless the record keeps failing alone while the next one goes through.
+    async fn process_singles(
+        &mut self,
+        mut items: VecDeque<Item>,
+        feed: &mut Feed,
+        may_read: bool,
+    ) -> Result<Step, ReplayError> {
         let mut sd = self.shutdown.clone();
         while let Some(item) = items.front() {
             let r = tokio::select! {
                 r = self.send_one(item) => r?,
                 _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
             };
-            match r {
+            let f = match r {
                 Ok(()) => {
+                    self.note_success();
                     if let Some(item) = items.pop_front() {
                         self.done(std::slice::from_ref(&item));
                     }
                     self.acker.maybe_ack().await?;
+                    continue;
                 }
-                Err(f) if f.class == Class::Transient => {
-                    return Ok(Step::Retry(Work::Singles(items), f));
+                Err(f) => f,
+            };
+            let class = self.policy.class(&f);
+            self.note_failure(&f, class);
+            match class {
+                Class::Transient => {
+                    let seq = item.seq;
+                    if !self
+                        .bump_head(seq)
+                        .reached(SUSPECT_AFTER, self.cfg.isolate_after)
+                    {
+                        return Ok(Step::Retry(Work::Singles(items), f, class));
+                    }
+                    if items.len() < 2 && may_read {
+                        // The test record comes from the backlog after this batch.
+                        match feed.next_batch().await? {
+                            Batch::Deliver(b) => items.extend(b.into_parts().0),
+                            Batch::Records(more) => items.extend(more),
+                        }
+                    }
+                    let Some(next) = items.get(1) else {
+                        // Nothing after it yet: it blocks nobody; keep retrying.
+                        return Ok(Step::Retry(Work::Singles(items), f, class));
+                    };
+                    let next_seq = next.seq;
+                    let proof = tokio::select! {
+                        r = self.send_one(next) => r?,
+                        _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+                    };
+                    if let Err(g) = proof {
+                        // The next record fails too: the outage is server-wide.
+                        let g_class = self.policy.class(&g);
+                        self.note_failure(&g, g_class);
+                        return Ok(Step::Retry(Work::Singles(items), f, class));
+                    }
+                    // The server works. One more try for the suspect, now that the
+                    // server has just accepted a record.
+                    let again = match items.front() {
+                        Some(suspect) => tokio::select! {
+                            r = self.send_one(suspect) => r?,
+                            _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+                        },
+                        None => continue,
+                    };
+                    let failures = self.head.map_or(0, |h| h.failures);
+                    let (Some(suspect), Some(next)) = (items.pop_front(), items.pop_front()) else {
+                        continue;
+                    };
+                    match again {
+                        Ok(()) => {
+                            tracing::warn!(
+                                seq = suspect.seq,
+                                next = next_seq,
+                                "a record that kept failing went through once the next one had; it was delivered after it (out of order)"
+                            );
+                            self.done(std::slice::from_ref(&suspect));
+                        }
+                        Err(last) => {
+                            let reason = format!(
+                                "failed {} times alone (last: {}) while the main server accepted the next record, sequence {next_seq}",
+                                failures + 1,
+                                last.reason
+                            );
+                            self.dead_letter(suspect, &reason).await?;
+                        }
+                    }
+                    self.note_success();
+                    self.done(std::slice::from_ref(&next));
+                    self.acker.maybe_ack().await?;
                 }
-                Err(f) => {
+                Class::Server => return Ok(Step::Retry(Work::Singles(items), f, class)),
+                Class::TooLarge => {
+                    if let Some(item) = items.pop_front() {
+                        let reason = format!(
+                            "the record ({} bytes stored) is too large for the main server alone: {}",
+                            item.data.len(),
+                            f.reason
+                        );
+                        self.dead_letter(item, &reason).await?;
+                    }
+                }
+                Class::Record => {
                     if let Some(item) = items.pop_front() {
                         self.dead_letter(item, &f.reason).await?;
                     }

@@ -178,6 +178,12 @@ impl Feed {
         }
     }
 
+    /// Later batches hold at most `max_records` (the main server refused a larger one as
+    /// too large; the session keeps the size that works).
+    pub(crate) fn limit_records(&mut self, max_records: usize) {
+        self.shape.max_records = self.shape.max_records.min(max_records.max(1));
+    }
+
     /// Hands back a delivered batch so that its memory is freed (records) or reused
     /// (request buffer) off the critical path.
     pub(crate) fn recycle(&mut self, items: Vec<Item>, buffer: Option<BytesMut>) {

@@ -139,7 +139,7 @@ impl GrpcForwarder {
 
     /// Calls the record's method with its payload; OK is success.
     pub(crate) async fn send(&mut self, record: &Record) -> Result<(), Failure> {
-        let (path, metadata) = self.build(record).map_err(Failure::permanent)?;
+        let (path, metadata) = self.build(record).map_err(Failure::unsendable)?;
         let what = path.to_string();
         let payload = Bytes::from(record.payload.clone());
         let timeout = self.timeout;
@@ -147,7 +147,7 @@ impl GrpcForwarder {
             self.grpc
                 .ready()
                 .await
-                .map_err(|e| Failure::transient(format!("connection error: {e}")))?;
+                .map_err(|e| Failure::transport(format!("connection error: {e}")))?;
             let mut req = tonic::Request::new(payload);
             *req.metadata_mut() = metadata;
             req.set_timeout(timeout);

@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::backoff::parse_retry_after;
-use super::classify::{Class, Failure, http_status};
+use super::classify::Failure;
 
 /// The HTTP/1.1 client shared by forwarding and health probes (keeps connections alive).
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -122,17 +122,26 @@ impl HttpForwarder {
         for (n, v) in &self.extra {
             headers.insert(n.clone(), v.clone());
         }
+        // A request that may carry a body always says how long it is, 0 included: the
+        // HTTP client leaves the header out for an empty body, and servers that require
+        // a length answer 411 (RFC 9110 §8.6: a user agent should send it for POST/PUT).
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            req.headers_mut().insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(record.payload.len()),
+            );
+        }
         Ok(req)
     }
 
     /// Sends one record; 2xx is success.
     pub(crate) async fn send(&self, record: &Record) -> Result<(), Failure> {
-        let req = self.build(record).map_err(Failure::permanent)?;
+        let req = self.build(record).map_err(Failure::unsendable)?;
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let what = format!("{method} {uri}");
         match tokio::time::timeout(self.timeout, request(&self.client, req)).await {
             Err(_) => Err(Failure::timeout(self.timeout)),
-            Ok(Err(e)) => Err(Failure::transient(format!("{what}: {e}"))),
+            Ok(Err(e)) => Err(Failure::transport(format!("{what}: {e}"))),
             Ok(Ok(answer)) => answer.into_result(&what),
         }
     }
@@ -148,24 +157,17 @@ pub(crate) struct Answer {
 impl Answer {
     /// Success for 2xx, else a classified failure quoting the start of the body.
     pub(crate) fn into_result(self, what: &str) -> Result<(), Failure> {
-        match http_status(self.status) {
-            None => Ok(()),
-            Some(class) => {
-                let text = String::from_utf8_lossy(&self.body);
-                let quoted: String = text.chars().take(MAX_QUOTED).collect();
-                let reason = if quoted.trim().is_empty() {
-                    format!("{what}: HTTP {}", self.status)
-                } else {
-                    format!("{what}: HTTP {}: {}", self.status, quoted.trim())
-                };
-                let mut f = match class {
-                    Class::Transient => Failure::transient(reason),
-                    Class::Permanent => Failure::permanent(reason),
-                };
-                f.retry_after = self.retry_after;
-                Err(f)
-            }
+        if (200..=299).contains(&self.status) {
+            return Ok(());
         }
+        let text = String::from_utf8_lossy(&self.body);
+        let quoted: String = text.chars().take(MAX_QUOTED).collect();
+        let reason = if quoted.trim().is_empty() {
+            format!("{what}: HTTP {}", self.status)
+        } else {
+            format!("{what}: HTTP {}: {}", self.status, quoted.trim())
+        };
+        Err(Failure::http(self.status, reason, self.retry_after))
     }
 }
 
@@ -211,6 +213,7 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::classify::Class;
 
     fn fwd(prefix: &str) -> HttpForwarder {
         let cfg = super::super::tls::client_config(false, None).unwrap();
@@ -265,7 +268,8 @@ mod tests {
         assert_eq!(h["x-request-id"], "abc");
         assert_eq!(h["authorization"], "Bearer new");
         assert!(h.get("host").is_none());
-        assert!(h.get("content-length").is_none());
+        // The record's own content-length is not copied; the real length is set.
+        assert_eq!(h["content-length"], r.payload.len().to_string().as_str());
     }
 
     #[test]
@@ -287,10 +291,39 @@ mod tests {
         };
         assert!(a(204, "").into_result("x").is_ok());
         let f = a(429, "slow down").into_result("POST /x").unwrap_err();
-        assert_eq!(f.class, Class::Transient);
+        assert_eq!(f.default_class(), Class::Transient);
         assert_eq!(f.retry_after, Some(Duration::from_secs(3)));
         assert!(f.reason.contains("429") && f.reason.contains("slow down"));
         let f = a(422, "bad field").into_result("POST /x").unwrap_err();
-        assert_eq!(f.class, Class::Permanent);
+        assert_eq!(f.default_class(), Class::Record);
+        let f = a(401, "token expired").into_result("POST /x").unwrap_err();
+        assert_eq!(f.default_class(), Class::Server);
+        let f = a(413, "").into_result("POST /x").unwrap_err();
+        assert_eq!(f.default_class(), Class::TooLarge);
+    }
+
+    #[test]
+    fn bodies_always_carry_their_length() {
+        let f = fwd("http://h");
+        for (route, payload, want) in [
+            ("POST /x", &b""[..], Some("0")),
+            ("PUT /x", &b"abc"[..], Some("3")),
+            ("DELETE /x", &b""[..], Some("0")),
+            ("GET /x", &b""[..], None),
+        ] {
+            let rec = Record {
+                route: route.into(),
+                payload: payload.to_vec(),
+                ..Record::default()
+            };
+            let req = f.build(&rec).unwrap();
+            assert_eq!(
+                req.headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .map(|v| v.to_str().unwrap()),
+                want,
+                "{route}"
+            );
+        }
     }
 }

@@ -24,9 +24,10 @@
 //!   sent — as `Sink/Deliver` batches (`deliver`) or one verbatim request per record
 //!   (`forward_http`, `forward_grpc`). The next batch or request is sent only after the
 //!   previous one succeeded.
-//! * **Backing off**: a transient failure ([`classify`]) waits (exponential backoff with
-//!   full jitter, at least the server's `Retry-After`), then goes back to probing; once
-//!   healthy again the *same* records are sent again. Forever: nothing is given up.
+//! * **Backing off**: a transient or server-level failure ([`classify`]) waits
+//!   (exponential backoff with full jitter, at least the server's `Retry-After`), then goes
+//!   back to probing; once healthy again the *same* records are sent again. The backoff
+//!   starts over after any success, in every sink.
 //! * **Stopped**: storage corruption; [`run`] returns [`ReplayError::Corruption`].
 //!
 //! # Invariants
@@ -47,23 +48,23 @@
 //!   mode `(source_id, sequence)` is a dedupe key for the receiver.
 //!
 //! # Failure model
-//! | what happens                                  | what the replayer does                          |
-//! |-----------------------------------------------|-------------------------------------------------|
-//! | connection refused/reset, timeout             | transient: back off, re-probe, resend           |
-//! | gRPC UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNKNOWN | transient |
-//! | HTTP 408, 429, 5xx (with `Retry-After`)       | transient, waiting at least `Retry-After`       |
-//! | any other gRPC status / HTTP status           | permanent: batch split into single records; a record still rejected alone is dead-lettered (durably), then acked |
-//! | corruption in the log                         | deliver what precedes it, ack it, return `Corruption` (exit 4) |
-//! | ack / dead-letter write fails (I/O)           | return `Storage` (exit 5)                       |
-//! | no trusted CA roots for a TLS upstream        | return `Config` (exit 2) before anything is sent |
-//! | crash anywhere                                | at-least-once: unacked records are sent again   |
+//! The principle: a record goes to the dead-letter log only when there is evidence that
+//! the record, not the server, is the problem. [`classify`] holds the one table (four
+//! classes; operators move statuses with `--status-class`); the driver acts on it:
 //!
-//! In `forward` mode every request carries one record, so a permanent rejection
-//! dead-letters that record at once. A permanent status that is not about the records
-//! (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `UNIMPLEMENTED`, HTTP 401/403/404) is treated
-//! like any other, as the classification requires: the records end up in the dead-letter
-//! log, nothing is lost, and `echopost dead-letters requeue` puts them back once the
-//! configuration is fixed.
+//! | what happens | class | what the replayer does |
+//! |---|---|---|
+//! | connection refused/reset, timeout, gRPC `UNAVAILABLE`…, HTTP 408/429/5xx | transient | back off, re-probe, resend. A batch failing 3 times (`SPLIT_AFTER`) in a row (each after a good probe) is sent record by record; a record failing 3 times (`SUSPECT_AFTER`) alone is dead-lettered only if the main server then accepts the *next* record (proof it works); otherwise the outage is server-wide and nothing is dead-lettered |
+//! | HTTP 3xx/401/403/404/405/407/411/426, gRPC `UNAUTHENTICATED`/`PERMISSION_DENIED`/`UNIMPLEMENTED`, TLS failures | server | pause (backoff up to the cap, re-probe), dead-letter nothing, log at error (rate-limited), show the class and reason in `status` |
+//! | HTTP 413, gRPC `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE` about message size | too large | halve the batch (and later ones), down to one record; a record too large alone is dead-lettered with its size |
+//! | other HTTP 4xx, gRPC `INVALID_ARGUMENT`, `FAILED_PRECONDITION`, … | record | a batch is split into single records; a record still rejected alone is dead-lettered (durably), then acked |
+//! | corruption in the log | — | deliver what precedes it, ack it, return `Corruption` (exit 4) |
+//! | ack / dead-letter write fails (I/O) | — | return `Storage` (exit 5) |
+//! | no trusted CA roots for a TLS upstream | — | return `Config` (exit 2) before anything is sent |
+//! | crash anywhere | — | at-least-once: unacked records are sent again |
+//!
+//! `status` shows the class and reason of the last failure (`upstream_detail`), cleared by
+//! the next success, so it never shows a stale one.
 //!
 //! # Progress
 //! [`Progress`] holds the running totals and the state for `Status`; [`Progress::snapshot`]
