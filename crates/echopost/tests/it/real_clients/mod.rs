@@ -1,13 +1,15 @@
 //! Stock gRPC clients of other languages, and deliberately odd HTTP/2 clients, against the
 //! real daemon on its UNIX socket: the contract is that any stock client works with
 //! `unix:PATH` and no options, whatever `:authority` it sends (see
-//! `src/daemon/h2/mod.rs`).
+//! `src/daemon/h2/mod.rs`), and that a connection which never speaks HTTP/2 costs the
+//! daemon nothing but one warning.
 //!
 //! | module | client | what it proves |
 //! |---|---|---|
 //! | [`grpcio`] | Python grpcio, `py/grpcio_client.py` | `Append`, `Status`, `Read`, health `Check` over `unix:ABS`, `unix:///ABS`, `unix:./REL` |
 //! | [`grpc_js`] | Node @grpc/grpc-js, `node/client.js` | `Append`, `Status` over `unix:ABS` |
 //! | [`raw_h2`] | Python `h2`, `py/h2_authority.py` | a `Status` call with each odd `:authority` is answered |
+//! | [`no_preface`] | a Rust socket | silent and garbage connections are closed and logged; others are served |
 //!
 //! The clients come from the test command, `scripts/test`: the Python packages are in the
 //! virtual environment it makes (`examples/python/requirements.txt` and
@@ -24,6 +26,7 @@
 
 mod grpc_js;
 mod grpcio;
+mod no_preface;
 mod raw_h2;
 
 use std::ffi::OsString;
