@@ -26,6 +26,7 @@ mod daemon_bad_input;
 mod daemon_ingest;
 mod daemon_lifecycle;
 mod python_example;
+mod real_clients;
 mod replay_daemon;
 mod replay_deliver;
 mod replay_forward;
