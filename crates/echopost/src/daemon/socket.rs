@@ -219,7 +219,14 @@ impl PeerStream {
                 None
             }
         };
-        let peer = uid.map_or_else(|| "uid unknown".to_owned(), |u| format!("uid {u}"));
+        // For log lines only (the uid is the gate): the pid tells two connections of one
+        // user apart.
+        let pid = inner.peer_cred().ok().and_then(|c| c.pid());
+        let peer = match (uid, pid) {
+            (Some(u), Some(p)) => format!("uid {u} pid {p}"),
+            (Some(u), None) => format!("uid {u}"),
+            (None, _) => "uid unknown".to_owned(),
+        };
         PeerStream {
             inner: H2Stream::new(inner, peer),
             info: PeerInfo { uid },

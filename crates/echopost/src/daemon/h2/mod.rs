@@ -95,7 +95,7 @@ impl<S> H2Stream<S> {
 
     fn after_inbound(&mut self) {
         if let Some(why) = self.inbound.take_warning() {
-            self.warn_once(|| format!("HTTP/2 on this connection is passed on as received: {why}; the server will likely refuse it"));
+            self.warn_once(|| format!("refusing a connection that does not speak gRPC over HTTP/2 as this socket requires: {why}"));
         }
         if !self.noted_rewrite && self.inbound.rewritten() > 0 {
             self.noted_rewrite = true;
