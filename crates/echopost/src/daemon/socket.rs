@@ -246,7 +246,7 @@ pub fn bind(
             dir = %u.dir.display(),
             mode = format!("{:o}", u.mode),
             uids = ?u.uids,
-            "uid(s) {:?} allowed by --allow-uid cannot reach the socket: {} (mode {:o}) is not searchable by them{group}. Put the socket in a directory every allowed user can search (--socket, e.g. /run/echopost/echopost.sock with /run/echopost mode 0711), or give them search permission (chmod o+x)",
+            "uid(s) {:?} allowed by --allow-uid cannot reach the socket: {} (mode 0{:o}) is not searchable by them{group}. Put the socket in a directory every allowed user can search (--socket, e.g. /run/echopost/echopost.sock with /run/echopost mode 0711), or give them search permission (chmod o+x)",
             u.uids,
             u.dir.display(),
             u.mode
