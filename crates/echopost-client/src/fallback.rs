@@ -65,7 +65,7 @@ const LOCK_FILE: &str = "LOCK";
 /// The longest one health check (connect included) may take while the helper looks for
 /// a daemon. A live daemon answers in milliseconds; one that misses this is asked again
 /// (never replaced: its lock keeps the helper from starting another).
-pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The shortest health check, even when the start timeout is nearly used up.
 const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(50);
 
