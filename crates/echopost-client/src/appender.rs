@@ -2,14 +2,12 @@
 
 use std::collections::VecDeque;
 
-use echopost_proto::v1::echo_post_client::EchoPostClient;
 use echopost_proto::v1::{AppendRequest, AppendResponse, Record};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
-use crate::client::Appended;
+use crate::client::{Appended, Client};
 use crate::error::ClientError;
 
 /// Sends batches over one `AppendStream` call without waiting for each acknowledgement.
@@ -20,6 +18,10 @@ use crate::error::ClientError;
 /// keeps it for [`Appender::next_ack`]), so a producer that never reads acknowledgements
 /// cannot deadlock the stream. Only acknowledged batches are stored for sure; if the
 /// stream breaks, resend the rest (duplicates are safe: delivery is at-least-once).
+///
+/// Every acknowledgement is awaited for at most the client's deadline
+/// ([`crate::ClientBuilder::timeout`]); past it the call fails with
+/// [`ClientError::Timeout`] and the unacknowledged batches may or may not be stored.
 ///
 /// ```no_run
 /// # async fn demo(client: echopost_client::Client) -> Result<(), echopost_client::ClientError> {
@@ -35,6 +37,7 @@ use crate::error::ClientError;
 /// ```
 #[derive(Debug)]
 pub struct Appender {
+    client: Client,
     tx: Option<mpsc::Sender<AppendRequest>>,
     acks: Streaming<AppendResponse>,
     ready: VecDeque<Appended>,
@@ -43,17 +46,20 @@ pub struct Appender {
 }
 
 impl Appender {
-    pub(crate) async fn open(
-        mut rpc: EchoPostClient<Channel>,
-        window: usize,
-    ) -> Result<Self, ClientError> {
+    pub(crate) async fn open(client: Client, window: usize) -> Result<Self, ClientError> {
         let window = window.max(1);
         let (tx, rx) = mpsc::channel(window);
-        let acks = rpc
-            .append_stream(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut rpc = client.rpc();
+        let opened =
+            tokio::time::timeout(client.timeout(), rpc.append_stream(ReceiverStream::new(rx)))
+                .await;
+        let acks = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => return Err(client.status_error(s, "AppendStream")),
+            Err(_) => return Err(client.timed_out("AppendStream")),
+        };
         Ok(Appender {
+            client,
             tx: Some(tx),
             acks,
             ready: VecDeque::new(),
@@ -113,7 +119,13 @@ impl Appender {
     }
 
     async fn receive(&mut self) -> Result<Appended, ClientError> {
-        match self.acks.message().await? {
+        let next = tokio::time::timeout(self.client.timeout(), self.acks.message()).await;
+        let next = match next {
+            Ok(Ok(m)) => m,
+            Ok(Err(s)) => return Err(self.client.status_error(s, "an acknowledgement")),
+            Err(_) => return Err(self.client.timed_out("an acknowledgement")),
+        };
+        match next {
             Some(r) => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 Ok(Appended {

@@ -2,11 +2,32 @@
 //!
 //! # Why exactly one daemon
 //! Any number of application processes may call [`Fallback::append`] at the same moment
-//! when the main server goes down. Each one that finds no daemon answering starts
-//! `echopost run --dir DIR`; the daemon takes an exclusive lock on the directory *before*
-//! it opens its socket, so one wins and the others exit with code 3 ("directory locked").
-//! The helper treats exit code 3 as "someone else's daemon is starting" and keeps waiting
-//! for the socket to answer. Nobody ever talks to a daemon that does not own the data.
+//! when the main server goes down. Each one that finds no daemon answering and the
+//! directory's lock free starts `echopost run --dir DIR`; the daemon takes an exclusive
+//! lock on the directory *before* it opens its socket, so one wins and the others exit
+//! with code 3 ("directory locked"). The helper treats exit code 3 as "someone else's
+//! daemon is starting" and keeps waiting for the socket to answer. Nobody ever talks to a
+//! daemon that does not own the data.
+//!
+//! # Why it does not start one while the lock is held
+//! A daemon that holds the lock but does not answer is starting, leaving, stopped
+//! (`SIGSTOP`) or stuck. Another `echopost run` could not take the directory from it, so
+//! the helper starts nothing and waits for the socket to answer; if the start timeout
+//! passes first it gives up with [`ClientError::NotAnswering`].
+//!
+//! # Deadlines
+//! [`DaemonSettings::start_timeout`] bounds everything [`Fallback::append`] does to find
+//! or start a daemon: each health check is bounded by [`HEALTH_TIMEOUT`] (and by what is
+//! left of the start timeout), so a daemon that accepts connections but never answers
+//! cannot hold the helper past it. The append itself is one call bounded by
+//! [`DaemonSettings::call_timeout`]; after a [`ClientError::Timeout`] there it is not
+//! retried (the batch may have been stored). So an append returns within
+//! `start_timeout + call_timeout`, or within `start_timeout` when no daemon answers at all.
+//!
+//! # Permission errors
+//! A socket owned by another user ([`ClientError::PermissionDenied`]) is reported at
+//! once: starting a daemon of our own would not make that one answer us, and would fight
+//! it for the directory.
 //!
 //! # Why it may start the daemon again
 //! A daemon exits by itself once its backlog is delivered. The next append then finds no
@@ -29,7 +50,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::client::{Appended, Client, unix_channel};
+use crate::client::{Appended, Client, DEFAULT_TIMEOUT, unix_channel};
 use crate::error::ClientError;
 use echopost_proto::v1::Record;
 
@@ -37,12 +58,16 @@ use echopost_proto::v1::Record;
 const EXIT_LOCKED: i32 = 3;
 /// How often the helper looks for a starting daemon.
 const POLL: Duration = Duration::from_millis(25);
-/// How many times one append starts or reconnects to a daemon before giving up.
-const ATTEMPTS: usize = 4;
 /// Least time between two starts by one helper while it waits for a daemon to answer.
 const RESPAWN_PACE: Duration = Duration::from_millis(200);
 /// Name of the daemon's lock file in its directory (`echopost_log::LOCK_FILE`).
 const LOCK_FILE: &str = "LOCK";
+/// The longest one health check (connect included) may take while the helper looks for
+/// a daemon. A live daemon answers in milliseconds; one that misses this is asked again
+/// (never replaced: its lock keeps the helper from starting another).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The shortest health check, even when the start timeout is nearly used up.
+const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// How to start the daemon when none answers. Mirrors `echopost run`'s flags.
 #[derive(Debug, Clone)]
@@ -58,8 +83,13 @@ pub struct DaemonSettings {
     pub upstream: Option<String>,
     /// More `echopost run` arguments, e.g. `["--sync", "interval:50"]`.
     pub extra_args: Vec<OsString>,
-    /// How long to wait for a started daemon to answer. Default 10 s.
+    /// How long [`Fallback::append`] (and [`Fallback::ensure_running`]) may spend finding
+    /// or starting a daemon that answers, in all: health checks, starts, waiting for a
+    /// starting, stopped or stuck daemon. Default 10 s.
     pub start_timeout: Duration,
+    /// The deadline of each call on the daemon (the append itself), as
+    /// [`crate::ClientBuilder::timeout`]. Default [`DEFAULT_TIMEOUT`] (10 s).
+    pub call_timeout: Duration,
 }
 
 impl DaemonSettings {
@@ -74,6 +104,7 @@ impl DaemonSettings {
             upstream: None,
             extra_args: Vec::new(),
             start_timeout: Duration::from_secs(10),
+            call_timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -124,6 +155,17 @@ pub struct Fallback {
     client: tokio::sync::Mutex<Option<Client>>,
 }
 
+/// A daemon this helper started, and where its exit status will appear.
+struct Started {
+    exited: Arc<Mutex<Option<ExitStatus>>>,
+}
+
+impl Started {
+    fn status(&self) -> Option<ExitStatus> {
+        self.exited.lock().ok().and_then(|g| *g)
+    }
+}
+
 impl Fallback {
     /// A helper for the daemon described by `settings`.
     pub fn new(settings: DaemonSettings) -> Self {
@@ -139,70 +181,77 @@ impl Fallback {
     }
 
     /// A client connected to a healthy daemon for the directory, starting one if none
-    /// answers.
+    /// answers and none holds the directory. Returns within the start timeout.
     pub async fn ensure_running(&self) -> Result<Client, ClientError> {
+        self.ensure_running_until(Instant::now() + self.settings.start_timeout)
+            .await
+    }
+
+    async fn ensure_running_until(&self, deadline: Instant) -> Result<Client, ClientError> {
         let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref()
-            && c.is_serving().await
-        {
-            return Ok(c.clone());
+        if let Some(c) = slot.as_ref() {
+            match c.health_within(health_budget(deadline)).await {
+                Ok(true) => return Ok(c.clone()),
+                Err(e) if e.is_permission_denied() => return Err(e),
+                _ => {}
+            }
         }
         *slot = None;
         let socket = self.settings.socket_path();
-        if let Some(c) = try_healthy(&socket).await {
-            *slot = Some(c.clone());
-            return Ok(c);
-        }
-        let c = self.start_and_wait(&socket).await?;
+        let c = self.find_or_start(&socket, deadline).await?;
         *slot = Some(c.clone());
         Ok(c)
     }
 
     /// Stores `records` as one atomic batch through the directory's daemon, starting it if
-    /// needed. Retries when the daemon is gone or shutting down (nothing was stored then),
-    /// a few times and for up to the start timeout: a daemon in the middle of its linger
-    /// exit refuses appends while still answering health checks for a moment, and a busy
-    /// machine can stretch that moment past a fixed number of quick retries.
+    /// needed. Retries when the daemon is gone or shutting down (nothing was stored then)
+    /// for up to the start timeout: a daemon in the middle of its linger exit refuses
+    /// appends while still answering health checks for a moment, and a busy machine can
+    /// stretch that moment.
+    ///
+    /// Bounded (see the module documentation): a stopped or stuck daemon makes it fail
+    /// with [`ClientError::NotAnswering`] or [`ClientError::Timeout`], a socket of
+    /// another user with [`ClientError::PermissionDenied`]; neither starts a daemon.
     pub async fn append(&self, records: Vec<Record>) -> Result<Appended, ClientError> {
-        let mut last = None;
         let deadline = Instant::now() + self.settings.start_timeout;
-        let mut attempt = 0;
-        while attempt < ATTEMPTS || Instant::now() < deadline {
-            attempt += 1;
-            let client = self.ensure_running().await?;
+        loop {
+            let client = self.ensure_running_until(deadline).await?;
             match client.append(records.clone()).await {
                 Ok(a) => return Ok(a),
                 Err(e) if e.daemon_unavailable() => {
                     *self.client.lock().await = None;
-                    last = Some(e);
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
                     tokio::time::sleep(POLL).await;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(ClientError::StreamClosed { unacknowledged: 1 }))
     }
 
-    fn spawn(&self) -> Result<Arc<Mutex<Option<ExitStatus>>>, ClientError> {
+    fn spawn(&self) -> Result<Started, ClientError> {
         let s = &self.settings;
         let child = s.command().spawn().map_err(|e| ClientError::Spawn {
             binary: s.binary.clone(),
             source: e,
         })?;
-        Ok(reap_in_background(child))
+        Ok(Started {
+            exited: reap_in_background(child),
+        })
     }
 
-    async fn start_and_wait(&self, socket: &Path) -> Result<Client, ClientError> {
+    /// Waits for a daemon to answer on `socket` until `deadline`, starting one whenever
+    /// none of ours is starting and nobody holds the directory's lock.
+    async fn find_or_start(&self, socket: &Path, deadline: Instant) -> Result<Client, ClientError> {
         let s = &self.settings;
-        let mut exited = self.spawn()?;
-        let mut spawned_at = Instant::now();
-        let deadline = spawned_at + s.start_timeout;
+        let mut ours: Option<Started> = None;
+        let mut last_start: Option<Instant> = None;
         loop {
-            if let Some(c) = try_healthy(socket).await {
+            if let Some(c) = self.try_healthy(socket, deadline).await? {
                 return Ok(c);
             }
-            let status = exited.lock().ok().and_then(|g| *g);
-            if let Some(st) = status {
+            if let Some(st) = ours.as_ref().and_then(Started::status) {
                 if st.code() != Some(EXIT_LOCKED) {
                     // Anything but exit 3 is a real failure to start.
                     return Err(ClientError::DaemonExited {
@@ -210,34 +259,77 @@ impl Fallback {
                         dir: s.dir.clone(),
                     });
                 }
-                // Exit 3: another process's daemon held the directory. Keep waiting for it
-                // while it holds the lock; once the lock is free and still nothing
-                // answers, that daemon was leaving, not starting (see the module
-                // documentation): start one again.
-                if !lock_is_held(&s.dir) && spawned_at.elapsed() >= RESPAWN_PACE {
-                    exited = self.spawn()?;
-                    spawned_at = Instant::now();
-                }
+                // Exit 3: another process's daemon holds the directory.
+                ours = None;
             }
-            if Instant::now() >= deadline {
-                return Err(ClientError::StartTimeout {
-                    socket: socket.to_path_buf(),
-                    dir: s.dir.clone(),
-                    timeout_ms: s.start_timeout.as_millis(),
+            // While ours is starting, the lock is left alone: probing it could make our
+            // own daemon's lock attempt fail. Otherwise a held lock means a daemon is
+            // there (starting, leaving, stopped or stuck): wait for it, never start
+            // another. A free lock with nothing answering means nobody is starting one
+            // (a daemon that exited 3 was racing one on its way out): start one.
+            let lock_held = ours.is_none() && lock_is_held(&s.dir);
+            if ours.is_none()
+                && !lock_held
+                && last_start.is_none_or(|t| t.elapsed() >= RESPAWN_PACE)
+                && Instant::now() < deadline
+            {
+                ours = Some(self.spawn()?);
+                last_start = Some(Instant::now());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let timeout_ms = s.start_timeout.as_millis();
+                return Err(if lock_held {
+                    ClientError::NotAnswering {
+                        socket: socket.to_path_buf(),
+                        dir: s.dir.clone(),
+                        timeout_ms,
+                    }
+                } else {
+                    ClientError::StartTimeout {
+                        socket: socket.to_path_buf(),
+                        dir: s.dir.clone(),
+                        timeout_ms,
+                    }
                 });
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(POLL.min(deadline - now)).await;
+        }
+    }
+
+    /// Connects to `socket` and checks health, within [`HEALTH_TIMEOUT`] and `deadline`.
+    /// `Ok(None)` unless the daemon is serving; a permission error is returned as such.
+    async fn try_healthy(
+        &self,
+        socket: &Path,
+        deadline: Instant,
+    ) -> Result<Option<Client>, ClientError> {
+        let budget = health_budget(deadline);
+        let started = Instant::now();
+        let channel = match unix_channel(socket, budget, self.settings.call_timeout).await {
+            Ok(ch) => ch,
+            Err(e) if e.is_permission_denied() => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        let c = Client::from_channel(socket.to_path_buf(), channel, self.settings.call_timeout);
+        let left = budget
+            .saturating_sub(started.elapsed())
+            .max(MIN_HEALTH_TIMEOUT);
+        match c.health_within(left).await {
+            Ok(true) => Ok(Some(c)),
+            Err(e) if e.is_permission_denied() => Err(e),
+            _ => Ok(None),
         }
     }
 }
 
-/// Connects to `socket` and checks health; `None` unless the daemon is serving.
-async fn try_healthy(socket: &Path) -> Option<Client> {
-    let channel = unix_channel(socket, Duration::from_millis(500))
-        .await
-        .ok()?;
-    let c = Client::from_channel(socket.to_path_buf(), channel);
-    c.is_serving().await.then_some(c)
+/// How long the next health check may take: [`HEALTH_TIMEOUT`], or what is left until
+/// `deadline` if less (but at least [`MIN_HEALTH_TIMEOUT`]).
+fn health_budget(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .min(HEALTH_TIMEOUT)
+        .max(MIN_HEALTH_TIMEOUT)
 }
 
 /// True if some process holds the daemon's lock on `dir` (or it cannot be told). Probes
@@ -273,4 +365,48 @@ fn reap_in_background(mut child: std::process::Child) -> Arc<Mutex<Option<ExitSt
     // simply stays unknown and the start timeout applies.
     drop(spawned);
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory whose daemon is stopped: its lock is held and its socket accepts
+    /// connections that nobody answers.
+    #[tokio::test]
+    async fn a_held_lock_and_a_silent_socket_start_nothing_and_give_up_in_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let lock = std::fs::File::create(dir.join(LOCK_FILE)).unwrap();
+        lock.lock().unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(dir.join("echopost.sock")).unwrap();
+        let mut s = DaemonSettings::new(&dir);
+        // Starting anything would fail loudly with `Spawn`.
+        s.binary = dir.join("no-such-echopost");
+        s.start_timeout = Duration::from_millis(1500);
+        s.call_timeout = Duration::from_millis(500);
+        let f = Fallback::new(s);
+
+        let t = Instant::now();
+        let e = f.append(vec![Record::default()]).await.unwrap_err();
+        let took = t.elapsed();
+        assert!(matches!(e, ClientError::NotAnswering { .. }), "{e:?}");
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_millis(3000),
+            "{took:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("No second daemon was started"), "{msg}");
+        let t = Instant::now();
+        assert!(matches!(
+            f.ensure_running().await.unwrap_err(),
+            ClientError::NotAnswering { .. }
+        ));
+        assert!(t.elapsed() < Duration::from_millis(3000));
+
+        // Once the lock is free and still nothing answers, the helper does start one.
+        lock.unlock().unwrap();
+        let e = f.append(vec![Record::default()]).await.unwrap_err();
+        assert!(matches!(e, ClientError::Spawn { .. }), "{e:?}");
+    }
 }

@@ -6,12 +6,26 @@
 //!
 //! * [`Client`]: connect to a running daemon over its UNIX socket; [`Client::append`]
 //!   (atomic, answered once durable), [`Client::appender`] (pipelined stream of batches
-//!   with in-order acknowledgements), [`Client::status`], [`Client::read`].
+//!   with in-order acknowledgements), [`Client::status`], [`Client::read`]. Every wait
+//!   has a deadline ([`DEFAULT_TIMEOUT`], 10 s, or [`ClientBuilder::timeout`]): a daemon
+//!   that accepts connections but never answers (stopped, stuck) is reported as
+//!   [`ClientError::Timeout`] instead of blocking the caller.
 //! * [`Fallback`]: the one call an application needs when its main server is down. It
 //!   connects to the daemon for a directory, starting `echopost run` detached if none
 //!   answers, and appends. Many processes calling it at once end up with exactly one
 //!   daemon (the daemon's directory lock decides); if the daemon exited after draining,
-//!   the next call starts it again.
+//!   the next call starts it again. It never starts a second daemon for a directory
+//!   whose daemon is stopped or stuck: it waits for up to its start timeout
+//!   ([`DaemonSettings::start_timeout`]) and reports [`ClientError::NotAnswering`].
+//!
+//! # Errors worth telling apart
+//! * [`ClientError::daemon_unavailable`]: nothing was stored; reconnecting or starting a
+//!   daemon and retrying is right ([`Fallback`] does it).
+//! * [`ClientError::Timeout`]: something is there but did not answer in time; an append
+//!   may or may not be stored.
+//! * [`ClientError::PermissionDenied`]: the daemon runs as another user that does not
+//!   allow this one (`echopost run --allow-uid`), or the socket's directory is not
+//!   searchable by this user.
 //!
 //! ```no_run
 //! use echopost_client::{Client, Record};
@@ -42,7 +56,7 @@ mod error;
 mod fallback;
 
 pub use appender::Appender;
-pub use client::{Appended, Client};
+pub use client::{Appended, Client, ClientBuilder, DEFAULT_TIMEOUT};
 pub use error::ClientError;
 pub use fallback::{DaemonSettings, Fallback};
 

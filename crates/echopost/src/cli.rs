@@ -95,7 +95,10 @@ Examples:
 Exit codes:
   0  every record was stored
   2  usage error, or no daemon answers (start one, or pass --start-daemon)
-  5  the daemon refused a batch (the message says which and why); earlier batches stay stored";
+  3  a daemon is there but did not answer within --timeout (stopped or stuck); a batch
+     whose append timed out may or may not be stored
+  5  the daemon refused a batch (the message says which and why), or permission denied
+     on the socket; earlier batches stay stored";
 
 /// Shown under `echopost bench --help`.
 pub const BENCH_AFTER_HELP: &str = "\
@@ -140,11 +143,26 @@ pub struct DirArgs {
     pub socket: Option<PathBuf>,
 }
 
+/// How long a command waits for the daemon. Shared by the commands that talk to it
+/// (`status`, `inspect`, `send`).
+#[derive(Debug, Clone, Args)]
+pub struct TimeoutArgs {
+    /// How long to wait for the daemon: to connect, for each answer, and with
+    /// --start-daemon for a daemon to answer at all. A daemon that is stopped or stuck
+    /// makes the command fail after this long (exit 3) instead of hanging. E.g. `2s`,
+    /// `500ms`.
+    #[arg(long, env = "ECHOPOST_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
 /// Flags of `echopost status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub dirs: DirArgs,
+
+    #[command(flatten)]
+    pub wait: TimeoutArgs,
 
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -156,6 +174,9 @@ pub struct StatusArgs {
 pub struct InspectArgs {
     #[command(flatten)]
     pub dirs: DirArgs,
+
+    #[command(flatten)]
+    pub wait: TimeoutArgs,
 
     /// First sequence to print. Default (and at the earliest): the oldest record not yet
     /// delivered.
@@ -187,6 +208,9 @@ pub struct VerifyArgs {
 pub struct SendArgs {
     #[command(flatten)]
     pub dirs: DirArgs,
+
+    #[command(flatten)]
+    pub wait: TimeoutArgs,
 
     /// Read the records from FILE instead of stdin (`-` is stdin).
     #[arg(long, value_name = "FILE")]
@@ -544,6 +568,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// Parses `--timeout`: a duration above zero.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("invalid timeout {s:?}: it must be above zero"));
+    }
+    Ok(d)
+}
+
 /// `.5s` → `0.5s` and `1.s` → `1s`: humantime (and parse-size, before a point) wants a
 /// digit on both sides of a decimal point, and both spellings were accepted before the
 /// crates parsed our flags. A point with no digit on either side is left alone (and
@@ -676,6 +709,18 @@ mod tests {
         assert!(parse_duration("5M").unwrap_err().contains("minutes"));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_timeout("0").unwrap_err().contains("above zero"));
+        assert!(parse_timeout("2").is_err());
+        let cli = Cli::try_parse_from(["echopost", "status", "--timeout", "500ms"]).unwrap();
+        let Command::Status(a) = cli.command else {
+            panic!("expected status")
+        };
+        assert_eq!(a.wait.timeout, Duration::from_millis(500));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use echopost_log::Log;
 use prost::Message;
 
 use super::{
-    CommandError, CommandResult, Offline, RPC_TIMEOUT, Target, connect_live, fmt_count, log_error,
+    CommandError, CommandResult, Offline, Target, client_error, connect_live, fmt_count, log_error,
     nothing_there, open_offline, record_json, resolve, runtime,
 };
 use crate::cli::InspectArgs;
@@ -87,11 +87,11 @@ pub fn run(args: &InspectArgs) -> CommandResult {
     let stdout = io::stdout();
     let mut printer = Printer::new(BufWriter::new(stdout.lock()));
     let rt = runtime()?;
-    let client = rt.block_on(connect_live(&target.socket));
+    let client = rt.block_on(connect_live(&target.socket, args.wait.timeout))?;
     let (mode, outcome) = match client {
         Some(c) => (
             "read from the running daemon",
-            rt.block_on(online(&c, args.from, limit, &mut printer)),
+            rt.block_on(online(&target, &c, args.from, limit, &mut printer)),
         ),
         None => {
             let outcome = match open_offline(&target)? {
@@ -139,30 +139,25 @@ pub fn run(args: &InspectArgs) -> CommandResult {
     Ok(ExitCode::Clean)
 }
 
+/// Pages through the daemon's `Read`; every call and message is bounded by the client's
+/// deadline (`--timeout`).
 async fn online<W: Write>(
+    target: &Target,
     client: &Client,
     from: Option<u64>,
     limit: u64,
     printer: &mut Printer<W>,
 ) -> Result<(), CommandError> {
+    let rpc_error = |e: echopost_client::ClientError| client_error(target, &e);
     let mut next = match from {
         Some(f) => f,
-        None => {
-            tokio::time::timeout(RPC_TIMEOUT, client.status())
-                .await
-                .map_err(|_| CommandError::fatal("the daemon did not answer Status in time"))?
-                .map_err(rpc_error)?
-                .first_sequence
-        }
+        None => client.status().await.map_err(rpc_error)?.first_sequence,
     };
     let mut remaining = limit;
     while remaining > 0 && !printer.closed {
         let want = remaining.min(PAGE);
         // `want` <= PAGE, which fits in u32.
-        let page = tokio::time::timeout(RPC_TIMEOUT, client.read(next, want as u32))
-            .await
-            .map_err(|_| CommandError::fatal("the daemon did not answer Read in time"))?
-            .map_err(rpc_error)?;
+        let page = client.read(next, want as u32).await.map_err(rpc_error)?;
         let got = page.len() as u64;
         for stored in &page {
             let record = stored.record.clone().unwrap_or_default();
@@ -175,16 +170,6 @@ async fn online<W: Write>(
         }
     }
     Ok(())
-}
-
-/// A failed RPC: storage corruption is exit 4, anything else 5.
-fn rpc_error(e: echopost_client::ClientError) -> CommandError {
-    match &e {
-        echopost_client::ClientError::Status(s) if s.code() == tonic::Code::DataLoss => {
-            CommandError::new(ExitCode::Corruption, s.message().to_owned())
-        }
-        _ => CommandError::fatal(e.to_string()),
-    }
 }
 
 fn offline<W: Write>(

@@ -20,11 +20,25 @@
 //! make, not a side effect of looking. `status` then reports what the layout shows and
 //! names the pending repair; `inspect` explains how to read such a directory.
 //!
+//! # Deadlines
+//! Every wait on the daemon is bounded by `--timeout` (`ECHOPOST_TIMEOUT`, default 10 s):
+//! connecting, each call, each message of a stream, and (`send --start-daemon`) the wait
+//! for a daemon to answer. A daemon that accepts connections but does not answer (stopped
+//! with `SIGSTOP`, stuck) therefore ends the command with exit 3 after that long; it
+//! never hangs it.
+//!
+//! # Permissions
+//! A socket the command may not open (`EACCES`: the daemon runs as another user whose
+//! socket, or its directory, is closed to this one), or a daemon that refuses this uid,
+//! is reported as a permission error naming the socket and what to change (exit 5),
+//! never as "no daemon answers".
+//!
 //! # Exit codes
 //! Shared by every operator command (and listed under each one's `--help`):
 //! 0 success; 2 usage error, or nothing to talk to (no daemon answers and the directory
-//! holds no log); 3 a daemon holds the directory but does not answer on the socket;
-//! 4 storage corruption; 5 anything else (I/O failure, the daemon refused the request).
+//! holds no log); 3 a daemon holds the directory but does not answer on the socket (or not
+//! within `--timeout`); 4 storage corruption; 5 anything else (I/O failure, permission
+//! denied on the socket, the daemon refused the request).
 //!
 //! # Output
 //! Human-readable text by default, one JSON document (or JSON lines for record listings)
@@ -44,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use echopost_client::{Client, Record};
+use echopost_client::{Client, ClientError, Record};
 use echopost_log::{Log, LogOptions};
 
 use crate::cli::DirArgs;
@@ -57,16 +71,11 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   2  usage error, or nothing to talk to: no daemon answers and the directory holds no log
-  3  a daemon holds the directory but does not answer on the socket
+  3  a daemon holds the directory but does not answer on the socket, or not within
+     --timeout (it is stopped, stuck, or listening on another socket)
   4  storage corruption: the message names the file, the offset and the reason
-  5  any other failure (I/O error, the daemon refused the request)";
-
-/// How long a command waits to connect to the daemon's socket. A live daemon accepts at
-/// once; a stale socket file refuses at once; only a stuck daemon makes this matter.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a single `Status` or `Read` call may take before the daemon is considered
-/// unresponsive.
-pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+  5  any other failure (I/O error, permission denied on the socket, the daemon refused
+     the request)";
 
 /// Why a command failed, and the exit code that says so.
 #[derive(Debug)]
@@ -170,15 +179,41 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
         .map_err(|e| CommandError::fatal(format!("cannot start the async runtime: {e}")))
 }
 
-/// A client of the daemon answering on `socket`, or `None` when nothing does (no socket
-/// file, a stale one, or no answer within [`CONNECT_TIMEOUT`]).
-pub async fn connect_live(socket: &Path) -> Option<Client> {
-    if !socket.exists() {
-        return None;
+/// A client of the daemon answering on `socket` whose every call is bounded by
+/// `timeout`, or `None` when nothing does (no socket file, a stale one, or no connection
+/// within `timeout`). A socket this user may not open is an error (exit 5), not "nothing
+/// there": the daemon is there, and the message says what to change.
+pub async fn connect_live(
+    socket: &Path,
+    timeout: Duration,
+) -> Result<Option<Client>, CommandError> {
+    match Client::builder(socket).timeout(timeout).connect().await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.is_permission_denied() => Err(CommandError::fatal(e.to_string())),
+        Err(_) => Ok(None),
     }
-    match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(socket)).await {
-        Ok(Ok(c)) => Some(c),
-        _ => None,
+}
+
+/// A failed call on the daemon as the command's error: permission denied is exit 5,
+/// no answer in time exit 3 (with the session log to look at), storage corruption exit
+/// 4, anything else 5.
+pub fn client_error(target: &Target, e: &ClientError) -> CommandError {
+    match e {
+        ClientError::Timeout { .. } => CommandError::new(
+            ExitCode::Locked,
+            format!(
+                "{e}. Its session log is in {}",
+                target
+                    .dir
+                    .join(crate::daemon::session_log::LOGS_DIR)
+                    .display()
+            ),
+        ),
+        _ if e.is_timeout() => CommandError::new(ExitCode::Locked, e.to_string()),
+        ClientError::Status(s) if s.code() == tonic::Code::DataLoss => {
+            CommandError::new(ExitCode::Corruption, s.message().to_owned())
+        }
+        _ => CommandError::fatal(e.to_string()),
     }
 }
 

@@ -11,6 +11,11 @@
 //! doing that at once still end with exactly one daemon: the directory lock decides, and
 //! the losers' helpers wait for the winner's socket. This is the command-line face of the
 //! fallback path an application uses, and how the tests exercise it across processes.
+//!
+//! `--timeout` bounds every wait: connecting, each append, and with `--start-daemon` the
+//! wait for a daemon to answer (the helper's start timeout). A daemon that is stopped or
+//! stuck ends the command with exit 3 after that long, saying which lines were stored,
+//! which were not, and which may or may not have been (a batch whose append timed out).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -22,8 +27,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::{
-    CommandError, CommandResult, Target, connect_live, fmt_count, fmt_ranges, merge_ranges,
-    print_stdout, resolve, runtime,
+    CommandError, CommandResult, Target, client_error, connect_live, fmt_count, fmt_ranges,
+    merge_ranges, print_stdout, resolve, runtime,
 };
 use crate::cli::{Cli, Command, SendArgs};
 use crate::config::Config;
@@ -77,8 +82,12 @@ pub fn run(args: &SendArgs) -> CommandResult {
             CommandError::usage(format!("cannot open --file {}: {e}", p.display()))
         })?),
     };
+    let timeout = args.wait.timeout;
     let fallback = if args.start_daemon {
-        Some(fallback_settings(&target, &args.run_flags)?)
+        let mut settings = fallback_settings(&target, &args.run_flags)?;
+        settings.start_timeout = timeout;
+        settings.call_timeout = timeout;
+        Some(settings)
     } else {
         None
     };
@@ -86,7 +95,7 @@ pub fn run(args: &SendArgs) -> CommandResult {
     let report = rt.block_on(async {
         let to = match fallback {
             Some(settings) => Destination::Fallback(Box::new(Fallback::new(settings))),
-            None => match connect_live(&target.socket).await {
+            None => match connect_live(&target.socket, timeout).await? {
                 Some(c) => Destination::Daemon(Box::new(c)),
                 None => {
                     return Err(CommandError::usage(format!(
@@ -97,7 +106,7 @@ pub fn run(args: &SendArgs) -> CommandResult {
                 }
             },
         };
-        pump(input, &to, args).await
+        pump(input, &to, &target, args).await
     })?;
     let text = if args.json {
         let mut s = serde_json::to_string(&report)
@@ -202,6 +211,7 @@ fn spawn_reader(input: Box<dyn Read + Send>) -> mpsc::Receiver<io::Result<Vec<u8
 async fn pump(
     input: Box<dyn Read + Send>,
     to: &Destination,
+    target: &Target,
     args: &SendArgs,
 ) -> Result<SendReport, CommandError> {
     let mut lines = spawn_reader(input);
@@ -221,7 +231,15 @@ async fn pump(
             match tokio::time::timeout(IDLE_FLUSH, lines.recv()).await {
                 Ok(item) => item,
                 Err(_) => {
-                    flush(to, &mut batch, &mut batch_bytes, &mut report, line_no).await?;
+                    flush(
+                        to,
+                        target,
+                        &mut batch,
+                        &mut batch_bytes,
+                        &mut report,
+                        line_no,
+                    )
+                    .await?;
                     continue;
                 }
             }
@@ -229,7 +247,15 @@ async fn pump(
         match next {
             None => break,
             Some(Err(e)) => {
-                flush(to, &mut batch, &mut batch_bytes, &mut report, line_no).await?;
+                flush(
+                    to,
+                    target,
+                    &mut batch,
+                    &mut batch_bytes,
+                    &mut report,
+                    line_no,
+                )
+                .await?;
                 return Err(CommandError::fatal(format!(
                     "cannot read the input after line {line_no}: {e} (lines up to {line_no} were stored)"
                 )));
@@ -239,12 +265,28 @@ async fn pump(
                 batch_bytes += payload.len();
                 batch.push(make_record(args, line_no, payload));
                 if batch.len() >= batch_max || batch_bytes >= MAX_BATCH_PAYLOAD {
-                    flush(to, &mut batch, &mut batch_bytes, &mut report, line_no).await?;
+                    flush(
+                        to,
+                        target,
+                        &mut batch,
+                        &mut batch_bytes,
+                        &mut report,
+                        line_no,
+                    )
+                    .await?;
                 }
             }
         }
     }
-    flush(to, &mut batch, &mut batch_bytes, &mut report, line_no).await?;
+    flush(
+        to,
+        target,
+        &mut batch,
+        &mut batch_bytes,
+        &mut report,
+        line_no,
+    )
+    .await?;
     report.ranges = merge_ranges(
         &report
             .ranges
@@ -274,6 +316,7 @@ fn make_record(args: &SendArgs, line_no: u64, payload: Vec<u8>) -> Record {
 
 async fn flush(
     to: &Destination,
+    target: &Target,
     batch: &mut Vec<Record>,
     batch_bytes: &mut usize,
     report: &mut SendReport,
@@ -304,9 +347,17 @@ async fn flush(
                     fmt_ranges(&ranges)
                 )
             };
-            Err(CommandError::fatal(format!(
-                "lines {first_line} to {line_no} were not stored: {e}; {stored}"
-            )))
+            // A batch whose append timed out reached a daemon that may still store it.
+            let this_batch = if matches!(e, ClientError::Timeout { .. }) {
+                format!(
+                    "lines {first_line} to {line_no} may or may not have been stored (resending them may store them twice)"
+                )
+            } else {
+                format!("lines {first_line} to {line_no} were not stored")
+            };
+            let mut err = client_error(target, &e);
+            err.message = format!("{this_batch}: {}; {stored}", err.message);
+            Err(err)
         }
     }
 }

@@ -16,9 +16,9 @@ use prost::Message;
 use serde::Serialize;
 
 use super::{
-    CommandError, CommandResult, Offline, RPC_TIMEOUT, Target, connect_live, fmt_bytes, fmt_count,
-    fmt_duration, fmt_mb_per_s, locked_error, log_error, nothing_there, now_unix_nanos,
-    open_offline, print_stdout, resolve, runtime, utc_rfc3339,
+    CommandError, CommandResult, Offline, Target, connect_live, fmt_bytes, fmt_count, fmt_duration,
+    fmt_mb_per_s, locked_error, log_error, nothing_there, now_unix_nanos, open_offline,
+    print_stdout, resolve, runtime, utc_rfc3339,
 };
 use crate::cli::StatusArgs;
 use crate::daemon::exit::ExitCode;
@@ -70,7 +70,7 @@ pub struct StatusReport {
 pub fn run(args: &StatusArgs) -> CommandResult {
     let target = resolve(&args.dirs)?;
     let rt = runtime()?;
-    let online = rt.block_on(fetch(&target));
+    let online = rt.block_on(fetch(&target, args.wait.timeout))?;
     let report = match online {
         Ok(st) => from_status(&target, &st, now_unix_nanos()),
         Err(rpc_error) => offline(&target, rpc_error)?,
@@ -87,16 +87,20 @@ pub fn run(args: &StatusArgs) -> CommandResult {
     Ok(ExitCode::Clean)
 }
 
-/// The daemon's `Status`, or why it could not be had (`None`: nothing answers at all).
-async fn fetch(target: &Target) -> Result<StatusResponse, Option<String>> {
-    let client = connect_live(&target.socket).await.ok_or(None)?;
-    match tokio::time::timeout(RPC_TIMEOUT, client.status()).await {
-        Ok(Ok(st)) => Ok(st),
-        Ok(Err(e)) => Err(Some(e.to_string())),
-        Err(_) => Err(Some(format!(
-            "Status did not answer within {}",
-            fmt_duration(RPC_TIMEOUT)
-        ))),
+/// The daemon's `Status` (every wait bounded by `timeout`), or why it could not be had
+/// (`None`: nothing answers at all), for the offline report. A permission error is the
+/// command's error: the daemon is there, and looking offline would not be the truth.
+async fn fetch(
+    target: &Target,
+    timeout: Duration,
+) -> Result<Result<StatusResponse, Option<String>>, CommandError> {
+    let Some(client) = connect_live(&target.socket, timeout).await? else {
+        return Ok(Err(None));
+    };
+    match client.status().await {
+        Ok(st) => Ok(Ok(st)),
+        Err(e) if e.is_permission_denied() => Err(CommandError::fatal(e.to_string())),
+        Err(e) => Ok(Err(Some(e.to_string()))),
     }
 }
 
@@ -178,8 +182,7 @@ fn offline(target: &Target, rpc_error: Option<String>) -> Result<StatusReport, C
                 && e.code == ExitCode::Locked
             {
                 e = locked_error(target);
-                e.message
-                    .push_str(&format!(" (the daemon answered: {rpc})"));
+                e.message.push_str(&format!(" (asking it: {rpc})"));
             }
             return Err(e);
         }

@@ -1,12 +1,14 @@
 //! Who may talk to the daemon.
 //!
-//! File permissions (socket `0600` in a `0700` directory) already keep other users out on
-//! Linux, but macOS and the BSDs ignore permissions on socket files, and a directory given
-//! with `--socket` may be shared. So every connection also carries the peer's user id,
-//! read from the kernel when it is accepted ([`crate::daemon::socket`]), and every request on a
-//! connection from a user that is neither the daemon's own nor named with `--allow-uid` is
-//! answered `PERMISSION_DENIED` by [`PeerCheckLayer`], for every service on the socket
-//! (health and reflection included).
+//! By default file permissions (socket `0600` in a `0700` directory) already keep other
+//! users out on Linux, but macOS and the BSDs ignore permissions on socket files, a
+//! directory given with `--socket` may be shared, and with `--allow-uid` naming another
+//! user the socket is `0666` so that user can open it ([`crate::daemon::socket`]). So
+//! this check is the gate: every connection carries the peer's user id, read from the
+//! kernel when it is accepted, and every request on a connection from a user that is
+//! neither the daemon's own nor named with `--allow-uid` is answered `PERMISSION_DENIED`
+//! by [`PeerCheckLayer`], for every service on the socket (health and reflection
+//! included).
 //!
 //! Refusing with a gRPC status rather than closing the connection tells the other user
 //! *why*, instead of looking like a daemon that is down.

@@ -24,7 +24,7 @@ use super::linger::linger_watch;
 use super::monitor::monitor;
 use super::peer::{PeerCheckLayer, PeerPolicy};
 use super::session_log::Session;
-use super::socket::{self, Previous, SocketError, SocketFile};
+use super::socket::{self, Previous, SocketAccess, SocketError, SocketFile};
 use super::{platform, source_id};
 use crate::config::Config;
 use crate::ingest::Ingest;
@@ -58,17 +58,22 @@ async fn load_source_id(dir: &Path) -> Result<String, DaemonError> {
     }
 }
 
-/// Binds the socket and registers it with the runtime.
-fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile), DaemonError> {
-    let (std_listener, socket_file, previous) = socket::bind(path).map_err(|e| match e {
-        SocketError::Live { path } => DaemonError::SocketInUse { path },
-        SocketError::NotASocket { .. } => DaemonError::Config(e.to_string()),
-        SocketError::Io {
-            context,
-            path,
-            source,
-        } => DaemonError::io(format!("{context} {}", path.display()), source),
-    })?;
+/// Binds the socket with the permissions the peer policy needs and registers it with the
+/// runtime.
+fn bind_socket(
+    path: &Path,
+    access: &SocketAccess,
+) -> Result<(tokio::net::UnixListener, SocketFile), DaemonError> {
+    let (std_listener, socket_file, previous) =
+        socket::bind(path, access).map_err(|e| match e {
+            SocketError::Live { path } => DaemonError::SocketInUse { path },
+            SocketError::NotASocket { .. } => DaemonError::Config(e.to_string()),
+            SocketError::Io {
+                context,
+                path,
+                source,
+            } => DaemonError::io(format!("{context} {}", path.display()), source),
+        })?;
     if previous == Previous::ReplacedStale {
         tracing::info!(socket = %path.display(), "replaced a stale socket left by an earlier run");
     }
@@ -121,7 +126,8 @@ impl Services {
             .map(|r| r.with_source_id(source_id.clone()));
 
         // 5. The socket, the ingest path and the server.
-        let (listener, socket_file) = bind_socket(&config.socket)?;
+        let access = SocketAccess::for_policy(platform::current_uid(), &config.allowed_uids);
+        let (listener, socket_file) = bind_socket(&config.socket, &access)?;
         let gate = AppendGate::new();
         let progress = Arc::new(Progress::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -164,6 +170,7 @@ impl Services {
             socket = %config.socket.display(),
             own_uid = platform::current_uid(),
             allowed_uids = ?config.allowed_uids,
+            socket_mode = format!("{:o}", access.socket_mode()),
             startup_ms = started.elapsed().as_millis() as u64,
             "accepting records"
         );

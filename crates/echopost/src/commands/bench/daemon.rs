@@ -173,7 +173,8 @@ impl SpawnedDaemon {
                     d.stderr_tail()
                 )));
             }
-            if let Some(c) = crate::commands::connect_live(&d.area.socket).await
+            if let Ok(Some(c)) =
+                crate::commands::connect_live(&d.area.socket, Duration::from_secs(2)).await
                 && c.is_serving().await
             {
                 return Ok(d);

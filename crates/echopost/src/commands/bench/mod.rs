@@ -67,7 +67,7 @@ use std::time::Duration;
 
 use echopost_client::{Client, StatusResponse};
 
-use super::{CommandError, CommandResult, RPC_TIMEOUT, fmt_bytes, fmt_duration, print_stdout};
+use super::{CommandError, CommandResult, fmt_bytes, print_stdout};
 use crate::cli::BenchArgs;
 use crate::daemon::exit::ExitCode;
 use crate::ingest::limits::MAX_MESSAGE_BYTES;
@@ -270,14 +270,11 @@ async fn measure(
     })
 }
 
-/// `Status` of the daemon under test, within [`RPC_TIMEOUT`].
+/// `Status` of the daemon under test, within the client's deadline
+/// ([`echopost_client::DEFAULT_TIMEOUT`]).
 async fn status(client: &Client) -> Result<StatusResponse, CommandError> {
-    match tokio::time::timeout(RPC_TIMEOUT, client.status()).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(CommandError::fatal(format!("Status failed: {e}"))),
-        Err(_) => Err(CommandError::fatal(format!(
-            "the daemon did not answer Status within {}",
-            fmt_duration(RPC_TIMEOUT)
-        ))),
-    }
+    client
+        .status()
+        .await
+        .map_err(|e| CommandError::fatal(format!("Status failed: {e}")))
 }

@@ -40,6 +40,7 @@ pub const ENV_VARS: &[&str] = &[
     "ECHOPOST_UPSTREAM_CA",
     "ECHOPOST_UPSTREAM_HEADER",
     "ECHOPOST_REQUEST_TIMEOUT",
+    "ECHOPOST_TIMEOUT",
     "RUST_LOG",
 ];
 
