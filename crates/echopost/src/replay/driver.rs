@@ -36,6 +36,11 @@ use super::{
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Longest TCP/TLS connect; a slow connect is a transient failure like any other.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keepalive pings to a gRPC main server: no more often than stock gRPC servers
+/// accept by default (grpc-core answers pings more frequent than every 5 minutes without
+/// data with `GOAWAY ENHANCE_YOUR_CALM` "too_many_pings", which would cut long `Deliver`
+/// calls).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
 /// Consecutive transient failures of one batch, each after a good health probe, before its
 /// records are sent one by one to find out whether one of them is the problem (and only
 /// once the batch has been failing for `--isolate-after`).
@@ -138,7 +143,7 @@ impl Replayer {
                     .map_err(|e| config_err(format!("bad --upstream {}: {e}", upstream.display)))?
                     .connect_timeout(connect_timeout)
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                     .keep_alive_timeout(Duration::from_secs(10))
                     .initial_stream_window_size(Some(4 << 20))
                     .initial_connection_window_size(Some(8 << 20));
@@ -656,11 +661,13 @@ impl Replayer {
                 Ok(sink.send(&batch).await)
             }
             Sink::Http(sink) => {
-                let record = decode(&self.log, item)?;
+                let mut record = decode(&self.log, item)?;
+                add_idempotency_key(&mut record, &self.source, item.seq);
                 Ok(sink.send(&record).await)
             }
             Sink::Grpc(sink) => {
-                let record = decode(&self.log, item)?;
+                let mut record = decode(&self.log, item)?;
+                add_identity_metadata(&mut record, &self.source, item.seq);
                 Ok(sink.send(&record).await)
             }
         }
@@ -723,6 +730,36 @@ impl Replayer {
         self.dead = Some(writer);
         res.map_err(ReplayError::Storage)
     }
+}
+
+/// The `Idempotency-Key` header (IETF httpapi draft "The Idempotency-Key HTTP Header
+/// Field") of a verbatim HTTP replay, unless the record carries one: the record's `id` when
+/// set, else `SOURCE:SEQUENCE`, which stays the same however often the record is replayed.
+fn add_idempotency_key(record: &mut Record, source: &str, seq: u64) {
+    if record
+        .headers
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case("idempotency-key"))
+    {
+        return;
+    }
+    let key = if record.id.is_empty() {
+        format!("{source}:{seq}")
+    } else {
+        record.id.clone()
+    };
+    record.headers.insert("idempotency-key".to_owned(), key);
+}
+
+/// The dedupe identity of a verbatim gRPC replay, as metadata: `echopost-source` and
+/// `echopost-sequence` (the same pair `Sink/Deliver` carries in its message).
+fn add_identity_metadata(record: &mut Record, source: &str, seq: u64) {
+    record
+        .headers
+        .insert("echopost-source".to_owned(), source.to_owned());
+    record
+        .headers
+        .insert("echopost-sequence".to_owned(), seq.to_string());
 }
 
 fn unwrap_batch(batch: Arc<DeliverBatch>) -> VecDeque<Item> {
@@ -888,5 +925,31 @@ impl Reporter {
                 "backlog drained"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn verbatim_replays_carry_a_stable_dedupe_identity() {
+        let mut r = Record::default();
+        add_idempotency_key(&mut r, "src", 7);
+        assert_eq!(r.headers["idempotency-key"], "src:7");
+        let mut r = Record {
+            id: "order-1".into(),
+            ..Record::default()
+        };
+        add_idempotency_key(&mut r, "src", 7);
+        assert_eq!(r.headers["idempotency-key"], "order-1");
+        let mut r = Record::default();
+        r.headers.insert("Idempotency-Key".into(), "mine".into());
+        add_idempotency_key(&mut r, "src", 7);
+        assert_eq!(r.headers.len(), 1, "the record's own key is kept");
+        let mut r = Record::default();
+        add_identity_metadata(&mut r, "src", 9);
+        assert_eq!(r.headers["echopost-source"], "src");
+        assert_eq!(r.headers["echopost-sequence"], "9");
     }
 }
