@@ -30,4 +30,5 @@ mod real_clients;
 mod replay_daemon;
 mod replay_deliver;
 mod replay_forward;
+mod replay_policy;
 mod torture;
