@@ -22,6 +22,7 @@
 //! Every test prints (to the real stderr, so a passing run shows it) what it counted:
 //! records delivered, dead-lettered, duplicates, attempts, and how long it took.
 
+mod forward;
 mod isolation;
 mod server_level;
 
