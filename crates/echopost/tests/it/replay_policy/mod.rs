@@ -25,6 +25,7 @@
 mod forward;
 mod isolation;
 mod server_level;
+mod too_large;
 
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader, Write as _};
