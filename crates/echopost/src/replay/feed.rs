@@ -236,7 +236,16 @@ impl Feed {
         if done.spare.is_some() {
             self.buffer = done.spare;
         }
-        let batch = self.wrap(done.batch, done.encoded);
+        let (mut items, mut encoded) = (done.batch, done.encoded);
+        if items.len() > self.shape.max_records {
+            // Read ahead before `limit_records`: cut it to the new limit, or the main
+            // server would be sent a batch of the size it just refused.
+            let mut rest = items.split_off(self.shape.max_records);
+            rest.append(&mut self.carry);
+            self.carry = rest;
+            encoded = None;
+        }
+        let batch = self.wrap(items, encoded);
         match done.error {
             None => Ok((batch, false)),
             Some(ReadError::Engine(e @ echopost_log::Error::Corruption(_))) if !self.careful => {

@@ -31,5 +31,6 @@ mod real_clients;
 mod replay_daemon;
 mod replay_deliver;
 mod replay_forward;
+mod replay_policy;
 mod stopped_daemon;
 mod torture;
