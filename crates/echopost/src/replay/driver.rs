@@ -9,38 +9,24 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use echopost_log::Log;
 use echopost_proto::v1::Record;
-use http::header::HeaderMap;
 use prost::Message;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tonic::metadata::MetadataMap;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::config::{HealthCheck, ReplayConfig, SinkKind, Upstream};
+use crate::config::{ReplayConfig, Upstream};
 
+use super::acker::Acker;
 use super::backoff::{Backoff, with_retry_after};
 use super::classify::{Class, Failure, Policy};
+use super::clients::{self, Sink};
 use super::dead_letters;
-use super::deliver::{DeliverBatch, DeliverSink, source_len};
+use super::deliver::{DeliverBatch, source_len};
 use super::feed::{self, Batch, Feed, Item, Shape};
-use super::forward_grpc::GrpcForwarder;
-use super::forward_http::{HttpForwarder, build_client};
 use super::health::Prober;
-use super::tls;
-use super::{
-    ACK_BYTES, ACK_INTERVAL, HEALTHY_PROBE_INTERVAL, PROGRESS_LOG_INTERVAL, Progress, ReplayError,
-    UpstreamState,
-};
+use super::reporter::Reporter;
+use super::{HEALTHY_PROBE_INTERVAL, Progress, ReplayError, UpstreamState};
 
 /// Longest wait for new records before looking at the shutdown flag again.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// Longest TCP/TLS connect; a slow connect is a transient failure like any other.
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 keepalive pings to a gRPC main server: no more often than stock gRPC servers
-/// accept by default (grpc-core answers pings more frequent than every 5 minutes without
-/// data with `GOAWAY ENHANCE_YOUR_CALM` "too_many_pings", which would cut long `Deliver`
-/// calls).
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
 /// Consecutive transient failures of one batch, each after a good health probe, before its
 /// records are sent one by one to find out whether one of them is the problem (and only
 /// once the batch has been failing for `--isolate-after`).
@@ -55,12 +41,6 @@ pub const SUSPECT_AFTER: u32 = 3;
 /// A server-level failure is logged at error on the first occurrence and then every this
 /// many in a row (the state and reason are always in `status`).
 const SERVER_LOG_EVERY: u64 = 20;
-
-enum Sink {
-    Deliver(DeliverSink),
-    Http(HttpForwarder),
-    Grpc(GrpcForwarder),
-}
 
 /// What is being delivered, kept across backoff and re-probing until it is done.
 enum Work {
@@ -120,10 +100,6 @@ pub(crate) struct Replayer {
     server_failures: u64,
 }
 
-fn config_err(what: impl std::fmt::Display) -> ReplayError {
-    ReplayError::Config(what.to_string())
-}
-
 impl Replayer {
     /// Sets up the clients for an already validated configuration (nothing is connected
     /// yet). Fails only on what settings cannot tell: no trusted CA roots for TLS.
@@ -135,65 +111,7 @@ impl Replayer {
     ) -> Result<Self, ReplayError> {
         let upstream = cfg.upstream.clone();
         let timeout = cfg.request_timeout;
-        let connect_timeout = timeout.min(MAX_CONNECT_TIMEOUT);
-        let extra = cfg.upstream_headers.clone();
-        let (prober, sink) = match &cfg.health {
-            HealthCheck::Grpc { service } => {
-                let mut ep = tonic::transport::Endpoint::from_shared(upstream.origin_str())
-                    .map_err(|e| config_err(format!("bad --upstream {}: {e}", upstream.display)))?
-                    .connect_timeout(connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .initial_stream_window_size(Some(4 << 20))
-                    .initial_connection_window_size(Some(8 << 20));
-                if upstream.is_tls() {
-                    // `[::1]` in a URL, `::1` as a TLS server name.
-                    let host = upstream
-                        .origin
-                        .host()
-                        .unwrap_or_default()
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_string();
-                    let tls = tls::grpc_config(&host, cfg.upstream_ca.as_ref())?;
-                    ep = ep.tls_config(tls).map_err(|e| {
-                        config_err(format!("TLS setup for {}: {e}", upstream.display))
-                    })?;
-                }
-                let channel = ep.connect_lazy();
-                let mut hm = HeaderMap::new();
-                for (n, v) in &extra {
-                    hm.insert(n.clone(), v.clone());
-                }
-                let metadata = MetadataMap::from_headers(hm.clone());
-                let prober = Prober::Grpc {
-                    client: HealthClient::new(channel.clone()),
-                    service: service.clone(),
-                    metadata: metadata.clone(),
-                };
-                let sink = match cfg.sink {
-                    SinkKind::Deliver => Sink::Deliver(DeliverSink::new(channel, hm, timeout)),
-                    SinkKind::Forward => Sink::Grpc(GrpcForwarder::new(channel, extra, timeout)),
-                };
-                (prober, sink)
-            }
-            HealthCheck::Http { url } => {
-                let need_tls = upstream.is_tls() || url.scheme_str() == Some("https");
-                let config = tls::client_config(need_tls, cfg.upstream_ca.as_ref())?;
-                let client = build_client(tls::http_connector(config, connect_timeout));
-                let prober = Prober::Http {
-                    client: client.clone(),
-                    url: url.clone(),
-                    extra: extra.clone(),
-                };
-                let prefix = format!("{}{}", upstream.origin_str(), upstream.base_path);
-                (
-                    prober,
-                    Sink::Http(HttpForwarder::new(client, prefix, extra, timeout)),
-                )
-            }
-        };
+        let (prober, sink) = clients::build(&cfg)?;
         let source: Arc<str> = Arc::from(cfg.source_id.as_str());
         let cfg_policy = cfg.policy.clone();
         let dead = Some(dead_letters::Writer::new(&cfg.dir));
@@ -784,148 +702,12 @@ async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-fn join_error(e: tokio::task::JoinError) -> ReplayError {
+pub(super) fn join_error(e: tokio::task::JoinError) -> ReplayError {
     ReplayError::Storage(echopost_log::Error::Io {
         op: "run a blocking task for",
         path: std::path::PathBuf::new(),
         source: std::io::Error::other(e.to_string()),
     })
-}
-
-/// Acknowledges delivered records in the background, at most every [`ACK_INTERVAL`]
-/// (or [`ACK_BYTES`]), so the cursor's fsyncs overlap with sending.
-struct Acker {
-    log: Arc<Log>,
-    /// Highest sequence delivered or dead-lettered.
-    done: u64,
-    /// Highest sequence whose ack completed.
-    acked: u64,
-    inflight: Option<JoinHandle<echopost_log::Result<u64>>>,
-    last: Instant,
-    bytes: u64,
-}
-
-impl Acker {
-    fn new(log: Arc<Log>) -> Self {
-        let acked = log.stats().acked;
-        Acker {
-            log,
-            done: acked,
-            acked,
-            inflight: None,
-            last: Instant::now(),
-            bytes: 0,
-        }
-    }
-
-    fn mark(&mut self, seq: u64, bytes: u64) {
-        self.done = self.done.max(seq);
-        self.bytes += bytes;
-    }
-
-    async fn maybe_ack(&mut self) -> Result<(), ReplayError> {
-        if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
-            self.join().await?;
-        }
-        if self.inflight.is_none()
-            && self.done > self.acked
-            && (self.last.elapsed() >= ACK_INTERVAL || self.bytes >= ACK_BYTES)
-        {
-            self.start();
-        }
-        Ok(())
-    }
-
-    fn start(&mut self) {
-        let log = Arc::clone(&self.log);
-        let seq = self.done;
-        self.inflight = Some(tokio::task::spawn_blocking(move || {
-            log.ack(seq).map(|()| seq)
-        }));
-        self.last = Instant::now();
-        self.bytes = 0;
-    }
-
-    async fn join(&mut self) -> Result<(), ReplayError> {
-        if let Some(h) = self.inflight.take() {
-            let seq = h
-                .await
-                .map_err(join_error)?
-                .map_err(ReplayError::from_log)?;
-            self.acked = self.acked.max(seq);
-        }
-        Ok(())
-    }
-
-    /// Waits until everything done so far is acknowledged.
-    async fn flush(&mut self) -> Result<(), ReplayError> {
-        self.join().await?;
-        if self.done > self.acked {
-            self.start();
-            self.join().await?;
-        }
-        Ok(())
-    }
-}
-
-/// The progress line in the session log.
-struct Reporter {
-    last: Instant,
-    delivered_since: bool,
-    drained_logged: bool,
-}
-
-impl Reporter {
-    fn new() -> Self {
-        Reporter {
-            last: Instant::now(),
-            delivered_since: false,
-            drained_logged: true,
-        }
-    }
-
-    fn delivered(&mut self) {
-        self.delivered_since = true;
-        self.drained_logged = false;
-    }
-
-    fn maybe_log(&mut self, log: &Log, progress: &Progress) {
-        if self.last.elapsed() < PROGRESS_LOG_INTERVAL || !self.delivered_since {
-            return;
-        }
-        self.last = Instant::now();
-        self.delivered_since = false;
-        let stats = log.stats();
-        let s = progress.snapshot(stats.backlog_records);
-        tracing::info!(
-            backlog_records = stats.backlog_records,
-            backlog_bytes = stats.backlog_bytes,
-            delivered_records = s.delivered_records,
-            delivered_bytes = s.delivered_bytes,
-            dead_lettered = s.dead_lettered,
-            records_per_s = format!("{:.0}", s.records_per_second),
-            mb_per_s = format!("{:.1}", s.bytes_per_second / 1e6),
-            eta_s = format!("{:.1}", s.estimated_drain_seconds),
-            "replay progress"
-        );
-    }
-
-    fn caught_up(&mut self, log: &Log, progress: &Progress) {
-        if self.drained_logged {
-            return;
-        }
-        self.drained_logged = true;
-        let stats = log.stats();
-        if stats.backlog_records == 0 {
-            let s = progress.snapshot(0);
-            tracing::info!(
-                delivered_records = s.delivered_records,
-                delivered_bytes = s.delivered_bytes,
-                dead_lettered = s.dead_lettered,
-                "backlog drained"
-            );
-        }
-    }
 }
 
 #[cfg(test)]

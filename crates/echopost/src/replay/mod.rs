@@ -72,8 +72,10 @@
 //! progress` line (backlog, delivered, rate, ETA) goes to the session log every
 //! [`PROGRESS_LOG_INTERVAL`], and `backlog drained` once the backlog is empty.
 
+mod acker;
 pub mod backoff;
 pub mod classify;
+mod clients;
 pub mod dead_letters;
 mod deliver;
 mod driver;
@@ -82,6 +84,7 @@ mod forward_grpc;
 mod forward_http;
 mod health;
 mod rate;
+mod reporter;
 mod tls;
 
 use std::sync::Arc;

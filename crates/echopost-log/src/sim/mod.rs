@@ -18,6 +18,17 @@
 //! Everything random comes from one [`SimRng`] seed, so a failing case replays exactly.
 //! Handles opened before a crash fail with an error afterwards, like the file
 //! descriptors of a killed process.
+//!
+//! # Files
+//! [`SimFs`] and its controls (crash, kill, faults, inspection) are here; `file.rs` holds
+//! a file's content and its handles, `namespace.rs` the directory entries, their durable
+//! copy and locks (the [`FileSystem`] side), `fault.rs` the injected errors and `rng.rs`
+//! the seeded generator.
+
+mod fault;
+mod file;
+mod namespace;
+mod rng;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -25,99 +36,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{FileHandle, FileSystem, LockGuard, OpenMode};
+#[cfg(doc)]
+use crate::fs::FileSystem;
 
-/// A small, fast, seedable generator (SplitMix64). Deterministic on every platform, so a
-/// seed printed by a failing test reproduces the same run anywhere.
-#[derive(Debug, Clone)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        SimRng(seed)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (`n` must be non-zero).
-    pub fn below(&mut self, n: u64) -> u64 {
-        debug_assert!(n > 0);
-        self.next_u64() % n
-    }
-    /// True with probability `percent`/100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// Which error an injected fault produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultError {
-    /// `EIO`: the device failed.
-    Eio,
-    /// `ENOSPC`: no space left on the device.
-    Enospc,
-}
-
-impl FaultError {
-    fn to_io(self) -> io::Error {
-        match self {
-            FaultError::Eio => io::Error::from_raw_os_error(5),
-            FaultError::Enospc => io::Error::from_raw_os_error(28),
-        }
-    }
-}
-
-/// Fail the operation with index `at_op` (0-based, see [`SimFs::op_count`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fault {
-    /// Index of the first failing operation.
-    pub at_op: u64,
-    /// The error returned.
-    pub error: FaultError,
-    /// If true, every *mutating* operation from `at_op` on fails too (a dead or full
-    /// device); reads keep working. If false only operation `at_op` fails.
-    pub persistent: bool,
-}
-
-#[derive(Debug, Clone)]
-enum PendingOp {
-    Write { offset: u64, data: Vec<u8> },
-    SetLen(u64),
-}
-
-#[derive(Debug, Default, Clone)]
-struct SimFile {
-    durable: Vec<u8>,
-    current: Vec<u8>,
-    pending: Vec<PendingOp>,
-}
-
-fn apply(buf: &mut Vec<u8>, op: &PendingOp) {
-    match op {
-        PendingOp::Write { offset, data } => write_into(buf, *offset, data),
-        PendingOp::SetLen(len) => buf.resize(usize_of(*len), 0),
-    }
-}
-
-fn write_into(buf: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    let start = usize_of(offset);
-    let end = start + data.len();
-    if buf.len() < end {
-        buf.resize(end, 0);
-    }
-    buf[start..end].copy_from_slice(data);
-}
-
-fn usize_of(v: u64) -> usize {
-    usize::try_from(v).unwrap_or(usize::MAX)
-}
+pub use fault::{Fault, FaultError};
+use file::{PendingOp, SimFile, apply, write_into};
+pub use rng::SimRng;
 
 #[derive(Debug)]
 struct SimState {
@@ -134,31 +58,7 @@ struct SimState {
     rng: SimRng,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OpKind {
-    Read,
-    Mutate,
-}
-
 impl SimState {
-    /// Counts the operation and decides whether it fails.
-    fn tick(&mut self, kind: OpKind) -> io::Result<()> {
-        let idx = self.op_count;
-        self.op_count += 1;
-        if let Some(f) = self.fault {
-            let hit = if f.persistent {
-                idx >= f.at_op && (idx == f.at_op || kind == OpKind::Mutate)
-            } else {
-                idx == f.at_op
-            };
-            if hit {
-                self.faults_hit += 1;
-                return Err(f.error.to_io());
-            }
-        }
-        Ok(())
-    }
-
     fn file_mut(&mut self, inode: u64) -> io::Result<&mut SimFile> {
         self.files
             .get_mut(&inode)
@@ -311,253 +211,10 @@ impl SimFs {
     }
 }
 
-#[derive(Debug)]
-struct SimHandle {
-    fs: Arc<Mutex<SimState>>,
-    inode: u64,
-    generation: u64,
-    writable: bool,
-}
-
-impl SimHandle {
-    fn state(&self) -> io::Result<MutexGuard<'_, SimState>> {
-        let st = self.fs.lock().unwrap_or_else(|p| p.into_inner());
-        if st.generation != self.generation {
-            return Err(io::Error::other(
-                "stale handle: the simulated machine crashed",
-            ));
-        }
-        Ok(st)
-    }
-
-    fn check_writable(&self) -> io::Result<()> {
-        if self.writable {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "file opened read-only",
-            ))
-        }
-    }
-}
-
-impl FileHandle for SimHandle {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut st = self.state()?;
-        st.tick(OpKind::Read)?;
-        let file = st.file_mut(self.inode)?;
-        let start = usize_of(offset);
-        if start >= file.current.len() {
-            return Ok(0);
-        }
-        let n = buf.len().min(file.current.len() - start);
-        buf[..n].copy_from_slice(&file.current[start..start + n]);
-        Ok(n)
-    }
-
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check_writable()?;
-        let mut st = self.state()?;
-        if let Err(e) = st.tick(OpKind::Mutate) {
-            // A failing write may still have put a prefix of its bytes in the file.
-            let cut = if buf.is_empty() {
-                0
-            } else {
-                st.rng.below(buf.len() as u64) as usize
-            };
-            if cut > 0 {
-                let op = PendingOp::Write {
-                    offset,
-                    data: buf[..cut].to_vec(),
-                };
-                let file = st.file_mut(self.inode)?;
-                apply(&mut file.current, &op);
-                file.pending.push(op);
-            }
-            return Err(e);
-        }
-        let op = PendingOp::Write {
-            offset,
-            data: buf.to_vec(),
-        };
-        let file = st.file_mut(self.inode)?;
-        apply(&mut file.current, &op);
-        file.pending.push(op);
-        Ok(())
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        let mut st = self.state()?;
-        st.tick(OpKind::Mutate)?;
-        let file = st.file_mut(self.inode)?;
-        for op in std::mem::take(&mut file.pending) {
-            apply(&mut file.durable, &op);
-        }
-        debug_assert_eq!(file.durable, file.current);
-        Ok(())
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.check_writable()?;
-        let mut st = self.state()?;
-        st.tick(OpKind::Mutate)?;
-        let file = st.file_mut(self.inode)?;
-        let op = PendingOp::SetLen(len);
-        apply(&mut file.current, &op);
-        file.pending.push(op);
-        Ok(())
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        let mut st = self.state()?;
-        st.tick(OpKind::Read)?;
-        Ok(st.file_mut(self.inode)?.current.len() as u64)
-    }
-}
-
-#[derive(Debug)]
-struct SimLock {
-    fs: Arc<Mutex<SimState>>,
-    path: PathBuf,
-    generation: u64,
-}
-
-impl LockGuard for SimLock {}
-
-impl Drop for SimLock {
-    fn drop(&mut self) {
-        let mut st = self.fs.lock().unwrap_or_else(|p| p.into_inner());
-        if st.generation == self.generation {
-            st.locks.remove(&self.path);
-        }
-    }
-}
-
-fn not_found(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{}: no such file", path.display()),
-    )
-}
-
-impl FileSystem for SimFs {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.lock();
-        st.tick(OpKind::Mutate)?;
-        for anc in path.ancestors() {
-            st.dirs.insert(anc.to_owned());
-        }
-        Ok(())
-    }
-
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        let mut st = self.lock();
-        st.tick(OpKind::Read)?;
-        if !st.dirs.contains(path) {
-            return Err(not_found(path));
-        }
-        Ok(st
-            .entries
-            .keys()
-            .filter(|p| p.parent() == Some(path))
-            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
-            .collect())
-    }
-
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
-        let mut st = self.lock();
-        let kind = if mode == OpenMode::Read {
-            OpKind::Read
-        } else {
-            OpKind::Mutate
-        };
-        st.tick(kind)?;
-        let parent_exists = path.parent().is_some_and(|p| st.dirs.contains(p));
-        let existing = st.entries.get(path).copied();
-        let inode = match (mode, existing) {
-            (OpenMode::Read | OpenMode::ReadWrite, Some(i)) => i,
-            (OpenMode::Read | OpenMode::ReadWrite, None) => return Err(not_found(path)),
-            (OpenMode::CreateNew, Some(_)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{}: already exists", path.display()),
-                ));
-            }
-            (OpenMode::CreateTruncate, Some(i)) => {
-                let file = st.file_mut(i)?;
-                let op = PendingOp::SetLen(0);
-                apply(&mut file.current, &op);
-                file.pending.push(op);
-                i
-            }
-            (OpenMode::CreateNew | OpenMode::CreateTruncate, None) => {
-                if !parent_exists {
-                    return Err(not_found(path));
-                }
-                let i = st.next_inode;
-                st.next_inode += 1;
-                st.files.insert(i, SimFile::default());
-                st.entries.insert(path.to_owned(), i);
-                i
-            }
-        };
-        Ok(Arc::new(SimHandle {
-            fs: Arc::clone(&self.state),
-            inode,
-            generation: st.generation,
-            writable: mode != OpenMode::Read,
-        }))
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.lock();
-        st.tick(OpKind::Mutate)?;
-        st.entries
-            .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| not_found(path))
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut st = self.lock();
-        st.tick(OpKind::Mutate)?;
-        let inode = st.entries.remove(from).ok_or_else(|| not_found(from))?;
-        st.entries.insert(to.to_owned(), inode);
-        Ok(())
-    }
-
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.lock();
-        st.tick(OpKind::Mutate)?;
-        let st = &mut *st;
-        st.durable_entries.retain(|p, _| p.parent() != Some(path));
-        for (p, i) in &st.entries {
-            if p.parent() == Some(path) {
-                st.durable_entries.insert(p.clone(), *i);
-            }
-        }
-        Ok(())
-    }
-
-    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let mut st = self.lock();
-        st.tick(OpKind::Mutate)?;
-        if st.locks.contains(path) {
-            return Ok(None);
-        }
-        st.locks.insert(path.to_owned());
-        Ok(Some(Box::new(SimLock {
-            fs: Arc::clone(&self.state),
-            path: path.to_owned(),
-            generation: st.generation,
-        })))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::{FileSystem, OpenMode};
 
     fn dir() -> PathBuf {
         PathBuf::from("/d")

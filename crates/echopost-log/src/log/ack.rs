@@ -1,0 +1,108 @@
+//! Acknowledgements: the durable cursor, then deleting the segments it fully covers
+//! (and giving their bytes back to the quota). The cursor always reaches the disk before
+//! any deletion, so a crash never loses an undelivered record.
+
+use crate::cursor;
+use crate::error::{Error, Result};
+use crate::segment;
+
+#[cfg(doc)]
+use super::LogOptions;
+use super::{Inner, Log, SealedSegment};
+
+impl Log {
+    /// Records that every sequence up to and including `seq` was delivered: persists the
+    /// cursor atomically, then deletes segments holding only acknowledged records (rolling
+    /// the active segment first once it is fully acknowledged and at least a quarter of
+    /// [`LogOptions::segment_bytes`], clamped to 4 KiB..1 MiB). Acknowledging an already
+    /// acknowledged sequence is a no-op.
+    ///
+    /// # Errors
+    /// * [`Error::AckBeyondDurable`]: `seq` is not durable yet; nothing changes.
+    /// * [`Error::Io`]: writing the cursor, rolling or deleting failed. The cursor on disk
+    ///   is the old or the new one; segments left behind are deleted by a later `ack` or
+    ///   at the next open. A failed roll poisons the log.
+    pub fn ack(&self, seq: u64) -> Result<()> {
+        let inner = &*self.inner;
+        let _serial = inner.ack_lock.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let st = inner.lock_state();
+            if seq <= st.acked {
+                return Ok(());
+            }
+            if seq >= st.durable_next {
+                return Err(Error::AckBeyondDurable {
+                    seq,
+                    durable: st.durable_next.saturating_sub(1),
+                });
+            }
+        }
+        cursor::write_cursor(&*inner.fs, &inner.dir, seq)?;
+        {
+            let mut st = inner.lock_state();
+            st.acked = seq;
+            // The active segment can only be given back by rolling past it. Do that once
+            // it is fully delivered and big enough to be worth a new file.
+            let reclaim_at = (inner.segment_bytes / 4).clamp(4096, 1 << 20);
+            if st.poisoned.is_none() && seq + 1 == st.next_seq && st.active.len >= reclaim_at {
+                inner.roll(&mut st)?;
+            }
+        }
+        inner.delete_acked_segments()?;
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Deletes sealed segments whose records are all acknowledged, oldest first. The cursor
+    /// covering them is already durable, so a crash (or a failed removal) at any point here
+    /// only leaves extra files at the front of the log that the next call (or the next open)
+    /// removes.
+    pub(super) fn delete_acked_segments(&self) -> Result<usize> {
+        let doomed: Vec<SealedSegment> = {
+            let mut st = self.lock_state();
+            let mut out = Vec::new();
+            loop {
+                let next_first = match st.sealed.get(1) {
+                    Some(s) => s.first_seq,
+                    None => st.active.first_seq,
+                };
+                match st.sealed.front() {
+                    Some(front) if next_first <= st.acked + 1 => {
+                        let front = *front;
+                        st.disk_bytes -= front.len;
+                        st.sealed.pop_front();
+                        out.push(front);
+                    }
+                    _ => break,
+                }
+            }
+            out
+        };
+        for (i, s) in doomed.iter().enumerate() {
+            let path = segment::segment_path(&self.dir, s.first_seq);
+            match self.fs.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Segments go strictly oldest first, so the files on disk always chain
+                    // without a gap. Put back the ones still there, to be retried by the
+                    // next call (deleting younger ones now would leave this one stranded
+                    // before a gap, which the next open would rightly call corruption).
+                    let mut st = self.lock_state();
+                    for s in doomed[i..].iter().rev() {
+                        st.disk_bytes += s.len;
+                        st.sealed.push_front(*s);
+                    }
+                    return Err(Error::io("remove", path, e));
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        }
+        Ok(doomed.len())
+    }
+}

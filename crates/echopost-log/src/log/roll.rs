@@ -1,0 +1,90 @@
+//! Segment rolling: sealing the active segment and starting the next one, in the order
+//! that keeps a crash at any step recoverable (sync the old segment, create and sync the
+//! new one, then seal the old one).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::frame::{self, FRAME_HEADER_LEN};
+use crate::fs::{FileHandle, FileSystem, OpenMode};
+use crate::segment::{self, SEGMENT_HEADER_LEN};
+
+use super::{ActiveSegment, Inner, SealedSegment, State};
+
+impl Inner {
+    /// Seals the active segment and starts a new one at `next_seq`. Called with the state
+    /// locked; rare (once per segment), so holding the lock through its syncs is fine.
+    pub(crate) fn roll(&self, st: &mut State) -> Result<()> {
+        let old_path = st.active.path.clone();
+        // 1. Everything in the old segment becomes durable before a successor exists.
+        if let Err(e) = st.active.file.sync_data() {
+            self.poison(
+                st,
+                format!("fdatasync of {} failed: {e}", old_path.display()),
+            );
+            return Err(Error::io("fdatasync", old_path, e));
+        }
+        st.durable_next = st.next_seq;
+        st.durable_len = st.active.len;
+        st.wake_waiters(false);
+        self.changed.notify_all();
+        // 2. Create the successor durably.
+        let new_first = st.next_seq;
+        let new_path = segment::segment_path(&self.dir, new_first);
+        let file = match create_segment(&*self.fs, &self.dir, new_first) {
+            Ok(f) => f,
+            Err(e) => {
+                self.poison(
+                    st,
+                    format!("could not start segment {}: {e}", new_path.display()),
+                );
+                return Err(e);
+            }
+        };
+        // 3. Seal the old one. A crash before this is finished at the next open.
+        let seal = frame::encode_seal(new_first);
+        let old_len = st.active.len;
+        if let Err(e) = st
+            .active
+            .file
+            .write_all_at(&seal, old_len)
+            .and_then(|()| st.active.file.sync_data())
+        {
+            self.poison(st, format!("could not seal {}: {e}", old_path.display()));
+            return Err(Error::io("seal", old_path, e));
+        }
+        st.sealed.push_back(SealedSegment {
+            first_seq: st.active.first_seq,
+            len: old_len + FRAME_HEADER_LEN as u64,
+        });
+        st.active = ActiveSegment {
+            first_seq: new_first,
+            file,
+            path: new_path,
+            len: SEGMENT_HEADER_LEN,
+        };
+        st.durable_len = SEGMENT_HEADER_LEN;
+        st.disk_bytes += FRAME_HEADER_LEN as u64 + SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+}
+
+/// Creates segment `first_seq` with its header, durably (file data and directory entry).
+pub(super) fn create_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    first_seq: u64,
+) -> Result<Arc<dyn FileHandle>> {
+    let path = segment::segment_path(dir, first_seq);
+    let file = fs
+        .open(&path, OpenMode::CreateTruncate)
+        .map_err(|e| Error::io("create", &path, e))?;
+    file.write_all_at(&segment::encode_segment_header(first_seq), 0)
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(file)
+}
