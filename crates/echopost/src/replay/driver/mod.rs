@@ -1,6 +1,9 @@
 //! The replay loop: probing, sending, backing off, dead-lettering, acknowledging.
 //! The rules it implements are in the module documentation of `replay`.
 
+mod identity;
+mod isolate;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -368,208 +371,6 @@ impl Replayer {
         })
     }
 
-    /// `may_read`: nothing else is queued before the feed's next batch, so records may be
-    /// taken from it (to test a suspect record against the next one).
-    async fn process(
-        &mut self,
-        work: Work,
-        feed: &mut Feed,
-        may_read: bool,
-    ) -> Result<Step, ReplayError> {
-        match work {
-            Work::Batch(batch) => {
-                let mut sd = self.shutdown.clone();
-                let r = {
-                    let Sink::Deliver(sink) = &mut self.sink else {
-                        // Batches are only made for the deliver sink.
-                        return self
-                            .process_singles(unwrap_batch(batch), feed, may_read)
-                            .await;
-                    };
-                    tokio::select! {
-                        r = sink.send(&batch) => r,
-                        _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
-                    }
-                };
-                let f = match r {
-                    Ok(()) => {
-                        self.note_success();
-                        self.done(&batch.items);
-                        return Ok(Step::Done(
-                            Arc::try_unwrap(batch).ok().map(|b| b.into_parts()),
-                        ));
-                    }
-                    Err(f) => f,
-                };
-                let class = self.policy.class(&f);
-                self.note_failure(&f, class);
-                let first = batch.items.first().map_or(0, |i| i.seq);
-                let last = batch.items.last().map_or(0, |i| i.seq);
-                let n = batch.items.len();
-                match class {
-                    Class::Transient
-                        if n > 1
-                            && self
-                                .bump_head(first)
-                                .reached(SPLIT_AFTER, self.cfg.isolate_after) =>
-                    {
-                        tracing::warn!(
-                            records = n, first, last, error = %f.reason,
-                            "a batch keeps failing while the main server answers its health checks; sending its records one by one to find out whether one of them is the problem"
-                        );
-                        // Each record earns its own count when sent alone.
-                        self.head = None;
-                        Ok(Step::Retry(Work::Singles(unwrap_batch(batch)), f, class))
-                    }
-                    Class::Transient | Class::Server => {
-                        Ok(Step::Retry(Work::Batch(batch), f, class))
-                    }
-                    Class::TooLarge if n > 1 => {
-                        let half = n / 2;
-                        let mut items = unwrap_batch(batch);
-                        let rest: Vec<Item> = items.split_off(half).into();
-                        let items: Vec<Item> = items.into();
-                        tracing::warn!(
-                            records = n, first, last, error = %f.reason,
-                            "the main server refused the batch as too large; halving it to {half} records (and later batches too)"
-                        );
-                        Ok(Step::Split(
-                            vec![
-                                Work::Batch(Arc::new(DeliverBatch::new(items, &self.source))),
-                                Work::Batch(Arc::new(DeliverBatch::new(rest, &self.source))),
-                            ],
-                            half,
-                        ))
-                    }
-                    Class::TooLarge | Class::Record => {
-                        tracing::warn!(
-                            records = n, first, last, error = %f.reason,
-                            "batch rejected; sending its records one by one"
-                        );
-                        self.process_singles(unwrap_batch(batch), feed, may_read)
-                            .await
-                    }
-                }
-            }
-            Work::Singles(items) => self.process_singles(items, feed, may_read).await,
-        }
-    }
-
-    /// Sends records one at a time: accepted → done; rejected (the record's fault) → dead
-    /// letter; transient or server-level → stop here and retry from this record later,
-    /// unless the record keeps failing alone while the next one goes through.
-    async fn process_singles(
-        &mut self,
-        mut items: VecDeque<Item>,
-        feed: &mut Feed,
-        may_read: bool,
-    ) -> Result<Step, ReplayError> {
-        let mut sd = self.shutdown.clone();
-        while let Some(item) = items.front() {
-            let r = tokio::select! {
-                r = self.send_one(item) => r?,
-                _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
-            };
-            let f = match r {
-                Ok(()) => {
-                    self.note_success();
-                    if let Some(item) = items.pop_front() {
-                        self.done(std::slice::from_ref(&item));
-                    }
-                    self.acker.maybe_ack().await?;
-                    continue;
-                }
-                Err(f) => f,
-            };
-            let class = self.policy.class(&f);
-            self.note_failure(&f, class);
-            match class {
-                Class::Transient => {
-                    let seq = item.seq;
-                    if !self
-                        .bump_head(seq)
-                        .reached(SUSPECT_AFTER, self.cfg.isolate_after)
-                    {
-                        return Ok(Step::Retry(Work::Singles(items), f, class));
-                    }
-                    if items.len() < 2 && may_read {
-                        // The test record comes from the backlog after this batch.
-                        match feed.next_batch().await? {
-                            Batch::Deliver(b) => items.extend(b.into_parts().0),
-                            Batch::Records(more) => items.extend(more),
-                        }
-                    }
-                    let Some(next) = items.get(1) else {
-                        // Nothing after it yet: it blocks nobody; keep retrying.
-                        return Ok(Step::Retry(Work::Singles(items), f, class));
-                    };
-                    let next_seq = next.seq;
-                    let proof = tokio::select! {
-                        r = self.send_one(next) => r?,
-                        _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
-                    };
-                    if let Err(g) = proof {
-                        // The next record fails too: the outage is server-wide.
-                        let g_class = self.policy.class(&g);
-                        self.note_failure(&g, g_class);
-                        return Ok(Step::Retry(Work::Singles(items), f, class));
-                    }
-                    // The server works. One more try for the suspect, now that the
-                    // server has just accepted a record.
-                    let again = match items.front() {
-                        Some(suspect) => tokio::select! {
-                            r = self.send_one(suspect) => r?,
-                            _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
-                        },
-                        None => continue,
-                    };
-                    let failures = self.head.map_or(0, |h| h.failures);
-                    let (Some(suspect), Some(next)) = (items.pop_front(), items.pop_front()) else {
-                        continue;
-                    };
-                    match again {
-                        Ok(()) => {
-                            tracing::warn!(
-                                seq = suspect.seq,
-                                next = next_seq,
-                                "a record that kept failing went through once the next one had; it was delivered after it (out of order)"
-                            );
-                            self.done(std::slice::from_ref(&suspect));
-                        }
-                        Err(last) => {
-                            let reason = format!(
-                                "failed {} times alone (last: {}) while the main server accepted the next record, sequence {next_seq}",
-                                failures + 1,
-                                last.reason
-                            );
-                            self.dead_letter(suspect, &reason).await?;
-                        }
-                    }
-                    self.note_success();
-                    self.done(std::slice::from_ref(&next));
-                    self.acker.maybe_ack().await?;
-                }
-                Class::Server => return Ok(Step::Retry(Work::Singles(items), f, class)),
-                Class::TooLarge => {
-                    if let Some(item) = items.pop_front() {
-                        let reason = format!(
-                            "the record ({} bytes stored) is too large for the main server alone: {}",
-                            item.data.len(),
-                            f.reason
-                        );
-                        self.dead_letter(item, &reason).await?;
-                    }
-                }
-                Class::Record => {
-                    if let Some(item) = items.pop_front() {
-                        self.dead_letter(item, &f.reason).await?;
-                    }
-                }
-            }
-        }
-        Ok(Step::Done(None))
-    }
-
     /// One record through the configured sink. The outer error is fatal (a stored record
     /// that does not decode), the inner one a delivery failure.
     async fn send_one(&mut self, item: &Item) -> Result<Result<(), Failure>, ReplayError> {
@@ -580,12 +381,12 @@ impl Replayer {
             }
             Sink::Http(sink) => {
                 let mut record = decode(&self.log, item)?;
-                add_idempotency_key(&mut record, &self.source, item.seq);
+                identity::add_idempotency_key(&mut record, &self.source, item.seq);
                 Ok(sink.send(&record).await)
             }
             Sink::Grpc(sink) => {
                 let mut record = decode(&self.log, item)?;
-                add_identity_metadata(&mut record, &self.source, item.seq);
+                identity::add_identity_metadata(&mut record, &self.source, item.seq);
                 Ok(sink.send(&record).await)
             }
         }
@@ -650,36 +451,6 @@ impl Replayer {
     }
 }
 
-/// The `Idempotency-Key` header (IETF httpapi draft "The Idempotency-Key HTTP Header
-/// Field") of a verbatim HTTP replay, unless the record carries one: the record's `id` when
-/// set, else `SOURCE:SEQUENCE`, which stays the same however often the record is replayed.
-fn add_idempotency_key(record: &mut Record, source: &str, seq: u64) {
-    if record
-        .headers
-        .keys()
-        .any(|k| k.eq_ignore_ascii_case("idempotency-key"))
-    {
-        return;
-    }
-    let key = if record.id.is_empty() {
-        format!("{source}:{seq}")
-    } else {
-        record.id.clone()
-    };
-    record.headers.insert("idempotency-key".to_owned(), key);
-}
-
-/// The dedupe identity of a verbatim gRPC replay, as metadata: `echopost-source` and
-/// `echopost-sequence` (the same pair `Sink/Deliver` carries in its message).
-fn add_identity_metadata(record: &mut Record, source: &str, seq: u64) {
-    record
-        .headers
-        .insert("echopost-source".to_owned(), source.to_owned());
-    record
-        .headers
-        .insert("echopost-sequence".to_owned(), seq.to_string());
-}
-
 fn unwrap_batch(batch: Arc<DeliverBatch>) -> VecDeque<Item> {
     match Arc::try_unwrap(batch) {
         Ok(b) => b.items.into(),
@@ -708,30 +479,4 @@ pub(super) fn join_error(e: tokio::task::JoinError) -> ReplayError {
         path: std::path::PathBuf::new(),
         source: std::io::Error::other(e.to_string()),
     })
-}
-
-#[cfg(test)]
-mod identity_tests {
-    use super::*;
-
-    #[test]
-    fn verbatim_replays_carry_a_stable_dedupe_identity() {
-        let mut r = Record::default();
-        add_idempotency_key(&mut r, "src", 7);
-        assert_eq!(r.headers["idempotency-key"], "src:7");
-        let mut r = Record {
-            id: "order-1".into(),
-            ..Record::default()
-        };
-        add_idempotency_key(&mut r, "src", 7);
-        assert_eq!(r.headers["idempotency-key"], "order-1");
-        let mut r = Record::default();
-        r.headers.insert("Idempotency-Key".into(), "mine".into());
-        add_idempotency_key(&mut r, "src", 7);
-        assert_eq!(r.headers.len(), 1, "the record's own key is kept");
-        let mut r = Record::default();
-        add_identity_metadata(&mut r, "src", 9);
-        assert_eq!(r.headers["echopost-source"], "src");
-        assert_eq!(r.headers["echopost-sequence"], "9");
-    }
 }
