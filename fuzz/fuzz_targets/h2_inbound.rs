@@ -19,6 +19,20 @@ fn run(input: &[u8], step: usize) -> (Vec<u8>, Option<String>) {
     (out, inbound.take_warning())
 }
 
+/// What the daemon's stream wrapper does: prefixes that pass unchanged stay in place,
+/// the rest goes through `push`.
+fn run_as_the_stream(input: &[u8], step: usize) -> Vec<u8> {
+    let mut inbound = Inbound::new();
+    let mut out = Vec::new();
+    for chunk in input.chunks(step.max(1)) {
+        let kept = inbound.pass_through_prefix(chunk);
+        out.extend_from_slice(&chunk[..kept]);
+        inbound.push(&chunk[kept..], &mut out);
+    }
+    inbound.finish(&mut out);
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&step, body)) = data.split_first() else {
         return;
@@ -26,6 +40,11 @@ fuzz_target!(|data: &[u8]| {
     let mut input = PREFACE.to_vec();
     input.extend_from_slice(body);
     let (once, warning) = run(&input, usize::from(step));
+    assert_eq!(
+        run_as_the_stream(&input, usize::from(step)),
+        once,
+        "leaving unchanged prefixes in place must give the same bytes"
+    );
     if warning.is_none() {
         let (twice, again) = run(&once, 4096);
         assert_eq!(again, None, "the layer's own output was not understood");

@@ -258,6 +258,56 @@ impl Inbound {
         }
     }
 
+    /// The length of the longest prefix of `input` that passes through unchanged, taken
+    /// as consumed (the caller keeps those bytes where they are: no copy). It stops before
+    /// the first header-block frame, and at anything it cannot decide on yet (a partial
+    /// frame header, a preface mismatch); the caller gives the rest to [`Inbound::push`].
+    pub fn pass_through_prefix(&mut self, input: &[u8]) -> usize {
+        if !self.pending.is_empty() || self.block.is_some() {
+            return 0;
+        }
+        let mut at = 0;
+        loop {
+            match self.state {
+                State::Passthrough => return input.len(),
+                State::Preface { got } => {
+                    let want = &PREFACE[got..];
+                    let n = want.len().min(input.len() - at);
+                    if input[at..at + n] != want[..n] {
+                        return at;
+                    }
+                    at += n;
+                    self.state = if got + n == PREFACE.len() {
+                        State::Frames
+                    } else {
+                        State::Preface { got: got + n }
+                    };
+                    if at == input.len() {
+                        return at;
+                    }
+                }
+                State::Frames => {
+                    if self.skip > 0 {
+                        let n = self.skip.min(input.len() - at);
+                        self.skip -= n;
+                        at += n;
+                    }
+                    if at == input.len() || input.len() - at < FRAME_HEADER_LEN {
+                        return at;
+                    }
+                    let mut hb = [0u8; FRAME_HEADER_LEN];
+                    hb.copy_from_slice(&input[at..at + FRAME_HEADER_LEN]);
+                    let h = FrameHeader::parse(&hb);
+                    if h.kind == TYPE_HEADERS || h.kind == TYPE_CONTINUATION {
+                        return at;
+                    }
+                    at += FRAME_HEADER_LEN;
+                    self.skip = h.len;
+                }
+            }
+        }
+    }
+
     /// Called at end of input: whatever is still held is passed on as received (the
     /// server sees the same truncated stream the client sent).
     pub fn finish(&mut self, out: &mut Vec<u8>) {

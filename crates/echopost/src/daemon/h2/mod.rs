@@ -11,7 +11,8 @@
 //! * at most one warning per connection goes to the session log, naming what the client
 //!   sent: no preface, an undecodable header block, or a request the server reset.
 //!
-//! Data frames pass through untouched (copied once, through the read buffer).
+//! Everything but header blocks is read straight into the server's buffer and left there
+//! ([`Inbound::pass_through_prefix`]): data frames cost a frame-header parse, no copy.
 
 pub mod inbound;
 pub mod outbound;
@@ -31,16 +32,12 @@ use outbound::{Outbound, Refusal, code_name};
 
 /// How long a new connection may take to send the HTTP/2 preface.
 pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 64 << 10;
 
 /// A connection seen through the `:authority` layer (see the module documentation).
 pub struct H2Stream<S> {
     inner: S,
     inbound: Inbound,
     outbound: Outbound,
-    /// What was read from the socket, before transformation.
-    raw: Box<[u8]>,
     /// What the server reads next, from `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
@@ -70,7 +67,6 @@ impl<S> H2Stream<S> {
             inner,
             inbound: Inbound::new(),
             outbound: Outbound::default(),
-            raw: vec![0u8; READ_CHUNK].into_boxed_slice(),
             out: Vec::new(),
             out_pos: 0,
             eof: false,
@@ -154,20 +150,31 @@ impl<S: AsyncRead + Unpin> AsyncRead for H2Stream<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            if this.inbound.is_passthrough() {
+            if this.inbound.is_passthrough() || buf.remaining() == 0 {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
-            let mut rb = ReadBuf::new(&mut this.raw);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+            // Read straight into the server's buffer; only a header block (or what cannot
+            // be decided yet) is taken back out and transformed.
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
+                    let got = buf.filled().len() - before;
+                    if got == 0 {
                         this.inbound.finish(&mut this.out);
                         this.eof = true;
-                    } else {
-                        this.inbound.push(&this.raw[..n], &mut this.out);
+                        this.after_inbound();
+                        continue;
+                    }
+                    let kept = this.inbound.pass_through_prefix(&buf.filled()[before..]);
+                    if kept < got {
+                        let tail = buf.filled()[before + kept..].to_vec();
+                        buf.set_filled(before + kept);
+                        this.inbound.push(&tail, &mut this.out);
                     }
                     this.after_inbound();
+                    if kept > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {

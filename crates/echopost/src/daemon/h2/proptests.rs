@@ -231,6 +231,26 @@ fn server_view(out: &[u8]) -> (Vec<Fields>, Vec<Vec<u8>>) {
     (blocks, other)
 }
 
+/// What `H2Stream` hands the server when reads return `cuts`-sized pieces: the prefix
+/// [`Inbound::pass_through_prefix`] accepts stays as read, the rest goes through `push`.
+fn as_the_stream_reads(wire: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut inbound = Inbound::new();
+    let mut out = Vec::new();
+    let mut rest = wire;
+    let mut k = 0;
+    while !rest.is_empty() {
+        let n = cuts[k % cuts.len()].min(rest.len());
+        let piece = &rest[..n];
+        let kept = inbound.pass_through_prefix(piece);
+        out.extend_from_slice(&piece[..kept]);
+        inbound.push(&piece[kept..], &mut out);
+        rest = &rest[n..];
+        k += 1;
+    }
+    inbound.finish(&mut out);
+    out
+}
+
 /// `bytes` through a fresh layer in one piece: its output and warning.
 fn fresh_pass(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
     let mut inbound = Inbound::new();
@@ -260,6 +280,9 @@ proptest! {
             k += 1;
         }
         prop_assert_eq!(inbound.take_warning(), None);
+        // The stream's way (unchanged prefixes left in place, the rest pushed) gives the
+        // same bytes.
+        prop_assert_eq!(&as_the_stream_reads(&wire, &cuts), &out);
         prop_assert_eq!(fresh_pass(&out), (out.clone(), None), "not a fixed point");
         let (blocks, other) = server_view(&out);
         prop_assert_eq!(blocks, expect_blocks);
@@ -281,6 +304,7 @@ proptest! {
             inbound.push(chunk, &mut out);
         }
         inbound.finish(&mut out);
+        prop_assert_eq!(&as_the_stream_reads(&input, &[37]), &out);
         let warning = inbound.take_warning();
         if !with_preface {
             prop_assert_eq!(&out, &input);
