@@ -308,6 +308,47 @@ impl Inbound {
         }
     }
 
+    /// When `input` starts with a whole header block (a `HEADERS` frame and its
+    /// `CONTINUATION`s, all present): transforms it as [`Inbound::push`] would and returns
+    /// how many bytes of `input` it took and what replaces them. `None` when `input` does
+    /// not start with a complete block, or this layer holds state of its own (then the
+    /// caller uses `push`).
+    pub fn take_header_block(&mut self, input: &[u8]) -> Option<(usize, Vec<u8>)> {
+        if !matches!(self.state, State::Frames)
+            || !self.pending.is_empty()
+            || self.block.is_some()
+            || self.skip > 0
+        {
+            return None;
+        }
+        let mut at = 0;
+        let mut stream = None;
+        loop {
+            if input.len() - at < FRAME_HEADER_LEN {
+                return None;
+            }
+            let mut hb = [0u8; FRAME_HEADER_LEN];
+            hb.copy_from_slice(&input[at..at + FRAME_HEADER_LEN]);
+            let h = FrameHeader::parse(&hb);
+            let expected = match stream {
+                None => h.kind == TYPE_HEADERS,
+                Some(s) => h.kind == TYPE_CONTINUATION && h.stream == s,
+            };
+            let end = at + FRAME_HEADER_LEN + h.len;
+            if !expected || end > input.len() || end > MAX_HEADER_BLOCK {
+                return None;
+            }
+            stream = Some(h.stream);
+            at = end;
+            if h.flags & FLAG_END_HEADERS != 0 {
+                break;
+            }
+        }
+        let mut out = Vec::with_capacity(at + 16);
+        self.push(&input[..at], &mut out);
+        Some((at, out))
+    }
+
     /// Called at end of input: whatever is still held is passed on as received (the
     /// server sees the same truncated stream the client sent).
     pub fn finish(&mut self, out: &mut Vec<u8>) {

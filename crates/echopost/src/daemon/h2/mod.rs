@@ -165,14 +165,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for H2Stream<S> {
                         this.after_inbound();
                         continue;
                     }
-                    let kept = this.inbound.pass_through_prefix(&buf.filled()[before..]);
-                    if kept < got {
-                        let tail = buf.filled()[before + kept..].to_vec();
-                        buf.set_filled(before + kept);
+                    let mut pos = before;
+                    loop {
+                        let end = buf.filled().len();
+                        pos += this.inbound.pass_through_prefix(&buf.filled()[pos..end]);
+                        if pos == end {
+                            break;
+                        }
+                        // A header block: rewritten where it stands when it is whole and
+                        // the buffer has room, so what follows it is not copied.
+                        if let Some((taken, rewritten)) =
+                            this.inbound.take_header_block(&buf.filled()[pos..end])
+                            && splice(buf, pos, taken, &rewritten)
+                        {
+                            pos += rewritten.len();
+                            continue;
+                        }
+                        let tail = buf.filled()[pos..].to_vec();
+                        buf.set_filled(pos);
                         this.inbound.push(&tail, &mut this.out);
+                        break;
                     }
                     this.after_inbound();
-                    if kept > 0 {
+                    if pos > before {
                         return Poll::Ready(Ok(()));
                     }
                 }
@@ -198,6 +213,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for H2Stream<S> {
             }
         }
     }
+}
+
+/// Replaces the `old_len` bytes at `at` of `buf`'s filled part by `new`, moving what
+/// follows. False (nothing changed) when `new` is longer and `buf` has no room for it.
+fn splice(buf: &mut ReadBuf<'_>, at: usize, old_len: usize, new: &[u8]) -> bool {
+    let end = buf.filled().len();
+    if new.len() <= old_len {
+        let f = buf.filled_mut();
+        f[at..at + new.len()].copy_from_slice(new);
+        f.copy_within(at + old_len..end, at + new.len());
+        buf.set_filled(end - (old_len - new.len()));
+        return true;
+    }
+    let grow = new.len() - old_len;
+    if buf.remaining() < grow {
+        return false;
+    }
+    buf.initialize_unfilled_to(grow);
+    buf.advance(grow);
+    let f = buf.filled_mut();
+    f.copy_within(at + old_len..end, at + new.len());
+    f[at..at + new.len()].copy_from_slice(new);
+    true
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for H2Stream<S> {

@@ -232,7 +232,9 @@ fn server_view(out: &[u8]) -> (Vec<Fields>, Vec<Vec<u8>>) {
 }
 
 /// What `H2Stream` hands the server when reads return `cuts`-sized pieces: the prefix
-/// [`Inbound::pass_through_prefix`] accepts stays as read, the rest goes through `push`.
+/// [`Inbound::pass_through_prefix`] accepts stays as read, whole header blocks are
+/// rewritten where they stand ([`Inbound::take_header_block`]; on every other read, as if
+/// the buffer had no room), the rest goes through `push`.
 fn as_the_stream_reads(wire: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut inbound = Inbound::new();
     let mut out = Vec::new();
@@ -240,10 +242,24 @@ fn as_the_stream_reads(wire: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut k = 0;
     while !rest.is_empty() {
         let n = cuts[k % cuts.len()].min(rest.len());
-        let piece = &rest[..n];
-        let kept = inbound.pass_through_prefix(piece);
-        out.extend_from_slice(&piece[..kept]);
-        inbound.push(&piece[kept..], &mut out);
+        let mut piece = &rest[..n];
+        loop {
+            let kept = inbound.pass_through_prefix(piece);
+            out.extend_from_slice(&piece[..kept]);
+            piece = &piece[kept..];
+            if piece.is_empty() {
+                break;
+            }
+            if k % 2 == 0
+                && let Some((taken, rewritten)) = inbound.take_header_block(piece)
+            {
+                out.extend_from_slice(&rewritten);
+                piece = &piece[taken..];
+                continue;
+            }
+            inbound.push(piece, &mut out);
+            break;
+        }
         rest = &rest[n..];
         k += 1;
     }
