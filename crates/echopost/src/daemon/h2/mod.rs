@@ -174,14 +174,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for H2Stream<S> {
                         }
                         // A header block: rewritten where it stands when it is whole and
                         // the buffer has room, so what follows it is not copied.
+                        let mut from = pos;
                         if let Some((taken, rewritten)) =
                             this.inbound.take_header_block(&buf.filled()[pos..end])
-                            && splice(buf, pos, taken, &rewritten)
                         {
-                            pos += rewritten.len();
-                            continue;
+                            if splice(buf, pos, taken, &rewritten) {
+                                pos += rewritten.len();
+                                continue;
+                            }
+                            // No room: the rewritten block and everything after it are
+                            // served from `out`, in order.
+                            this.out.extend_from_slice(&rewritten);
+                            from = pos + taken;
                         }
-                        let tail = buf.filled()[pos..].to_vec();
+                        let tail = buf.filled()[from..].to_vec();
                         buf.set_filled(pos);
                         this.inbound.push(&tail, &mut this.out);
                         break;
@@ -282,5 +288,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for H2Stream<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(buf: &ReadBuf<'_>) -> Vec<u8> {
+        buf.filled().to_vec()
+    }
+
+    #[test]
+    fn splice_shrinks_grows_and_refuses_without_room() {
+        let mut mem = [0u8; 12];
+        let mut buf = ReadBuf::new(&mut mem);
+        buf.put_slice(b"abHHHHcd");
+        assert!(splice(&mut buf, 2, 4, b"xy"));
+        assert_eq!(filled(&buf), b"abxycd");
+        assert!(splice(&mut buf, 2, 2, b"12345"));
+        assert_eq!(filled(&buf), b"ab12345cd");
+        // 9 of 12 used: growing by 4 does not fit, and nothing changes.
+        assert!(!splice(&mut buf, 2, 1, b"zzzzz"));
+        assert_eq!(filled(&buf), b"ab12345cd");
+        assert!(splice(&mut buf, 7, 2, b""));
+        assert_eq!(filled(&buf), b"ab12345");
     }
 }

@@ -233,8 +233,8 @@ fn server_view(out: &[u8]) -> (Vec<Fields>, Vec<Vec<u8>>) {
 
 /// What `H2Stream` hands the server when reads return `cuts`-sized pieces: the prefix
 /// [`Inbound::pass_through_prefix`] accepts stays as read, whole header blocks are
-/// rewritten where they stand ([`Inbound::take_header_block`]; on every other read, as if
-/// the buffer had no room), the rest goes through `push`.
+/// rewritten where they stand ([`Inbound::take_header_block`]; on some reads as if the
+/// buffer had no room, on others not taken at all), the rest goes through `push`.
 fn as_the_stream_reads(wire: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut inbound = Inbound::new();
     let mut out = Vec::new();
@@ -250,11 +250,16 @@ fn as_the_stream_reads(wire: &[u8], cuts: &[usize]) -> Vec<u8> {
             if piece.is_empty() {
                 break;
             }
-            if k % 2 == 0
+            if k % 3 != 2
                 && let Some((taken, rewritten)) = inbound.take_header_block(piece)
             {
                 out.extend_from_slice(&rewritten);
                 piece = &piece[taken..];
+                if k % 3 == 1 {
+                    // As when the buffer has no room: the rest goes through `push`.
+                    inbound.push(piece, &mut out);
+                    break;
+                }
                 continue;
             }
             inbound.push(piece, &mut out);
