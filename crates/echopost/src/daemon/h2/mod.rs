@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use inbound::{Inbound, escape};
 use outbound::{Outbound, Refusal, code_name};
 
+/// Bytes read at a time until the preface is complete.
+const PREFACE_READ: usize = 4096;
 /// How long a new connection may take to send the HTTP/2 preface.
 pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -102,6 +104,27 @@ impl<S> H2Stream<S> {
         }
     }
 
+    /// The socket has nothing yet: `Pending`, unless the preface is overdue, which closes
+    /// the connection.
+    fn pending_or_timeout(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(deadline) = self.preface_deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            self.preface_deadline = None;
+            self.warn_once(|| {
+                format!(
+                    "closing a connection that sent no HTTP/2 preface within {} s",
+                    PREFACE_TIMEOUT.as_secs()
+                )
+            });
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no HTTP/2 preface in time",
+            )));
+        }
+        Poll::Pending
+    }
+
     fn after_outbound(&mut self, written: &[u8]) {
         for r in self.outbound.observe(written) {
             match r {
@@ -153,6 +176,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for H2Stream<S> {
             if this.inbound.is_passthrough() || buf.remaining() == 0 {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
+            if !this.inbound.preface_done() {
+                // Until the preface is complete, read into a buffer of our own: the server
+                // asks for the 24 preface bytes alone, and a refusal should show more of
+                // what the client sent than that.
+                let mut first = [0u8; PREFACE_READ];
+                let mut rb = ReadBuf::new(&mut first);
+                match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            this.inbound.finish(&mut this.out);
+                            this.eof = true;
+                        } else {
+                            this.inbound.push(&first[..n], &mut this.out);
+                        }
+                        this.after_inbound();
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return this.pending_or_timeout(cx),
+                }
+            }
             // Read straight into the server's buffer; only a header block (or what cannot
             // be decided yet) is taken back out and transformed.
             let before = buf.filled().len();
@@ -198,24 +243,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for H2Stream<S> {
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    if let Some(deadline) = this.preface_deadline.as_mut()
-                        && deadline.as_mut().poll(cx).is_ready()
-                    {
-                        this.preface_deadline = None;
-                        this.warn_once(|| {
-                            format!(
-                                "closing a connection that sent no HTTP/2 preface within {} s",
-                                PREFACE_TIMEOUT.as_secs()
-                            )
-                        });
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no HTTP/2 preface in time",
-                        )));
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return this.pending_or_timeout(cx),
             }
         }
     }
