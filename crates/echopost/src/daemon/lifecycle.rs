@@ -1,8 +1,8 @@
 //! Startup order, the running daemon, and the numbered shutdown.
 //!
-//! [`run`] reads top to bottom: open the log, [`Services::start`], [`Services::serve`]
-//! until a [`StopReason`], [`Services::shutdown`], close the log. What the steps started
-//! travels in one [`Services`] value, so no step takes a long argument list.
+//! [`run`] reads top to bottom: open the log, `Services::start`, `Services::serve`
+//! until a `StopReason`, `Services::shutdown`, close the log. What the steps started
+//! travels in one `Services` value, so no step takes a long argument list.
 //!
 //! # Startup
 //! 1. Create the directory (`0700`) and start the session log.
@@ -23,7 +23,7 @@
 //! (Corruption → 4, Storage → 5, Config → 2), the commit thread dying (5), or the gRPC
 //! server failing (5). Each reason maps to its exit code in [`super::exit`].
 //!
-//! # Shutdown (every reason), in [`Services::shutdown`]
+//! # Shutdown (every reason), in `Services::shutdown`
 //! 1. Stop the linger watch (it must not reopen the gate).
 //! 2. Close the gate and wait for appends in flight (each is durable or failed when it
 //!    returns).

@@ -1,6 +1,6 @@
 //! What `echopost run` starts once the log is open, and the order it stops it in.
 //!
-//! [`Services::start`], [`Services::serve`] and [`Services::shutdown`] are the numbered
+//! `Services::start`, `Services::serve` and `Services::shutdown` are the numbered
 //! startup and shutdown steps of the [lifecycle](super::lifecycle); one value carries what
 //! was started from one step to the next.
 

@@ -5,7 +5,7 @@
 //! 1. [`MAX_MESSAGE_BYTES`]: the gRPC message limit. tonic refuses a larger request before
 //!    the service sees it, so the daemon never buffers more than this per request.
 //! 2. `--max-record-bytes` (default [`DEFAULT_MAX_RECORD_BYTES`]): the largest single
-//!    record, checked by the service ([`crate::server`]).
+//!    record, checked by the ingest path ([`crate::ingest::batch`]).
 //! 3. The engine's batch limit ([`MAX_BATCH_BYTES`]), which a request that passed (1) can
 //!    never reach; it only guards the engine.
 //!

@@ -9,7 +9,7 @@
 //!    the time from sending to the durable acknowledgement. With a larger window the
 //!    producer pipelines that many batches over one `AppendStream`. Latencies go into an
 //!    HdrHistogram per producer (< 0.8 % error) → p50/p90/p99/p99.9.
-//!    The producers speak gRPC through a lean client of their own ([`wire`]): a bare
+//!    The producers speak gRPC through a lean client of their own (`wire`): a bare
 //!    HTTP/2 connection and each producer's request encoded once, because the bench
 //!    shares the CPUs with the daemon it measures.
 //! 2. **Drain.** The daemon the bench starts has a built-in no-op sink as its upstream:
