@@ -37,6 +37,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::forward_http::error_chain;
+
 /// What the replayer does about a failure (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -170,17 +172,6 @@ impl Failure {
     pub fn default_class(&self) -> Class {
         Policy::default().class(self)
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Whether an error text is about TLS (rustls and hyper-rustls wording).
