@@ -55,6 +55,9 @@ pub struct StatusReport {
     /// `none`, `probing`, `replaying`, `backing_off`, `stopped`, or `unknown` (offline).
     pub upstream_state: String,
     pub upstream_detail: Option<String>,
+    /// Failed attempts since the last successful delivery; `null` when the last attempt
+    /// succeeded (or offline). Tells a stuck replay from a slow one.
+    pub failing: Option<FailingReport>,
     pub delivered_records: Option<u64>,
     pub dead_lettered_records: Option<u64>,
     pub delivery_records_per_second: Option<f64>,
@@ -64,6 +67,76 @@ pub struct StatusReport {
     /// Offline only: repairs a crash left for the daemon's next start (status does not
     /// make them).
     pub pending_repairs: Vec<String>,
+}
+
+/// Why replay is not progressing, in `status --json` (from `StatusResponse`'s
+/// `upstream_failure_class` … `next_attempt_unix_nanos`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailingReport {
+    /// `transient`, `server`, `too-large`, `record` (the replay policy's classes) or
+    /// `unhealthy` (the health probe failed).
+    pub class: String,
+    /// Failed attempts (deliveries and health probes) since the last success.
+    pub attempts: u32,
+    /// The oldest undelivered sequence ("stuck at sequence N"); `null` when nothing is
+    /// buffered.
+    pub stuck_sequence: Option<u64>,
+    pub since_unix_nanos: i64,
+    /// `since_unix_nanos` as RFC 3339 UTC.
+    pub since: String,
+    /// When the next attempt is due; `null` while one is being made.
+    pub next_attempt_unix_nanos: Option<i64>,
+    /// Seconds until then (0 when due).
+    pub next_attempt_in_seconds: Option<f64>,
+}
+
+impl FailingReport {
+    /// From a daemon's answer; `None` when it reports no failure.
+    fn from_status(st: &StatusResponse, now: i64) -> Option<FailingReport> {
+        if st.upstream_failure_class.is_empty() {
+            return None;
+        }
+        let next = (st.next_attempt_unix_nanos > 0).then_some(st.next_attempt_unix_nanos);
+        Some(FailingReport {
+            class: st.upstream_failure_class.clone(),
+            attempts: st.upstream_failed_attempts,
+            stuck_sequence: (st.stuck_sequence > 0).then_some(st.stuck_sequence),
+            since_unix_nanos: st.failing_since_unix_nanos,
+            since: utc_rfc3339(st.failing_since_unix_nanos),
+            next_attempt_unix_nanos: next,
+            next_attempt_in_seconds: next.map(|t| (t.saturating_sub(now)).max(0) as f64 / 1e9),
+        })
+    }
+
+    /// "stuck at sequence 17 for 5m 3s (since …): 12 failed attempts, last a server
+    /// failure; next attempt in 20s".
+    fn human(&self, now: i64) -> String {
+        let age = fmt_duration(Duration::from_secs_f64(age_seconds(
+            self.since_unix_nanos,
+            now,
+        )));
+        let mut s = match self.stuck_sequence {
+            Some(seq) => format!("stuck at sequence {seq} for {age} (since {})", self.since),
+            None => format!("failing for {age} (since {})", self.since),
+        };
+        s.push_str(&format!(
+            ": {} failed attempt{}, the last {}",
+            fmt_count(u64::from(self.attempts)),
+            if self.attempts == 1 { "" } else { "s" },
+            match self.class.as_str() {
+                "unhealthy" => "a failed health probe".to_owned(),
+                c => format!("a {c} failure"),
+            }
+        ));
+        match self.next_attempt_in_seconds {
+            Some(d) => s.push_str(&format!(
+                "; next attempt in {}",
+                fmt_duration(Duration::from_secs_f64(d))
+            )),
+            None => s.push_str("; attempting now"),
+        }
+        s
+    }
 }
 
 /// Runs `echopost status`.
@@ -148,6 +221,7 @@ pub fn from_status(target: &Target, st: &StatusResponse, now: i64) -> StatusRepo
         upstream: non_empty(&st.upstream),
         upstream_state: upstream_state_name(st.upstream_state).to_owned(),
         upstream_detail: non_empty(&st.upstream_detail),
+        failing: FailingReport::from_status(st, now),
         delivered_records: Some(st.delivered_records),
         dead_lettered_records: Some(st.dead_lettered_records),
         delivery_records_per_second: Some(st.delivery_records_per_second),
@@ -215,6 +289,7 @@ fn empty_report(target: &Target) -> StatusReport {
         upstream: None,
         upstream_state: "unknown".to_owned(),
         upstream_detail: None,
+        failing: None,
         delivered_records: None,
         dead_lettered_records: None,
         delivery_records_per_second: None,
@@ -369,6 +444,9 @@ pub fn human(r: &StatusReport) -> String {
             }
         };
         line("upstream", upstream);
+        if let Some(f) = &r.failing {
+            line("replay", f.human(now_unix_nanos()));
+        }
         line(
             "delivered",
             format!(

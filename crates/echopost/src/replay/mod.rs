@@ -89,8 +89,8 @@ mod tls;
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use echopost_log::Log;
 use tokio::sync::watch;
@@ -107,6 +107,9 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(50);
 pub const ACK_BYTES: u64 = 64 << 20;
 /// How often the progress line is written to the session log while replaying.
 pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// [`Failing::class`] of a failed health probe.
+pub const UNHEALTHY: &str = "unhealthy";
 
 /// Upstream state, shared with `Status` (values mirror `echopost.v1.UpstreamState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +133,29 @@ pub struct Progress {
     /// Records moved to the dead-letter log by this session.
     pub dead_lettered: AtomicU64,
     last_error: Mutex<String>,
+    /// Why replay is not progressing (`None` after a success); see [`Failing`].
+    failing: Mutex<Option<Failing>>,
+    /// Whether `failing` is set, so that a success costs no lock when nothing failed.
+    is_failing: AtomicBool,
     /// Samples of the counters above, for the recent delivery rate.
     window: Mutex<rate::Window>,
+}
+
+/// Failed attempts since the last success: what `status` shows to tell a stuck replay
+/// (the same sequence failing for a long time) from a slow one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    /// The class of the last failure (`Class::name`), or `"unhealthy"` for a failed
+    /// health probe.
+    pub class: &'static str,
+    /// Failed attempts (deliveries and probes) since the last success.
+    pub attempts: u32,
+    /// The oldest undelivered sequence at the last failure (0: nothing buffered).
+    pub sequence: u64,
+    /// When the first of these failures happened.
+    pub since: SystemTime,
+    /// When the next attempt is due, while the replayer waits for it.
+    pub next_attempt: Option<SystemTime>,
 }
 
 impl Default for Progress {
@@ -142,6 +166,8 @@ impl Default for Progress {
             delivered_bytes: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
+            failing: Mutex::new(None),
+            is_failing: AtomicBool::new(false),
             window: Mutex::new(rate::Window::new(Instant::now())),
         }
     }
@@ -155,6 +181,8 @@ pub struct ProgressSnapshot {
     pub delivered_bytes: u64,
     pub dead_lettered: u64,
     pub last_error: String,
+    /// Failed attempts since the last success, if any.
+    pub failing: Option<Failing>,
     /// Delivery rate over the last [`RATE_WINDOW`] (0 when nothing was delivered).
     pub records_per_second: f64,
     pub bytes_per_second: f64,
@@ -194,6 +222,82 @@ impl Progress {
         }
     }
 
+    /// Records a failed attempt of class `class` (see [`Failing::class`]) while the oldest
+    /// undelivered record is `sequence`, with its reason (shown as
+    /// `"<class> failure: <reason>"`, or the reason alone for a probe).
+    pub fn note_failure(&self, class: &'static str, sequence: u64, reason: &str) {
+        let detail = if class == UNHEALTHY {
+            reason.to_owned()
+        } else {
+            format!("{class} failure: {reason}")
+        };
+        self.set_last_error(detail);
+        if let Ok(mut g) = self.failing.lock() {
+            let now = SystemTime::now();
+            *g = Some(match g.take() {
+                Some(f) => Failing {
+                    class,
+                    attempts: f.attempts.saturating_add(1),
+                    sequence,
+                    since: if f.sequence == sequence { f.since } else { now },
+                    next_attempt: None,
+                },
+                None => Failing {
+                    class,
+                    attempts: 1,
+                    sequence,
+                    since: now,
+                    next_attempt: None,
+                },
+            });
+            self.is_failing.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets when the next attempt is due (`None`: it is being made now).
+    pub fn set_next_attempt(&self, at: Option<SystemTime>) {
+        if !self.is_failing.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut g) = self.failing.lock()
+            && let Some(f) = g.as_mut()
+        {
+            f.next_attempt = at;
+        }
+    }
+
+    /// A delivery succeeded: the failure state and the last error are cleared.
+    pub fn note_success(&self) {
+        if !self.is_failing.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut g) = self.failing.lock() {
+            *g = None;
+        }
+        self.set_last_error(String::new());
+    }
+
+    /// A health probe succeeded: a failure state that only probes caused is over (one
+    /// left by failed deliveries stays until a delivery succeeds).
+    pub fn note_healthy(&self) {
+        if !self.is_failing.load(Ordering::Relaxed) {
+            return;
+        }
+        let probe_only = self
+            .failing
+            .lock()
+            .ok()
+            .is_some_and(|g| g.as_ref().is_some_and(|f| f.class == UNHEALTHY));
+        if probe_only {
+            self.note_success();
+        }
+    }
+
+    /// Failed attempts since the last success, if any.
+    pub fn failing(&self) -> Option<Failing> {
+        self.failing.lock().ok().and_then(|g| g.clone())
+    }
+
     /// Counts delivered records (called by the replayer after each success).
     pub fn record_delivered(&self, records: u64, payload_bytes: u64) {
         self.delivered_records.fetch_add(records, Ordering::Relaxed);
@@ -228,6 +332,7 @@ impl Progress {
             delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             last_error: self.last_error(),
+            failing: self.failing(),
             records_per_second: rps,
             bytes_per_second: bps,
             estimated_drain_seconds: rate::eta(backlog_records, rps),

@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use echopost_log::Log;
 use echopost_proto::v1::{Record, StatusResponse};
 use prost::Message;
 use tonic::Status;
 
-use crate::replay::Progress;
+use crate::replay::{Failing, Progress};
 
 /// Settings and figures `Status` reports that do not change while running.
 #[derive(Debug, Clone)]
@@ -89,6 +89,13 @@ impl StatusReporter {
             None => echopost_proto::v1::UpstreamState::None as i32,
             Some(_) => self.progress.state() as u8 as i32,
         };
+        let failing = progress.failing.clone().unwrap_or_else(|| Failing {
+            class: "",
+            attempts: 0,
+            sequence: 0,
+            since: UNIX_EPOCH,
+            next_attempt: None,
+        });
         Ok(StatusResponse {
             first_sequence: stats.first_unacked_seq,
             next_sequence: stats.next_seq,
@@ -112,8 +119,19 @@ impl StatusReporter {
             dir: self.info.dir.clone(),
             pid: std::process::id(),
             version: crate::VERSION.to_owned(),
+            upstream_failure_class: failing.class.to_owned(),
+            upstream_failed_attempts: failing.attempts,
+            stuck_sequence: failing.sequence,
+            failing_since_unix_nanos: unix_nanos(failing.since),
+            next_attempt_unix_nanos: failing.next_attempt.map_or(0, unix_nanos),
         })
     }
+}
+
+/// `t` in UNIX nanoseconds (0 for the epoch itself or earlier).
+fn unix_nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Timestamp of the record at `seq`, or 0 if it cannot be read.

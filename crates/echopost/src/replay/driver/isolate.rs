@@ -46,8 +46,8 @@ impl Replayer {
                     Err(f) => f,
                 };
                 let class = self.policy.class(&f);
-                self.note_failure(&f, class);
                 let first = batch.items.first().map_or(0, |i| i.seq);
+                self.note_failure(&f, class, first);
                 let last = batch.items.last().map_or(0, |i| i.seq);
                 let n = batch.items.len();
                 match class {
@@ -126,7 +126,7 @@ impl Replayer {
                 Err(f) => f,
             };
             let class = self.policy.class(&f);
-            self.note_failure(&f, class);
+            self.note_failure(&f, class, item.seq);
             match class {
                 Class::Transient => {
                     let seq = item.seq;
@@ -155,7 +155,8 @@ impl Replayer {
                     if let Err(g) = proof {
                         // The next record fails too: the outage is server-wide.
                         let g_class = self.policy.class(&g);
-                        self.note_failure(&g, g_class);
+                        let head = items.front().map_or(next_seq, |i| i.seq);
+                        self.note_failure(&g, g_class, head);
                         return Ok(Step::Retry(Work::Singles(items), f, class));
                     }
                     // The server works. One more try for the suspect, now that the

@@ -7,7 +7,7 @@ mod isolate;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use echopost_log::Log;
@@ -26,7 +26,7 @@ use super::deliver::{DeliverBatch, source_len};
 use super::feed::{self, Batch, Feed, Item, Shape};
 use super::health::Prober;
 use super::reporter::Reporter;
-use super::{HEALTHY_PROBE_INTERVAL, Progress, ReplayError, UpstreamState};
+use super::{HEALTHY_PROBE_INTERVAL, Progress, ReplayError, UNHEALTHY, UpstreamState};
 
 /// Longest wait for new records before looking at the shutdown flag again.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -267,6 +267,7 @@ impl Replayer {
             };
             let delay = match r {
                 Ok(()) => {
+                    self.progress.note_healthy();
                     good += 1;
                     if good >= need {
                         tracing::info!(probe = %self.prober.describe(), "main server is healthy: replaying");
@@ -281,11 +282,17 @@ impl Replayer {
                     if failures == 1 || failures.is_multiple_of(20) {
                         tracing::warn!(probe = %self.prober.describe(), failures, error = %why, "main server not healthy yet");
                     }
-                    self.progress.set_last_error(why);
+                    let stats = self.log.stats();
+                    let stuck = if stats.backlog_records > 0 {
+                        stats.first_unacked_seq
+                    } else {
+                        0
+                    };
+                    self.progress.note_failure(UNHEALTHY, stuck, &why);
                     backoff.next_delay()
                 }
             };
-            if !self.sleep(delay).await {
+            if !self.wait_before_next_attempt(delay).await {
                 return false;
             }
         }
@@ -315,13 +322,13 @@ impl Replayer {
             );
         }
         self.acker.flush().await?;
-        Ok(self.sleep(delay).await)
+        Ok(self.wait_before_next_attempt(delay).await)
     }
 
-    /// Records a failure for `status`: the class and the reason, never a stale one.
-    fn note_failure(&self, f: &Failure, class: Class) {
-        self.progress
-            .set_last_error(format!("{} failure: {}", class.name(), f.reason));
+    /// Records a failure of the work starting at `seq` for `status`: the class, the
+    /// reason (never a stale one), the attempts, since when.
+    fn note_failure(&self, f: &Failure, class: Class, seq: u64) {
+        self.progress.note_failure(class.name(), seq, &f.reason);
     }
 
     /// After a success: the backoff starts over and old failures are forgotten.
@@ -329,7 +336,17 @@ impl Replayer {
         self.backoff.reset();
         self.head = None;
         self.server_failures = 0;
-        self.progress.set_last_error(String::new());
+        self.progress.note_success();
+    }
+
+    /// Sleeps `d` before the next attempt, showing when it is due in `status`; false if
+    /// shutdown came first.
+    async fn wait_before_next_attempt(&self, d: Duration) -> bool {
+        self.progress
+            .set_next_attempt(SystemTime::now().checked_add(d));
+        let slept = self.sleep(d).await;
+        self.progress.set_next_attempt(None);
+        slept
     }
 
     /// Counts one more transient failure of the work starting at `seq`.

@@ -250,6 +250,14 @@ pub async fn status_json(dir: &Path) -> Value {
         .json()
 }
 
+/// `echopost status --dir DIR`, as an operator reads it.
+pub async fn status_text(dir: &Path) -> String {
+    echopost_async(&["status", "--dir", dir.to_str().unwrap()], None)
+        .await
+        .expect_code(0)
+        .stdout
+}
+
 /// `echopost dead-letters list --dir DIR --json`, one value per dead letter (retried while
 /// a running replayer holds the dead-letter log for a moment, exit 3).
 pub async fn dead_letters(dir: &Path) -> Vec<Value> {

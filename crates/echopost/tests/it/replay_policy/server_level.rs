@@ -95,6 +95,23 @@ async fn http_refusal_then_fixed(test: &str, status: u16, body: &str) {
         !detail.contains("healthz"),
         "status shows a stale reason: {during:#}"
     );
+    // Stuck, not slow: the same first record, since the first refusal, more attempts.
+    let (f0, f1) = (&first["failing"], &during["failing"]);
+    assert_eq!(f1["class"], "server", "{during:#}");
+    assert_eq!(f1["stuck_sequence"], 1, "{during:#}");
+    assert_eq!(
+        f0["since_unix_nanos"], f1["since_unix_nanos"],
+        "the failure keeps its start time: {first:#} {during:#}"
+    );
+    assert!(
+        f1["attempts"].as_u64().unwrap_or(0) > f0["attempts"].as_u64().unwrap_or(u64::MAX),
+        "attempts are counted: {first:#} {during:#}"
+    );
+    let text = status_text(&dir).await;
+    assert!(
+        text.contains("stuck at sequence 1 for") && text.contains("the last a server failure"),
+        "the human status says it is stuck: {text}"
+    );
     assert_eq!(during["dead_lettered_records"], 0, "{during:#}");
     assert_eq!(during["delivered_records"], 0, "{during:#}");
     assert_eq!(during["backlog_records"], HTTP_RECORDS, "{during:#}");
@@ -134,7 +151,10 @@ async fn http_refusal_then_fixed(test: &str, status: u16, body: &str) {
     }
     let mut after = after;
     for _ in 0..250 {
-        if after["backlog_records"] == 0 && after["upstream_detail"].is_null() {
+        if after["backlog_records"] == 0
+            && after["upstream_detail"].is_null()
+            && after["failing"].is_null()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -144,7 +164,7 @@ async fn http_refusal_then_fixed(test: &str, status: u16, body: &str) {
     assert_eq!(after["dead_lettered_records"], 0, "{after:#}");
     assert_eq!(after["delivered_records"], HTTP_RECORDS, "{after:#}");
     assert!(
-        after["upstream_detail"].is_null(),
+        after["upstream_detail"].is_null() && after["failing"].is_null(),
         "the reason is cleared by the next success: {after:#}"
     );
     let logs = d.session_logs();
@@ -245,6 +265,8 @@ async fn grpc_server_without_the_sink_service_pauses_then_delivers_all() {
         "status shows the missing service as a server-level failure: {during:#}\n{}",
         context(&d, &bare)
     );
+    assert_eq!(during["failing"]["class"], "server", "{during:#}");
+    assert_eq!(during["failing"]["stuck_sequence"], 1, "{during:#}");
     assert_eq!(during["dead_lettered_records"], 0, "{during:#}");
     assert_eq!(during["delivered_records"], 0, "{during:#}");
     // Let it be refused a few more times (backoff grows) before the fix.
