@@ -532,8 +532,27 @@ mod tests {
             dir: "/d".into(),
             pid: 42,
             version: "0.1.0".into(),
+            upstream_failure_class: "transient".into(),
+            upstream_failed_attempts: 3,
+            stuck_sequence: 11,
+            failing_since_unix_nanos: 1_000_000_000,
+            next_attempt_unix_nanos: 6_000_000_000,
         };
         let r = from_status(&target(), &st, 4_000_000_000);
+        let f = r.failing.clone().expect("failing");
+        assert_eq!(
+            (f.class.as_str(), f.attempts, f.stuck_sequence),
+            ("transient", 3, Some(11))
+        );
+        assert_eq!(f.next_attempt_in_seconds, Some(2.0));
+        let line = f.human(4_000_000_000);
+        assert!(
+            line.starts_with("stuck at sequence 11 for 3.0 s (since 1970-01-01T00:00:01")
+                && line.contains(
+                    "3 failed attempts, the last a transient failure; next attempt in 2.0 s"
+                ),
+            "{line}"
+        );
         assert_eq!(r.mode, "online");
         assert_eq!(r.upstream_state, "backing_off");
         assert_eq!(r.oldest_record_age_seconds, Some(3.0));
@@ -550,8 +569,10 @@ mod tests {
 
         let unknown = StatusResponse {
             estimated_drain_seconds: -1.0,
+            upstream_failure_class: String::new(),
             ..st
         };
+        assert_eq!(from_status(&target(), &unknown, 0).failing, None);
         assert_eq!(
             from_status(&target(), &unknown, 0).estimated_drain_seconds,
             None
