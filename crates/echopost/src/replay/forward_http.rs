@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echopost_proto::v1::Record;
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{DATE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -134,15 +134,16 @@ impl HttpForwarder {
         Ok(req)
     }
 
-    /// Sends one record; 2xx is success.
+    /// Sends one record; 2xx is success. A 307 or 308 to the same origin is followed
+    /// (see [`request_following`]).
     pub(crate) async fn send(&self, record: &Record) -> Result<(), Failure> {
         let req = self.build(record).map_err(Failure::unsendable)?;
-        let (method, uri) = (req.method().clone(), req.uri().clone());
-        let what = format!("{method} {uri}");
-        match tokio::time::timeout(self.timeout, request(&self.client, req)).await {
+        let body = Bytes::from(record.payload.clone());
+        let what = format!("{} {}", req.method(), req.uri());
+        match tokio::time::timeout(self.timeout, request_following(&self.client, req, body)).await {
             Err(_) => Err(Failure::timeout(self.timeout)),
             Ok(Err(e)) => Err(Failure::transport(format!("{what}: {e}"))),
-            Ok(Ok(answer)) => answer.into_result(&what),
+            Ok(Ok((answer, what))) => answer.into_result(&what),
         }
     }
 }
@@ -151,7 +152,84 @@ impl HttpForwarder {
 pub(crate) struct Answer {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// The `Location` header, for redirects.
+    pub location: Option<String>,
     pub body: Bytes,
+}
+
+/// Most redirects followed for one request (RFC 9110 §15.4 leaves the limit to the
+/// client; browsers and curl use a few dozen, a main server needs one).
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Sends `req` (whose body is `body`) and follows `307 Temporary Redirect` and `308
+/// Permanent Redirect` to the **same origin** (scheme, host and port), up to
+/// [`MAX_REDIRECTS`] hops, with the method, headers and body unchanged (RFC 9110
+/// §15.4.8 and §15.4.9: these two forbid changing the method). Anything else is
+/// returned as it is: a redirect to another origin is not followed, so the request's
+/// credentials (`--upstream-header`s, the record's own `Authorization`) never go to a
+/// host the operator did not name, and 301/302/303 would turn a POST into a GET. Those
+/// answers are server-level failures whose reason says where the server points
+/// (`Answer::into_result`). Returns the last answer and what was sent last
+/// (`"METHOD URI"`).
+pub(crate) async fn request_following(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    body: Bytes,
+) -> Result<(Answer, String), String> {
+    let (parts, _) = req.into_parts();
+    let mut uri = parts.uri.clone();
+    let mut hops = 0;
+    loop {
+        let mut next = Request::new(Full::new(body.clone()));
+        *next.method_mut() = parts.method.clone();
+        *next.uri_mut() = uri.clone();
+        *next.headers_mut() = parts.headers.clone();
+        let what = format!("{} {uri}", parts.method);
+        let answer = request(client, next).await?;
+        if !matches!(answer.status, 307 | 308) || hops >= MAX_REDIRECTS {
+            return Ok((answer, what));
+        }
+        let Some(target) = answer.location.as_deref().and_then(|l| resolve(&uri, l)) else {
+            return Ok((answer, what));
+        };
+        if !same_origin(&uri, &target) {
+            return Ok((answer, what));
+        }
+        tracing::debug!(from = %uri, to = %target, status = answer.status, "following a redirect");
+        uri = target;
+        hops += 1;
+    }
+}
+
+/// `location` resolved against `base`: an absolute URI, or an absolute path (with its
+/// query) on `base`'s origin. `None` for anything else (relative paths are not used by
+/// servers for redirects in practice and are not resolved here).
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+    let loc: Uri = location.trim().parse().ok()?;
+    if loc.scheme().is_some() && loc.authority().is_some() {
+        return Some(loc);
+    }
+    let path = loc.path_and_query()?;
+    if !path.as_str().starts_with('/') {
+        return None;
+    }
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).ok()
+}
+
+/// Same scheme, host and port (the default port counted for an absent one).
+fn same_origin(a: &Uri, b: &Uri) -> bool {
+    fn port(u: &Uri) -> Option<u16> {
+        u.port_u16().or(match u.scheme_str() {
+            Some("http") => Some(80),
+            Some("https") => Some(443),
+            _ => None,
+        })
+    }
+    a.scheme() == b.scheme()
+        && a.host().map(str::to_ascii_lowercase) == b.host().map(str::to_ascii_lowercase)
+        && port(a) == port(b)
 }
 
 impl Answer {
@@ -162,11 +240,23 @@ impl Answer {
         }
         let text = String::from_utf8_lossy(&self.body);
         let quoted: String = text.chars().take(MAX_QUOTED).collect();
-        let reason = if quoted.trim().is_empty() {
+        let mut reason = if quoted.trim().is_empty() {
             format!("{what}: HTTP {}", self.status)
         } else {
             format!("{what}: HTTP {}: {}", self.status, quoted.trim())
         };
+        if (300..=399).contains(&self.status) {
+            let to: String = self
+                .location
+                .as_deref()
+                .unwrap_or("nowhere (no Location header)")
+                .chars()
+                .take(MAX_QUOTED)
+                .collect();
+            reason.push_str(&format!(
+                " (a redirect to {to} that is not followed: only 307/308 to the same origin are; fix --upstream to name where the server now is)"
+            ));
+        }
         Err(Failure::http(self.status, reason, self.retry_after))
     }
 }
@@ -182,7 +272,12 @@ pub(crate) async fn request(
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        .and_then(|v| parse_retry_after(v, response_time(resp.headers())));
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = Limited::new(resp.into_body(), MAX_RESPONSE_BODY)
         .collect()
         .await
@@ -191,8 +286,22 @@ pub(crate) async fn request(
     Ok(Answer {
         status,
         retry_after,
+        location,
         body,
     })
+}
+
+/// The "now" a `Retry-After` HTTP-date is measured against: the response's `Date`
+/// header (RFC 9110 §10.2.3: the delay is the date minus the time the response was
+/// generated, so a clock difference between the two machines does not shorten or lengthen
+/// it). The local clock without a usable `Date`.
+fn response_time(headers: &http::HeaderMap) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    headers
+        .get(DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or(now)
 }
 
 /// `e` and its sources, so "connection error" says what actually failed.
@@ -287,6 +396,7 @@ mod tests {
         let a = |status, body: &'static str| Answer {
             status,
             retry_after: Some(Duration::from_secs(3)),
+            location: None,
             body: Bytes::from_static(body.as_bytes()),
         };
         assert!(a(204, "").into_result("x").is_ok());
@@ -300,6 +410,37 @@ mod tests {
         assert_eq!(f.default_class(), Class::Server);
         let f = a(413, "").into_result("POST /x").unwrap_err();
         assert_eq!(f.default_class(), Class::TooLarge);
+    }
+
+    #[test]
+    fn only_same_origin_redirect_targets_are_followed() {
+        let base: Uri = "http://127.0.0.1:8080/api/orders?x=1".parse().unwrap();
+        let t = resolve(&base, "/v2/orders?y=2").unwrap();
+        assert_eq!(t.to_string(), "http://127.0.0.1:8080/v2/orders?y=2");
+        assert!(same_origin(&base, &t));
+        for (loc, same) in [
+            ("http://127.0.0.1:8080/x", true),
+            ("HTTP://127.0.0.1:8080/x", true),
+            ("http://localhost:8080/x", false),
+            ("http://127.0.0.1:8081/x", false),
+            ("https://127.0.0.1:8080/x", false),
+        ] {
+            let t = resolve(&base, loc).unwrap();
+            assert_eq!(same_origin(&base, &t), same, "{loc}");
+        }
+        let dflt: Uri = "http://h/a".parse().unwrap();
+        assert!(same_origin(&dflt, &"http://h:80/b".parse().unwrap()));
+        assert!(resolve(&base, "relative/path").is_none());
+        assert!(resolve(&base, "").is_none());
+        let a = Answer {
+            status: 302,
+            retry_after: None,
+            location: Some("http://elsewhere/x".into()),
+            body: Bytes::new(),
+        };
+        let f = a.into_result("POST http://h/x").unwrap_err();
+        assert_eq!(f.default_class(), Class::Server);
+        assert!(f.reason.contains("http://elsewhere/x") && f.reason.contains("fix --upstream"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! * gRPC upstreams: `grpc.health.v1.Health/Check` with the configured service name
 //!   (empty = the whole server) must answer `SERVING`. `NOT_SERVING`, `UNKNOWN`,
 //!   `SERVICE_UNKNOWN`, any error status and any connection failure are "not healthy".
-//! * HTTP upstreams: `GET <health-url>` must answer 2xx.
+//! * HTTP upstreams: `GET <health-url>` must answer 2xx (a 307/308 to the same origin is
+//!   followed). A 429 or 503 with `Retry-After` is obeyed: no probe before then (capped
+//!   like every `Retry-After`, see `backoff`).
 //!
 //! Probes carry the `--upstream-header`s too (a health endpoint behind the same auth
 //! proxy needs them) and time out after the request timeout.
@@ -20,7 +22,24 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::forward_http::{HttpClient, request};
+use super::forward_http::{HttpClient, request_following};
+
+/// Why a probe says "not healthy".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unhealthy {
+    pub reason: String,
+    /// How long the server asked to be left alone (`Retry-After` on 429 or 503).
+    pub retry_after: Option<Duration>,
+}
+
+impl From<String> for Unhealthy {
+    fn from(reason: String) -> Self {
+        Unhealthy {
+            reason,
+            retry_after: None,
+        }
+    }
+}
 
 /// Probes the main server.
 #[derive(Clone)]
@@ -49,14 +68,14 @@ impl Prober {
     }
 
     /// One probe: Ok if healthy, else why not.
-    pub(crate) async fn probe(&mut self, timeout: Duration) -> Result<(), String> {
+    pub(crate) async fn probe(&mut self, timeout: Duration) -> Result<(), Unhealthy> {
         match tokio::time::timeout(timeout, self.probe_inner()).await {
             Ok(r) => r,
-            Err(_) => Err(format!("health probe: no answer within {timeout:?}")),
+            Err(_) => Err(format!("health probe: no answer within {timeout:?}").into()),
         }
     }
 
-    async fn probe_inner(&mut self) -> Result<(), String> {
+    async fn probe_inner(&mut self) -> Result<(), Unhealthy> {
         match self {
             Prober::Grpc {
                 client,
@@ -67,10 +86,13 @@ impl Prober {
                     service: service.clone(),
                 });
                 *req.metadata_mut() = metadata.clone();
-                let resp = client
-                    .check(req)
-                    .await
-                    .map_err(|s| format!("health check failed: {:?}: {}", s.code(), s.message()))?;
+                let resp = client.check(req).await.map_err(|s| {
+                    Unhealthy::from(format!(
+                        "health check failed: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    ))
+                })?;
                 let status = resp.into_inner().status;
                 if status == ServingStatus::Serving as i32 {
                     Ok(())
@@ -78,7 +100,7 @@ impl Prober {
                     let name = ServingStatus::try_from(status)
                         .map(|s| s.as_str_name().to_string())
                         .unwrap_or_else(|_| status.to_string());
-                    Err(format!("health check answered {name}"))
+                    Err(format!("health check answered {name}").into())
                 }
             }
             Prober::Http { client, url, extra } => {
@@ -90,13 +112,20 @@ impl Prober {
                 for (n, v) in extra.iter() {
                     req.headers_mut().insert(n.clone(), v.clone());
                 }
-                let answer = request(client, req)
+                let (answer, what) = request_following(client, req, Bytes::new())
                     .await
                     .map_err(|e| format!("health probe GET {url}: {e}"))?;
                 if (200..300).contains(&answer.status) {
                     Ok(())
                 } else {
-                    Err(format!("health probe GET {url}: HTTP {}", answer.status))
+                    Err(Unhealthy {
+                        reason: format!("health probe {what}: HTTP {}", answer.status),
+                        // 429 and 503 say when to come back (RFC 9110 §10.2.3); other
+                        // statuses' Retry-After is ignored, as the RFC leaves it.
+                        retry_after: answer
+                            .retry_after
+                            .filter(|_| matches!(answer.status, 429 | 503)),
+                    })
                 }
             }
         }

@@ -275,12 +275,13 @@ impl Replayer {
                     }
                     HEALTHY_PROBE_INTERVAL
                 }
-                Err(why) => {
+                Err(unhealthy) => {
                     good = 0;
                     failures += 1;
+                    let why = unhealthy.reason;
                     // The first failure and then one in twenty: an outage can be long.
                     if failures == 1 || failures.is_multiple_of(20) {
-                        tracing::warn!(probe = %self.prober.describe(), failures, error = %why, "main server not healthy yet");
+                        tracing::warn!(probe = %self.prober.describe(), failures, error = %why, retry_after_s = unhealthy.retry_after.map(|d| d.as_secs()), "main server not healthy yet");
                     }
                     let stats = self.log.stats();
                     let stuck = if stats.backlog_records > 0 {
@@ -289,7 +290,7 @@ impl Replayer {
                         0
                     };
                     self.progress.note_failure(UNHEALTHY, stuck, &why);
-                    backoff.next_delay()
+                    with_retry_after(backoff.next_delay(), unhealthy.retry_after)
                 }
             };
             if !self.wait_before_next_attempt(delay).await {

@@ -9,6 +9,7 @@
 //! | [`server_level`] | HTTP 401/403/404 on the route (health 200); grpcio without the Sink service (UNIMPLEMENTED) | a server-level refusal pauses replay and dead-letters nothing; `status` shows that reason, not an older one; everything is delivered, in order, once the server is fixed |
 //! | [`isolation`] | a grpcio Sink whose handler raises (UNKNOWN) on one record | with `--isolate-after 0s`, only that record is dead-lettered (with a reason), every other one is delivered in order, within a bounded time |
 //! | [`too_large`] | grpcio with a 1 MiB receive limit; stock grpcio (4 MiB); HTTP 413 above N bytes | batches are halved until they fit; the largest record ingest accepts by default fits a stock gRPC server; a record too large alone is dead-lettered with its size |
+//! | [`redirects`] | 307/308 to the same origin; 308 to another origin; 301; health 503 with `Retry-After` (seconds, and a date against a `Date` decades off) | same-origin 307/308 are followed with method, body and credentials; other redirects pause replay, dead-letter nothing, send nothing elsewhere, and `status` says to fix `--upstream`; probes wait as asked |
 //! | [`forward`] | HTTP 411 without Content-Length; 503 every 50th request; 409 then 2xx | an empty POST carries `Content-Length: 0`; the backoff starts over after each success; `--status-class http:409=transient` retries what the default dead-letters |
 //!
 //! The servers run as child processes of the test with the Python environment that
@@ -24,6 +25,7 @@
 
 mod forward;
 mod isolation;
+mod redirects;
 mod server_level;
 mod too_large;
 

@@ -4,10 +4,16 @@
     http_server.py [--port P] [--health-status S] [--post-status S] [--post-body TEXT]
                    [--require-length] [--max-body N] [--fail-every N] [--fail-status S]
                    [--conflict-marker TEXT]
+                   [--redirect-from PREFIX --redirect-to LOCATION [--redirect-status S]]
+                   [--health-retry-after VALUE] [--date VALUE]
 
-`GET /healthz` answers --health-status (default 200). Every other request is answered,
-first rule that applies:
+`GET /healthz` answers --health-status (default 200), with `Retry-After:
+--health-retry-after` when that is set. --date VALUE replaces every response's `Date`
+header (to test clocks that disagree). Every other request is answered, first rule that
+applies:
 
+0. --redirect-from PREFIX: a path starting with PREFIX gets --redirect-status (default
+   308) with `Location: LOCATION` + the rest of the path;
 1. --require-length and no Content-Length header: 411 (as servers that refuse bodies of
    unknown length do);
 2. --max-body N and a body above N bytes: 413;
@@ -18,7 +24,8 @@ first rule that applies:
 5. otherwise --post-status (default 200) with --post-body as the body.
 
 Standard input takes commands, one a line, each acknowledged with an `ack` event once it
-applies: `post STATUS [BODY...]`, `health STATUS`.
+applies: `post STATUS [BODY...]`, `health STATUS`, `redirect off`, `health-retry-after
+off`.
 
 Standard output: `READY <port>` once listening, then one `EVENT <json>` line per request
 ({"ev": "req", "method", "path", "status", "len", "content_length", "transfer_encoding",
@@ -52,6 +59,11 @@ class Config:
     fail_every = 0
     fail_status = 503
     conflict_marker = None
+    redirect_from = None
+    redirect_to = None
+    redirect_status = 308
+    health_retry_after = None
+    date = None
     requests = 0
     conflicted = set()
 
@@ -78,11 +90,16 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def answer(self, status, text):
+    def date_time_string(self, timestamp=None):
+        return Config.date or super().date_time_string(timestamp)
+
+    def answer(self, status, text, extra=()):
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in extra:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -90,8 +107,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] == "/healthz":
             with STATE:
                 status = Config.health_status
+                retry_after = Config.health_retry_after
             emit({"ev": "health", "status": status})
-            self.answer(status, "ok" if status < 300 else "unhealthy")
+            extra = [("Retry-After", retry_after)] if retry_after else []
+            self.answer(status, "ok" if status < 300 else "unhealthy", extra)
             return
         self.handle_request()
 
@@ -112,10 +131,15 @@ class Handler(BaseHTTPRequestHandler):
         else:
             body = b""
         text = body.decode("utf-8", "replace")
+        extra = []
         with STATE:
             Config.requests += 1
             n = Config.requests
-            if Config.require_length and cl is None:
+            if Config.redirect_from is not None and self.path.startswith(Config.redirect_from):
+                status, reply = Config.redirect_status, "moved"
+                rest = self.path[len(Config.redirect_from):]
+                extra.append(("Location", Config.redirect_to + rest))
+            elif Config.require_length and cl is None:
                 status, reply = 411, "length required"
             elif Config.max_body is not None and len(body) > Config.max_body:
                 status, reply = 413, f"request entity too large: {len(body)} > {Config.max_body} bytes"
@@ -141,9 +165,10 @@ class Handler(BaseHTTPRequestHandler):
                 "content_length": cl,
                 "transfer_encoding": te,
                 "body": text[:64],
+                "headers": {k.lower(): v for k, v in self.headers.items()},
             }
         )
-        self.answer(status, reply)
+        self.answer(status, reply, extra)
 
 
 def commands():
@@ -157,6 +182,10 @@ def commands():
                 Config.post_body = " ".join(parts[2:]) or "ok"
             elif parts[0] == "health":
                 Config.health_status = int(parts[1])
+            elif parts[0] == "redirect" and parts[1:] == ["off"]:
+                Config.redirect_from = None
+            elif parts[0] == "health-retry-after" and parts[1:] == ["off"]:
+                Config.health_retry_after = None
             else:
                 emit({"ev": "error", "what": f"unknown command {line.strip()!r}"})
                 continue
@@ -174,6 +203,11 @@ def main():
     p.add_argument("--fail-every", type=int, default=0)
     p.add_argument("--fail-status", type=int, default=503)
     p.add_argument("--conflict-marker")
+    p.add_argument("--redirect-from")
+    p.add_argument("--redirect-to")
+    p.add_argument("--redirect-status", type=int, default=308)
+    p.add_argument("--health-retry-after")
+    p.add_argument("--date")
     a = p.parse_args()
     Config.health_status = a.health_status
     Config.post_status = a.post_status
@@ -183,6 +217,11 @@ def main():
     Config.fail_every = a.fail_every
     Config.fail_status = a.fail_status
     Config.conflict_marker = a.conflict_marker
+    Config.redirect_from = a.redirect_from
+    Config.redirect_to = a.redirect_to
+    Config.redirect_status = a.redirect_status
+    Config.health_retry_after = a.health_retry_after
+    Config.date = a.date
 
     ThreadingHTTPServer.daemon_threads = True
     server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
