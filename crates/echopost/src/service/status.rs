@@ -89,7 +89,7 @@ impl StatusReporter {
             None => echopost_proto::v1::UpstreamState::None as i32,
             Some(_) => self.progress.state() as u8 as i32,
         };
-        let failing = progress.failing.clone().unwrap_or_else(|| Failing {
+        let failing = progress.failing.clone().unwrap_or(Failing {
             class: "",
             attempts: 0,
             sequence: 0,
