@@ -86,6 +86,18 @@ impl Message for RawAppendRequest {
     }
 }
 
+/// The two fields of an `echopost.v1.Record` that say where a verbatim replay goes
+/// (`headers = 4`, `route = 5`), decoded from a record's bytes without the rest: prost
+/// skips the payload without copying it. Used to check, at append time, that a record
+/// can be sent as the request its route names.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct RecordRouting {
+    #[prost(map = "string, string", tag = "4")]
+    pub headers: std::collections::HashMap<String, String>,
+    #[prost(string, tag = "5")]
+    pub route: String,
+}
+
 /// Why bytes are not an `echopost.v1.Record` EchoPost stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {

@@ -27,10 +27,10 @@ use super::session_log::Session;
 use super::socket::{self, Previous, SocketAccess, SocketError, SocketFile};
 use super::{platform, source_id};
 use crate::config::Config;
-use crate::ingest::Ingest;
 use crate::ingest::gate::AppendGate;
 use crate::ingest::limits::{MAX_MESSAGE_BYTES, OversizeLayer};
-use crate::replay::{self, Progress, ReplayError};
+use crate::ingest::{Ingest, RecordRules};
+use crate::replay::{self, ForwardKind, Progress, ReplayError};
 use crate::service::{EchoPostService, StaticInfo, StatusReporter};
 
 /// Reads or creates the directory's source id on the blocking pool.
@@ -135,7 +135,10 @@ impl Services {
         let (ingest, committer) = match Ingest::new(
             Arc::clone(&log),
             Arc::clone(&gate),
-            config.max_record_bytes,
+            RecordRules {
+                max_record_bytes: config.max_record_bytes,
+                forward: config.replay.as_ref().and_then(ForwardKind::of),
+            },
             fatal_tx,
         ) {
             Ok((i, c)) => (Arc::new(i), c),

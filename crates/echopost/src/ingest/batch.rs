@@ -15,6 +15,8 @@ use echopost_log::BatchBody;
 use echopost_proto::raw::{check_record, put_timestamp_field, timestamp_field_len};
 use tonic::Status;
 
+use crate::replay::{ForwardKind, check_forwardable};
+
 /// Nanoseconds since the UNIX epoch now.
 pub fn now_unix_nanos() -> i64 {
     SystemTime::now()
@@ -23,15 +25,37 @@ pub fn now_unix_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+/// What every record of an append must satisfy, besides being a valid `Record`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRules {
+    /// `--max-record-bytes`: the largest stored form of one record.
+    pub max_record_bytes: usize,
+    /// With `--sink forward`, each record must be replayable as that kind of request
+    /// (a route, headers the protocol can carry): [`crate::replay::check_forwardable`].
+    pub forward: Option<ForwardKind>,
+}
+
+impl RecordRules {
+    /// Only the size limit.
+    pub fn sized(max_record_bytes: usize) -> RecordRules {
+        RecordRules {
+            max_record_bytes,
+            forward: None,
+        }
+    }
+}
+
 /// Checks a batch and builds the body of one log frame from it: each record's bytes as
 /// received, with a timestamp field appended when its timestamp is zero (`now_nanos`).
-/// Refuses an empty batch, a record that does not decode as a `Record`, and a record
-/// whose stored form would exceed `max_record_bytes`, naming the limit.
+/// Refuses (`INVALID_ARGUMENT`, nothing stored) an empty batch, a record that does not
+/// decode as a `Record`, a record whose stored form would exceed the size limit, naming
+/// it, and, with a forward sink, a record that could not be replayed as its request.
 pub fn encode_batch(
     records: &[Bytes],
-    max_record_bytes: usize,
+    rules: &RecordRules,
     now_nanos: i64,
 ) -> Result<BatchBody, Status> {
+    let max_record_bytes = rules.max_record_bytes;
     if records.is_empty() {
         return Err(Status::invalid_argument(
             "empty batch: an append needs at least one record",
@@ -47,6 +71,13 @@ pub fn encode_batch(
         let info = check_record(raw).map_err(|e| {
             Status::invalid_argument(format!("record {i} of the batch: {e}; nothing was stored"))
         })?;
+        if let Some(kind) = rules.forward {
+            check_forwardable(kind, raw).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "record {i} of the batch cannot be replayed: {e}; nothing was stored"
+                ))
+            })?;
+        }
         let stamp = (info.timestamp_unix_nanos == 0).then_some(now_nanos);
         let len = raw.len() + if stamp.is_some() { stamp_len } else { 0 };
         if len > max_record_bytes {
@@ -85,14 +116,19 @@ mod tests {
 
     #[test]
     fn empty_batch_is_invalid() {
-        let e = encode_batch(&[], 100, 1).unwrap_err();
+        let e = encode_batch(&[], &RecordRules::sized(100), 1).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("empty batch"));
     }
 
     #[test]
     fn oversized_record_is_invalid_and_names_the_limit() {
-        let e = encode_batch(&raw(&[rec(b"ok"), rec(&[0; 200])]), 100, 1).unwrap_err();
+        let e = encode_batch(
+            &raw(&[rec(b"ok"), rec(&[0; 200])]),
+            &RecordRules::sized(100),
+            1,
+        )
+        .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("record 1"), "{}", e.message());
         assert!(e.message().contains("100 bytes"), "{}", e.message());
@@ -107,7 +143,7 @@ mod tests {
     fn zero_timestamps_are_stamped_others_kept() {
         let mut with_ts = rec(b"b");
         with_ts.timestamp_unix_nanos = 7;
-        let out = encode_batch(&raw(&[rec(b"a"), with_ts]), 1000, 42).unwrap();
+        let out = encode_batch(&raw(&[rec(b"a"), with_ts]), &RecordRules::sized(1000), 42).unwrap();
         let out: Vec<&[u8]> = out.records().collect();
         let a = Record::decode(out[0]).unwrap();
         let b = Record::decode(out[1]).unwrap();

@@ -9,8 +9,10 @@
 //! # Appends
 //! One request is one atomic, checksummed frame in the log ([`batch`] says what is stored
 //! per record). Validation happens before anything touches the log, so a bad request
-//! stores nothing: an empty batch, a record that is not a valid `Record`, or a record
-//! above `--max-record-bytes` is `INVALID_ARGUMENT`.
+//! stores nothing: an empty batch, a record that is not a valid `Record`, a record above
+//! `--max-record-bytes`, or, when the daemon replays with `--sink forward`, a record that
+//! could not be sent as its request (no route, a header the protocol cannot carry) is
+//! `INVALID_ARGUMENT`.
 //!
 //! The frame is encoded and checksummed on the request's task, then queued for the
 //! [`Committer`] thread, which writes it and answers only once it is durable under the
@@ -38,6 +40,7 @@ use echopost_proto::v1::AppendResponse;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+pub use batch::RecordRules;
 use batch::{encode_batch, now_unix_nanos};
 use committer::{Chain, CommitError, Committer, CommitterThread, PendingAppend};
 use gate::{AppendGate, GateClosed};
@@ -47,7 +50,7 @@ use gate::{AppendGate, GateClosed};
 pub struct Ingest {
     log: Arc<Log>,
     gate: Arc<AppendGate>,
-    max_record_bytes: usize,
+    rules: RecordRules,
     /// Fatal storage errors go to the lifecycle, which shuts down with exit code 5 (or 4).
     fatal: mpsc::Sender<echopost_log::Error>,
     /// A "buffer full" warning was logged and no append succeeded since (so a client
@@ -74,12 +77,12 @@ impl Ingest {
     pub fn new(
         log: Arc<Log>,
         gate: Arc<AppendGate>,
-        max_record_bytes: usize,
+        rules: RecordRules,
         fatal: mpsc::Sender<echopost_log::Error>,
     ) -> std::io::Result<(Ingest, CommitterThread)> {
         let (committer, thread) = Committer::start(Arc::clone(&log))?;
         Ok((
-            Ingest::with_committer(log, gate, max_record_bytes, fatal, committer),
+            Ingest::with_committer(log, gate, rules, fatal, committer),
             thread,
         ))
     }
@@ -87,14 +90,14 @@ impl Ingest {
     fn with_committer(
         log: Arc<Log>,
         gate: Arc<AppendGate>,
-        max_record_bytes: usize,
+        rules: RecordRules,
         fatal: mpsc::Sender<echopost_log::Error>,
         committer: Committer,
     ) -> Ingest {
         Ingest {
             log,
             gate,
-            max_record_bytes,
+            rules,
             fatal,
             full_reported: AtomicBool::new(false),
             fatal_reported: AtomicBool::new(false),
@@ -121,7 +124,7 @@ impl Ingest {
         req: RawAppendRequest,
         chain: Option<Chain>,
     ) -> Result<QueuedAppend, Status> {
-        let body = encode_batch(&req.records, self.max_record_bytes, now_unix_nanos())?;
+        let body = encode_batch(&req.records, &self.rules, now_unix_nanos())?;
         let count = body.len();
         let bytes = usize::try_from(body.raw_len()).unwrap_or(usize::MAX);
         // Encoding and checksumming happen here, on the request's task, so that the
@@ -249,8 +252,13 @@ mod tests {
 
     fn ingest(log: Log) -> (Ingest, mpsc::Receiver<echopost_log::Error>) {
         let (fatal_tx, fatal_rx) = mpsc::channel(4);
-        let (ingest, _thread) =
-            Ingest::new(Arc::new(log), AppendGate::new(), 1 << 20, fatal_tx).unwrap();
+        let (ingest, _thread) = Ingest::new(
+            Arc::new(log),
+            AppendGate::new(),
+            RecordRules::sized(1 << 20),
+            fatal_tx,
+        )
+        .unwrap();
         (ingest, fatal_rx)
     }
 

@@ -74,6 +74,61 @@ impl Decoder for RawCodec {
     }
 }
 
+/// Whether a record with this route and these headers can be replayed as a gRPC call: the
+/// rules [`GrpcForwarder::build`] applies, run by ingest at append time (a record that
+/// could never be sent is refused, not dead-lettered later). Metadata values of keys
+/// other than `-bin` ones must be printable ASCII (the gRPC HTTP/2 protocol's
+/// `ASCII-Value`, 0x20–0x7E); binary values go under a `-bin` key, base64-encoded.
+pub(crate) fn check(
+    route: &str,
+    headers: &std::collections::HashMap<String, String>,
+) -> Result<(), String> {
+    method_path(route)?;
+    for (name, value) in headers {
+        metadata(name, value)?;
+    }
+    Ok(())
+}
+
+/// `"/pkg.Service/Method"` as a request path.
+fn method_path(route: &str) -> Result<PathAndQuery, String> {
+    let trimmed = route.trim();
+    let valid = trimmed
+        .strip_prefix('/')
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(svc, method)| {
+            !svc.is_empty() && !method.is_empty() && !method.contains('/')
+        });
+    if !valid {
+        return Err(format!(
+            "route {route:?} is not a gRPC method path \"/pkg.Service/Method\""
+        ));
+    }
+    let path = PathAndQuery::try_from(trimmed).map_err(|e| format!("route {route:?}: {e}"))?;
+    if path.query().is_some() {
+        return Err(format!("route {route:?}: a gRPC method path has no query"));
+    }
+    Ok(path)
+}
+
+/// A record header as call metadata, `None` for one the client sets itself, or why it
+/// cannot be metadata.
+fn metadata(name: &str, value: &str) -> Result<Option<(HeaderName, HeaderValue)>, String> {
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("metadata key {name:?} is not valid"))?;
+    if SKIPPED_HEADERS.contains(&n.as_str()) || n.as_str().starts_with("grpc-") {
+        return Ok(None);
+    }
+    if !n.as_str().ends_with("-bin") && !value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(format!(
+            "value of metadata {name:?} is not printable ASCII (gRPC carries other bytes only under a \"-bin\" key, base64-encoded)"
+        ));
+    }
+    let v = HeaderValue::from_str(value)
+        .map_err(|_| format!("value of metadata {name:?} is not valid"))?;
+    Ok(Some((n, v)))
+}
+
 /// Replays records as raw unary gRPC calls.
 #[derive(Clone)]
 pub(crate) struct GrpcForwarder {
@@ -95,41 +150,17 @@ impl GrpcForwarder {
         }
     }
 
-    /// The method path and metadata for `record`, or why none can be built (permanent).
+    /// The method path and metadata for `record`, or why none can be built (permanent;
+    /// ingest refuses such records with the same rules, see [`check`]).
     pub(crate) fn build(&self, record: &Record) -> Result<(PathAndQuery, MetadataMap), String> {
-        let route = record.route.trim();
-        let valid = route
-            .strip_prefix('/')
-            .and_then(|r| r.split_once('/'))
-            .is_some_and(|(svc, method)| {
-                !svc.is_empty() && !method.is_empty() && !method.contains('/')
-            });
-        if !valid {
-            return Err(format!(
-                "route {:?} is not a gRPC method path \"/pkg.Service/Method\"",
-                record.route
-            ));
-        }
-        let path =
-            PathAndQuery::try_from(route).map_err(|e| format!("route {:?}: {e}", record.route))?;
-        if path.query().is_some() {
-            return Err(format!(
-                "route {:?}: a gRPC method path has no query",
-                record.route
-            ));
-        }
+        let path = method_path(&record.route)?;
         let mut headers = HeaderMap::new();
         let mut names: Vec<&String> = record.headers.keys().collect();
         names.sort();
         for name in names {
-            let n = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("metadata key {name:?} is not valid"))?;
-            if SKIPPED_HEADERS.contains(&n.as_str()) || n.as_str().starts_with("grpc-") {
-                continue;
+            if let Some((n, v)) = metadata(name, &record.headers[name])? {
+                headers.append(n, v);
             }
-            let v = HeaderValue::from_str(&record.headers[name])
-                .map_err(|_| format!("value of metadata {name:?} is not valid"))?;
-            headers.append(n, v);
         }
         for (n, v) in &self.extra {
             headers.insert(n.clone(), v.clone());

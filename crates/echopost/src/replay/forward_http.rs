@@ -81,21 +81,10 @@ impl HttpForwarder {
         }
     }
 
-    /// The request for `record`, or why none can be built (a permanent failure).
+    /// The request for `record`, or why none can be built (a permanent failure; ingest
+    /// refuses such records with the same rules, see [`check`]).
     pub(crate) fn build(&self, record: &Record) -> Result<Request<Full<Bytes>>, String> {
-        let route = record.route.trim();
-        let (method, target) = route
-            .split_once(' ')
-            .ok_or_else(|| format!("route {:?} is not \"METHOD /path\"", record.route))?;
-        let method = Method::from_bytes(method.as_bytes())
-            .map_err(|_| format!("route {:?}: bad method", record.route))?;
-        let target = target.trim();
-        if !target.starts_with('/') {
-            return Err(format!(
-                "route {:?}: the path must start with '/'",
-                record.route
-            ));
-        }
+        let (method, target) = parse_route(&record.route)?;
         let uri: Uri = format!("{}{}", self.prefix, target)
             .parse()
             .map_err(|e| format!("route {:?}: {e}", record.route))?;
@@ -109,15 +98,9 @@ impl HttpForwarder {
         let mut names: Vec<&String> = record.headers.keys().collect();
         names.sort();
         for name in names {
-            let value = &record.headers[name];
-            let n = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("header name {name:?} is not valid in HTTP"))?;
-            if SKIPPED_HEADERS.contains(&n.as_str()) {
-                continue;
+            if let Some((n, v)) = header(name, &record.headers[name])? {
+                headers.append(n, v);
             }
-            let v = HeaderValue::from_str(value)
-                .map_err(|_| format!("value of header {name:?} is not valid in HTTP"))?;
-            headers.append(n, v);
         }
         for (n, v) in &self.extra {
             headers.insert(n.clone(), v.clone());
@@ -146,6 +129,56 @@ impl HttpForwarder {
             Ok(Ok((answer, what))) => answer.into_result(&what),
         }
     }
+}
+
+/// Whether a record with this route and these headers can be replayed as an HTTP request:
+/// the rules [`HttpForwarder::build`] applies, run by ingest at append time so that a
+/// record that could never be sent is refused (`INVALID_ARGUMENT`) instead of
+/// dead-lettered later. Header values may hold any UTF-8 except control characters
+/// (CR, LF, NUL, …; RFC 9110 §5.5): non-ASCII text is sent as its UTF-8 bytes, which
+/// HTTP carries as `obs-text`; a server that wants only ASCII must be sent ASCII
+/// (percent-encoded, or RFC 8187's `UTF-8''…`) by the application.
+pub(crate) fn check(
+    route: &str,
+    headers: &std::collections::HashMap<String, String>,
+) -> Result<(), String> {
+    let (_, target) = parse_route(route)?;
+    format!("http://localhost{target}")
+        .parse::<Uri>()
+        .map_err(|e| format!("route {route:?}: {e}"))?;
+    for (name, value) in headers {
+        header(name, value)?;
+    }
+    Ok(())
+}
+
+/// `"METHOD /path?query"` → the method and the request target.
+fn parse_route(route: &str) -> Result<(Method, &str), String> {
+    let trimmed = route.trim();
+    let (method, target) = trimmed
+        .split_once(' ')
+        .ok_or_else(|| format!("route {route:?} is not \"METHOD /path\""))?;
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("route {route:?}: bad method"))?;
+    let target = target.trim();
+    if !target.starts_with('/') {
+        return Err(format!("route {route:?}: the path must start with '/'"));
+    }
+    Ok((method, target))
+}
+
+/// A record header as an HTTP header, `None` for one the client sets itself
+/// ([`SKIPPED_HEADERS`]), or why it cannot be one.
+fn header(name: &str, value: &str) -> Result<Option<(HeaderName, HeaderValue)>, String> {
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("header name {name:?} is not valid in HTTP"))?;
+    if SKIPPED_HEADERS.contains(&n.as_str()) {
+        return Ok(None);
+    }
+    let v = HeaderValue::from_str(value).map_err(|_| {
+        format!("value of header {name:?} is not valid in HTTP (a control character)")
+    })?;
+    Ok(Some((n, v)))
 }
 
 /// What an HTTP server answered.

@@ -354,6 +354,56 @@ impl Progress {
     }
 }
 
+/// The verbatim replay a daemon is configured for (`--sink forward`): what ingest checks
+/// every record against at append time ([`check_forwardable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardKind {
+    /// Each record becomes the HTTP request its `route` names.
+    Http,
+    /// Each record becomes the unary gRPC call its `route` names.
+    Grpc,
+}
+
+impl ForwardKind {
+    /// The forward kind of a replay configuration; `None` for the `deliver` sink.
+    pub fn of(cfg: &ReplayConfig) -> Option<ForwardKind> {
+        match (cfg.sink, &cfg.health) {
+            (crate::config::SinkKind::Deliver, _) => None,
+            (crate::config::SinkKind::Forward, crate::config::HealthCheck::Http { .. }) => {
+                Some(ForwardKind::Http)
+            }
+            (crate::config::SinkKind::Forward, crate::config::HealthCheck::Grpc { .. }) => {
+                Some(ForwardKind::Grpc)
+            }
+        }
+    }
+}
+
+/// Whether the record encoded in `raw` (already checked to be a valid `Record`) can be
+/// replayed as `kind`'s request: it has a route of the right form and headers the
+/// protocol can carry. The same rules the forwarders apply when they build the request
+/// (issue "replay that survives real main servers": refused at append time, never
+/// dead-lettered at replay time). The error says what is wrong.
+pub fn check_forwardable(kind: ForwardKind, raw: &[u8]) -> Result<(), String> {
+    use prost::Message as _;
+    let routing = echopost_proto::raw::RecordRouting::decode(raw)
+        .map_err(|e| format!("not a valid record: {e}"))?;
+    if routing.route.trim().is_empty() {
+        return Err(match kind {
+            ForwardKind::Http => {
+                "it has no route: the daemon replays each record as the request its route names (--sink forward), so route must be \"METHOD /path\"".to_owned()
+            }
+            ForwardKind::Grpc => {
+                "it has no route: the daemon replays each record as the call its route names (--sink forward), so route must be \"/pkg.Service/Method\"".to_owned()
+            }
+        });
+    }
+    match kind {
+        ForwardKind::Http => forward_http::check(&routing.route, &routing.headers),
+        ForwardKind::Grpc => forward_grpc::check(&routing.route, &routing.headers),
+    }
+}
+
 /// Why replay stopped the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

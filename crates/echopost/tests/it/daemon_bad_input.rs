@@ -288,3 +288,119 @@ async fn a_record_that_does_not_decode_is_invalid_argument_and_the_batch_is_not_
         assert!(r.timestamp_unix_nanos > 0);
     }
 }
+
+/// A record that could never be replayed as its request, appended to a daemon that
+/// replays verbatim (`--sink forward`), with `headers` and `route`.
+fn routed(route: &str, headers: &[(&str, &str)]) -> echopost_proto::v1::Record {
+    echopost_proto::v1::Record {
+        payload: b"{}".to_vec(),
+        route: route.into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// With `--sink forward`, a record without a route, with a route of the wrong form, or with
+/// a header the protocol cannot carry is refused at append time (INVALID_ARGUMENT, naming
+/// the problem, nothing stored), so it is never dead-lettered at replay time. The upstream
+/// is unreachable: nothing here depends on it.
+#[tokio::test]
+async fn unreplayable_records_are_refused_at_append_time_with_a_forward_sink() {
+    // (upstream, refused records, accepted records)
+    let http_bad = [
+        (routed("", &[]), "no route"),
+        (routed("POST", &[]), "METHOD /path"),
+        (routed("POST orders", &[]), "must start with '/'"),
+        (routed("P@ST /x", &[]), "bad method"),
+        (routed("POST /x", &[("bad name", "v")]), "not valid in HTTP"),
+        (
+            routed("POST /x", &[("x-a", "line\nbreak")]),
+            "control character",
+        ),
+        (
+            routed("POST /x", &[("x-a", "nul\0byte")]),
+            "control character",
+        ),
+        (
+            routed("POST /x", &[("x-a", "bell\u{7}")]),
+            "control character",
+        ),
+    ];
+    let http_good = [
+        routed("POST /orders?x=1", &[("Content-Type", "application/json")]),
+        // Non-ASCII text goes out as its UTF-8 bytes (documented).
+        routed("PUT /x", &[("x-name", "café")]),
+        routed("GET /", &[("x-tab", "a\tb")]),
+    ];
+    let grpc_bad = [
+        (routed("", &[]), "no route"),
+        (routed("POST /orders", &[]), "/pkg.Service/Method"),
+        (routed("/pkg.S/M?q=1", &[]), "no query"),
+        (routed("/pkg.S/M", &[("x-name", "café")]), "printable ASCII"),
+        (
+            routed("/pkg.S/M", &[("x-a", "line\nbreak")]),
+            "printable ASCII",
+        ),
+    ];
+    let grpc_good = [
+        routed("/pkg.S/M", &[("x-a", "plain")]),
+        routed("/pkg.S/M", &[("x-trace-bin", "AAEC")]),
+    ];
+    for (upstream, bad, good) in [
+        ("http://127.0.0.1:1", &http_bad[..], &http_good[..]),
+        ("grpc://127.0.0.1:1", &grpc_bad[..], &grpc_good[..]),
+    ] {
+        let area = Area::new();
+        let d = Daemon::start(&area, &["--upstream", upstream, "--sink", "forward"]).await;
+        let mut c = d.client().await;
+        for (record, why) in bad {
+            // Each bad record alongside a good one: the whole batch is refused.
+            let e = c
+                .append(AppendRequest {
+                    records: vec![good[0].clone(), record.clone()],
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.code(),
+                Code::InvalidArgument,
+                "{upstream} {record:?}: {e:?}"
+            );
+            assert!(
+                e.message()
+                    .contains("record 1 of the batch cannot be replayed")
+                    && e.message().contains(why),
+                "{upstream} {record:?}: {}",
+                e.message()
+            );
+        }
+        assert_nothing_stored(&mut c).await;
+        let r = c
+            .append(AppendRequest {
+                records: good.to_vec(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{upstream}: {e:?}"))
+            .into_inner();
+        assert_eq!((r.first_sequence, r.last_sequence), (1, good.len() as u64));
+        eprintln!(
+            "daemon_bad_input: {upstream}: {} unreplayable records refused at append time, {} accepted",
+            bad.len(),
+            good.len()
+        );
+    }
+    // Without a forward sink the same records are just data: accepted.
+    let area = Area::new();
+    let d = Daemon::start(&area, &["--upstream", "grpc://127.0.0.1:1"]).await;
+    let mut c = d.client().await;
+    let all: Vec<_> = http_bad.iter().map(|(r, _)| r.clone()).collect();
+    let r = c
+        .append(AppendRequest { records: all })
+        .await
+        .expect("the deliver sink stores routeless records")
+        .into_inner();
+    assert_eq!(r.last_sequence, http_bad.len() as u64);
+}
