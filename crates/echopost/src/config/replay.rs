@@ -265,8 +265,10 @@ pub fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
     Ok((name, value))
 }
 
-/// Reads `--upstream-ca`: every certificate of a PEM file; at least one.
-fn load_ca(path: &Path) -> Result<UpstreamCa, ConfigError> {
+/// Reads `--upstream-ca`: every certificate of a PEM file; at least one. The replayer
+/// reads it again after a TLS handshake failure, so a rotated CA is picked up without a
+/// restart.
+pub(crate) fn load_ca(path: &Path) -> Result<UpstreamCa, ConfigError> {
     let pem = std::fs::read(path).map_err(|e| {
         ConfigError::new(format!(
             "--upstream-ca {}: cannot read the file: {e}",

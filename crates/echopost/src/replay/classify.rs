@@ -175,7 +175,7 @@ impl Failure {
 }
 
 /// Whether an error text is about TLS (rustls and hyper-rustls wording).
-fn looks_like_tls(text: &str) -> bool {
+pub(crate) fn looks_like_tls(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     [
         "invalid peer certificate",

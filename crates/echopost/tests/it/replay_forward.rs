@@ -243,6 +243,62 @@ async fn https_with_a_private_ca() {
     server.stop().await;
 }
 
+/// The main server's certificate is re-issued by a new CA mid-drain: deliveries fail the
+/// TLS handshake (a server-level failure: nothing dead-lettered) until the operator
+/// replaces the `--upstream-ca` file; the replayer reads it again after the failure and
+/// delivers the rest without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_ca_rotated_mid_drain_is_read_again() {
+    init_tracing();
+    let (old_pki, new_pki) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    fill(&log, 1, 40, http_record);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("upstream-ca.pem");
+    std::fs::copy(&old_pki.ca_file, &ca_file).unwrap();
+    let state = Arc::new(HttpState::default());
+    let server = HttpServer::start(Arc::clone(&state), None, Some(&old_pki)).await;
+    let addr = server.addr;
+    let mut cfg = config(&server.url(), dir.path());
+    cfg.upstream_ca = Some(ca_file.clone());
+    let replay = spawn_replay(&log, cfg);
+    drained(&log).await;
+
+    // The server comes back with a certificate from another CA.
+    server.stop().await;
+    let server = HttpServer::start(Arc::clone(&state), Some(addr), Some(&new_pki)).await;
+    fill(&log, 41, 80, http_record);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        state.accepted_bodies().len(),
+        40,
+        "nothing gets through an untrusted certificate"
+    );
+    assert_eq!(log.stats().backlog_records, 40);
+
+    // The operator replaces the file (atomically, as configuration tools do).
+    let tmp = ca_dir.path().join("upstream-ca.pem.new");
+    std::fs::copy(&new_pki.ca_file, &tmp).unwrap();
+    std::fs::rename(&tmp, &ca_file).unwrap();
+    drained(&log).await;
+    assert_eq!(
+        state.accepted_bodies(),
+        (1..=80).map(body).collect::<Vec<_>>(),
+        "every record, in order, once"
+    );
+    let dead = echopost::replay::dead_letters::list(dir.path()).unwrap();
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+    eprintln!(
+        "replay_forward: CA rotated mid-drain: delivered {} of 80 in order, dead-lettered {}, \
+         recovered without a restart",
+        state.accepted_bodies().len(),
+        dead.len()
+    );
+    replay.stop().await.unwrap();
+    server.stop().await;
+}
+
 /// An application's gRPC call `shop.v1.Orders/Create`, as stored by EchoPost.
 fn grpc_record(i: u64) -> Record {
     Record {

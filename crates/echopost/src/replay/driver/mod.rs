@@ -19,7 +19,7 @@ use crate::config::{ReplayConfig, Upstream};
 
 use super::acker::Acker;
 use super::backoff::{Backoff, with_retry_after};
-use super::classify::{Class, Failure, Policy};
+use super::classify::{Cause, Class, Failure, Policy, looks_like_tls};
 use super::clients::{self, Sink};
 use super::dead_letters;
 use super::deliver::{DeliverBatch, source_len};
@@ -279,6 +279,9 @@ impl Replayer {
                     good = 0;
                     failures += 1;
                     let why = unhealthy.reason;
+                    if looks_like_tls(&why) {
+                        self.reload_ca_after_tls_failure();
+                    }
                     // The first failure and then one in twenty: an outage can be long.
                     if failures == 1 || failures.is_multiple_of(20) {
                         tracing::warn!(probe = %self.prober.describe(), failures, error = %why, retry_after_s = unhealthy.retry_after.map(|d| d.as_secs()), "main server not healthy yet");
@@ -302,6 +305,9 @@ impl Replayer {
     /// After a transient or server-level failure: flush acks, wait; false on shutdown.
     async fn back_off(&mut self, failure: &Failure, class: Class) -> Result<bool, ReplayError> {
         self.progress.set_state(UpstreamState::BackingOff);
+        if failure.cause == Cause::Tls {
+            self.reload_ca_after_tls_failure();
+        }
         let delay = with_retry_after(self.backoff.next_delay(), failure.retry_after);
         if class == Class::Server {
             self.server_failures += 1;
@@ -324,6 +330,43 @@ impl Replayer {
         }
         self.acker.flush().await?;
         Ok(self.wait_before_next_attempt(delay).await)
+    }
+
+    /// After a TLS handshake failure: reads `--upstream-ca` again and, if the file changed,
+    /// rebuilds the clients with it, so that a rotated CA (the main server's new
+    /// certificate signed by a new CA, the file replaced by the operator) recovers without
+    /// a restart. A file that cannot be read or parsed now keeps the old certificates,
+    /// with a warning.
+    fn reload_ca_after_tls_failure(&mut self) {
+        let Some(current) = &self.cfg.upstream_ca else {
+            return;
+        };
+        let fresh = match crate::config::replay::load_ca(&current.path) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS handshake failed and --upstream-ca cannot be read again; keeping the certificates read before");
+                return;
+            }
+        };
+        if fresh.pem == current.pem {
+            return;
+        }
+        let mut cfg = self.cfg.clone();
+        cfg.upstream_ca = Some(fresh);
+        let (prober, sink) = match clients::build(&cfg) {
+            Ok(clients) => clients,
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS handshake failed and the new --upstream-ca cannot be used; keeping the certificates read before");
+                return;
+            }
+        };
+        tracing::info!(
+            ca = %current.path.display(),
+            "TLS handshake failed and --upstream-ca has changed since it was read: using the new certificates"
+        );
+        self.prober = prober;
+        self.sink = sink;
+        self.cfg = cfg;
     }
 
     /// Records a failure of the work starting at `seq` for `status`: the class, the
