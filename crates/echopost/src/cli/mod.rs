@@ -320,8 +320,12 @@ pub enum DeadLettersCommand {
 
     /// Put every dead letter back at the end of the backlog, to be replayed again.
     ///
-    /// The records keep their content and get new sequences. The daemon must be stopped:
-    /// this writes to the log it owns.
+    /// Works with the daemon running (the records go through its Append) or stopped
+    /// (straight into the log). The records go after everything stored before them, in
+    /// their own order, with new sequences; each keeps its content and carries the
+    /// sequence it was first stored under in the `echopost-original-sequence` header, so
+    /// its dedupe identity (Idempotency-Key, echopost-sequence metadata) stays the same.
+    /// A dead letter is removed only once its record is durable in the backlog.
     #[command(after_help = crate::commands::EXIT_CODES)]
     Requeue(DeadLettersArgs),
 }

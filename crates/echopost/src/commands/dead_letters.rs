@@ -6,17 +6,20 @@
 //! * `list` reads it. The replayer holds that log only while it is writing dead letters,
 //!   so `list` works beside a running daemon; at the rare moment the replayer holds it,
 //!   the command says so (exit 3) and a retry succeeds.
-//! * `requeue` appends every dead letter's record to the *main* log (new sequences, same
-//!   content) and only then removes it from the dead-letter log. It needs the main log
-//!   itself, so it refuses to run while a daemon owns the directory (exit 3) instead of
-//!   racing it; the next `echopost run --upstream` replays the requeued records.
+//! * `requeue` puts every dead letter's record back at the end of the backlog (new
+//!   sequences, same content plus the `echopost-original-sequence` header that keeps its
+//!   dedupe identity) and only then removes it from the dead-letter log. With a daemon
+//!   running on the directory it goes through the daemon's `Append`; otherwise straight
+//!   into the main log. Either way the replayer delivers the records with the rest.
 
 use echopost_log::{Log, LogOptions};
 use serde::Serialize;
 
+use std::time::Duration;
+
 use super::{
-    CommandError, CommandResult, RecordJson, Target, fmt_count, log_error, print_stdout, resolve,
-    utc_rfc3339,
+    CommandError, CommandResult, RecordJson, Target, connect_live, fmt_count, log_error,
+    print_stdout, resolve, runtime, utc_rfc3339,
 };
 use crate::cli::{DeadLettersArgs, DeadLettersCommand};
 use crate::daemon::exit::ExitCode;
@@ -31,6 +34,9 @@ pub struct DeadLetterJson {
     pub dead_lettered_unix_nanos: i64,
     pub dead_lettered_at: String,
 }
+
+/// Longest wait for the daemon to store one chunk of requeued records.
+const REQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `echopost dead-letters ...`.
 pub fn run(cmd: &DeadLettersCommand) -> CommandResult {
@@ -47,6 +53,10 @@ fn dl_error(target: &Target, e: DeadLetterError, locked_hint: &str) -> CommandEr
             format!("{} is locked: {locked_hint}", dir.display()),
         ),
         DeadLetterError::Log(other) => log_error(target, other),
+        DeadLetterError::Refused(why) => CommandError::new(
+            ExitCode::Fatal,
+            format!("the daemon refused the requeued records (they are still dead letters): {why}"),
+        ),
         other @ (DeadLetterError::Decode { .. } | DeadLetterError::Empty { .. }) => {
             CommandError::new(
                 ExitCode::Corruption,
@@ -121,27 +131,11 @@ fn list(args: &DeadLettersArgs) -> CommandResult {
 fn requeue(args: &DeadLettersArgs) -> CommandResult {
     let target = resolve(&args.dirs)?;
     let n = if dead_letters::dead_letter_dir(&target.dir).is_dir() {
-        let log = Log::open(&target.dir, LogOptions::default()).map_err(|e| match e {
-            echopost_log::Error::Locked { .. } => CommandError::new(
-                ExitCode::Locked,
-                format!(
-                    "a daemon owns {}: stop it first (requeue appends to the log the daemon is writing), then run requeue again; the next `echopost run --upstream` replays the requeued records",
-                    target.dir.display()
-                ),
-            ),
-            other => log_error(&target, other),
-        })?;
-        let res = dead_letters::requeue(&target.dir, &log).map_err(|e| {
-            dl_error(
-                &target,
-                e,
-                "another process is using the dead-letter log; try again in a moment",
-            )
-        });
-        let closed = log.close().map_err(|e| log_error(&target, e));
-        let n = res?;
-        closed?;
-        n
+        let rt = runtime()?;
+        match rt.block_on(connect_live(&target.socket, REQUEUE_TIMEOUT))? {
+            Some(client) => requeue_live(&target, &rt, &client)?,
+            None => requeue_offline(&target)?,
+        }
     } else {
         0
     };
@@ -151,11 +145,58 @@ fn requeue(args: &DeadLettersArgs) -> CommandResult {
         format!("no dead letters to requeue in {}\n", target.dir.display())
     } else {
         format!(
-            "requeued {} record(s) at the end of the backlog of {}; the next `echopost run --upstream URL` replays them\n",
+            "requeued {} record(s) at the end of the backlog of {} (after the records stored before them, in their own order, each with its original sequence in the echopost-original-sequence header); they are replayed with the rest\n",
             fmt_count(n as u64),
             target.dir.display()
         )
     };
     print_stdout(&text)?;
     Ok(ExitCode::Clean)
+}
+
+/// Requeue through the running daemon's `Append`: it stores each chunk durably, in order,
+/// after what it stored before, under the same rules as any append.
+fn requeue_live(
+    target: &Target,
+    rt: &tokio::runtime::Runtime,
+    client: &echopost_client::Client,
+) -> Result<usize, CommandError> {
+    dead_letters::requeue_with(&target.dir, |records| {
+        rt.block_on(client.append(records.to_vec()))
+            .map(|_| ())
+            .map_err(|e| DeadLetterError::Refused(e.to_string()))
+    })
+    .map_err(|e| {
+        dl_error(
+            target,
+            e,
+            "the daemon's replayer is holding the dead-letter log; try again in a moment",
+        )
+    })
+}
+
+/// Requeue straight into the main log (no daemon answers on the socket).
+fn requeue_offline(target: &Target) -> Result<usize, CommandError> {
+    let log = Log::open(&target.dir, LogOptions::default()).map_err(|e| match e {
+        echopost_log::Error::Locked { .. } => CommandError::new(
+            ExitCode::Locked,
+            format!(
+                "a daemon owns {} but does not answer on {}: run requeue again once it answers (or once it stopped)",
+                target.dir.display(),
+                target.socket.display()
+            ),
+        ),
+        other => log_error(target, other),
+    })?;
+    let res = dead_letters::requeue(&target.dir, &log).map_err(|e| {
+        dl_error(
+            target,
+            e,
+            "another process is using the dead-letter log; try again in a moment",
+        )
+    });
+    let closed = log.close().map_err(|e| log_error(target, e));
+    let n = res?;
+    closed?;
+    Ok(n)
 }

@@ -14,12 +14,13 @@
 //!   first. Reads only; but opening the log takes its lock, so it fails with
 //!   [`DeadLetterError::Log`]`(Locked)` at the moment a running replayer is writing one
 //!   (retry). A directory without dead letters lists nothing and is not created.
-//! * **`echopost dead-letters requeue`** ([`requeue`]): appends every dead letter's record
-//!   (unchanged: same id, stream, payload, headers, route, timestamp) to the main log as
-//!   a *new* record (new sequence, at the end of the backlog), makes it durable, and only
+//! * **`echopost dead-letters requeue`** ([`requeue_with`]): puts every dead letter's
+//!   record back at the end of the backlog (a new sequence; the content unchanged but for
+//!   the [`ORIGINAL_SEQUENCE_HEADER`] that keeps its dedupe identity), durably, and only
 //!   then removes the dead letters (acknowledges them in the dead-letter log). A crash in
-//!   between requeues a record twice, never zero times. The caller opens the main log, so
-//!   the daemon must not be running on the directory (its lock guarantees that).
+//!   between requeues a record twice, never zero times. With a daemon running, the
+//!   records go through its `Append` (the command does that); without one, straight into
+//!   the main log ([`requeue`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,6 +55,10 @@ pub enum DeadLetterError {
     /// An entry holds no record to requeue.
     #[error("dead letter {seq} in {dir} holds no record")]
     Empty { dir: PathBuf, seq: u64 },
+    /// The running daemon did not take the requeued records (its answer says why); they
+    /// are still dead letters.
+    #[error("the daemon did not store the requeued records: {0}")]
+    Refused(String),
 }
 
 /// `DIR/dead-letters`.
@@ -105,42 +110,111 @@ pub fn list(dir: &Path) -> Result<Vec<DeadLetter>, DeadLetterError> {
     Ok(out)
 }
 
-/// Moves every dead letter back into `main_log`; returns how many. See the module
-/// documentation for the order of operations and what a crash does.
+/// The header a requeued record carries: the sequence it had when it was first stored
+/// (and dead-lettered). The replayer's dedupe identity uses it instead of the new
+/// sequence (`Idempotency-Key`, `echopost-sequence` metadata), so a receiver that saw
+/// the record before sees the same key; `Sink/Deliver` receivers find it in the record's
+/// headers. A record requeued more than once keeps the first one.
+pub const ORIGINAL_SEQUENCE_HEADER: &str = "echopost-original-sequence";
+
+/// The sequence a record was first stored under: its [`ORIGINAL_SEQUENCE_HEADER`], or
+/// `seq` (the one it has now) when it was never requeued.
+pub fn original_sequence(record: &Record, seq: u64) -> u64 {
+    record
+        .headers
+        .get(ORIGINAL_SEQUENCE_HEADER)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(seq)
+}
+
+/// Moves every dead letter back into `main_log` (the daemon is not running); returns how
+/// many. See [`requeue_with`].
 pub fn requeue(dir: &Path, main_log: &Log) -> Result<usize, DeadLetterError> {
+    requeue_with(dir, |records| {
+        let encoded: Vec<Vec<u8>> = records.iter().map(Message::encode_to_vec).collect();
+        main_log.append(&encoded)?;
+        // Durable in the main log first (whatever its sync policy), then forgotten here.
+        main_log.sync_now()?;
+        Ok(())
+    })
+}
+
+/// Moves every dead letter present when it starts back into the backlog through `store`,
+/// oldest first, in chunks; returns how many. `store` must make a chunk durable before it
+/// returns (the main log directly, or a running daemon's `Append`, which answers once
+/// the records are durable).
+///
+/// Each record goes back unchanged except for [`ORIGINAL_SEQUENCE_HEADER`]: same id,
+/// stream, payload, route, timestamp, other headers; it gets a new sequence at the end of
+/// the backlog, after records stored meanwhile, and the requeued records keep their
+/// relative order. A chunk is removed from the dead-letter log only after `store`
+/// succeeded; a crash in between requeues it twice (with the same original sequence),
+/// never zero times.
+///
+/// The dead-letter log is opened once per chunk and closed again, so a running replayer
+/// that must write a dead letter meanwhile waits for one chunk at most; dead letters it
+/// writes after this started are left for the next requeue.
+pub fn requeue_with(
+    dir: &Path,
+    mut store: impl FnMut(&[Record]) -> Result<(), DeadLetterError>,
+) -> Result<usize, DeadLetterError> {
     let dl_dir = dead_letter_dir(dir);
     if !dl_dir.is_dir() {
         return Ok(0);
     }
-    let log = Log::open(&dl_dir, LogOptions::default())?;
-    let mut reader = log.reader(0);
     let mut total = 0;
+    let mut end: Option<u64> = None;
     loop {
+        let log = open_waiting(&dl_dir)?;
+        // The last dead letter when requeue started: later ones are not taken.
+        let end = *end.get_or_insert_with(|| log.stats().next_seq.saturating_sub(1));
+        let mut reader = log.reader(0);
         let batch = reader.next_batch(REQUEUE_BATCH_RECORDS, REQUEUE_BATCH_BYTES)?;
+        let batch: Vec<_> = batch.into_iter().filter(|r| r.seq <= end).collect();
         let Some(last) = batch.last().map(|r| r.seq) else {
+            log.close()?;
             break;
         };
         let mut records = Vec::with_capacity(batch.len());
         for r in &batch {
             let letter = decode(&dl_dir, r.seq, &r.data)?;
-            let record =
-                letter
-                    .record
-                    .and_then(|s| s.record)
-                    .ok_or_else(|| DeadLetterError::Empty {
-                        dir: dl_dir.clone(),
-                        seq: r.seq,
-                    })?;
-            records.push(record.encode_to_vec());
+            let stored = letter.record.ok_or_else(|| DeadLetterError::Empty {
+                dir: dl_dir.clone(),
+                seq: r.seq,
+            })?;
+            let mut record = stored.record.ok_or_else(|| DeadLetterError::Empty {
+                dir: dl_dir.clone(),
+                seq: r.seq,
+            })?;
+            let original = original_sequence(&record, stored.sequence);
+            record
+                .headers
+                .insert(ORIGINAL_SEQUENCE_HEADER.to_owned(), original.to_string());
+            records.push(record);
         }
-        // Durable in the main log first (whatever its sync policy), then forgotten here.
-        main_log.append(&records)?;
-        main_log.sync_now()?;
+        store(&records)?;
         log.ack(last)?;
+        log.close()?;
         total += records.len();
+        if last >= end {
+            break;
+        }
     }
-    log.close()?;
     Ok(total)
+}
+
+/// Opens the dead-letter log, waiting up to [`LOCK_WAIT`] while a running replayer holds
+/// it for a moment.
+fn open_waiting(dl_dir: &Path) -> Result<Log, echopost_log::Error> {
+    let started = Instant::now();
+    loop {
+        match Log::open(dl_dir, LogOptions::default()) {
+            Err(echopost_log::Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn decode(dir: &Path, seq: u64, data: &[u8]) -> Result<DeadLetter, DeadLetterError> {
@@ -258,7 +332,27 @@ mod tests {
             .iter()
             .map(|s| Record::decode(s.data.as_slice()).unwrap())
             .collect();
-        assert_eq!(back, vec![rec(5), rec(9), rec(12)]);
+        // Unchanged but for the header that keeps each record's dedupe identity.
+        let want: Vec<Record> = [5u64, 9, 12]
+            .iter()
+            .map(|&i| {
+                let mut r = rec(i);
+                r.headers
+                    .insert(ORIGINAL_SEQUENCE_HEADER.into(), i.to_string());
+                r
+            })
+            .collect();
+        assert_eq!(back, want);
+        // Dead-lettered again and requeued again, a record keeps its first sequence.
+        let mut w = Writer::new(dir.path());
+        w.write(&make_dead_letter(3, &back[1].encode_to_vec(), "again").unwrap())
+            .unwrap();
+        w.close().unwrap();
+        assert_eq!(requeue(dir.path(), &main).unwrap(), 1);
+        let again = main.reader(5).next_batch(1, 1 << 20).unwrap();
+        let again = Record::decode(again[0].data.as_slice()).unwrap();
+        assert_eq!(again.headers[ORIGINAL_SEQUENCE_HEADER], "9");
+        assert_eq!(original_sequence(&again, 5), 9);
         assert_eq!(
             all[1].seq, 2,
             "requeued records get new sequences at the end"

@@ -609,11 +609,7 @@ async fn dead_letters_list_and_requeue() {
     assert_eq!(lines[0]["reason"], "400 Bad Request: bad JSON");
     assert_eq!(lines[0]["payload"], "{\"broken\":");
 
-    // Requeue writes to the log, so not while the daemon owns it.
-    let out = run(&with("dead-letters requeue", &area, &[]), None).expect_code(3);
-    assert!(out.stderr.contains("stop it first"), "{}", out.stderr);
-    drop(c);
-    d.stop().await;
+    // Requeue while the daemon runs: through its Append, at the end of the backlog.
     let j = run(&with("dead-letters requeue", &area, &["--json"]), None)
         .expect_code(0)
         .json();
@@ -626,6 +622,29 @@ async fn dead_letters_list_and_requeue() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["id"], "bad-1");
     assert_eq!(lines[1]["sequence"], 2, "requeued at the end, new sequence");
+    assert_eq!(
+        lines[1]["headers"]["echopost-original-sequence"], "42",
+        "the first sequence travels with it: {}",
+        lines[1]
+    );
+
+    // And with the daemon stopped: straight into the log.
+    let mut w = dead_letters::Writer::new(&area.dir());
+    w.write(&dead_letters::make_dead_letter(43, &rejected.encode_to_vec(), "again").unwrap())
+        .unwrap();
+    w.close().unwrap();
+    drop(c);
+    d.stop().await;
+    let j = run(&with("dead-letters requeue", &area, &["--json"]), None)
+        .expect_code(0)
+        .json();
+    assert_eq!(j["requeued"], 1);
+    let lines = run(&with("inspect", &area, &["--json"]), None)
+        .expect_code(0)
+        .json_lines();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["sequence"], 3);
+    assert_eq!(lines[2]["headers"]["echopost-original-sequence"], "43");
 }
 
 #[test]

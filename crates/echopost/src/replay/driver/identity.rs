@@ -4,10 +4,14 @@
 
 use echopost_proto::v1::Record;
 
+use crate::replay::dead_letters::original_sequence;
+
 /// The `Idempotency-Key` header (IETF httpapi draft "The Idempotency-Key HTTP Header
 /// Field") of a verbatim HTTP replay, unless the record carries one: the record's `id` when
-/// set, else `SOURCE:SEQUENCE`, which stays the same however often the record is replayed.
+/// set, else `SOURCE:SEQUENCE`, which stays the same however often the record is replayed
+/// (for a requeued record, the sequence it was first stored under).
 pub(super) fn add_idempotency_key(record: &mut Record, source: &str, seq: u64) {
+    let seq = original_sequence(record, seq);
     if record
         .headers
         .keys()
@@ -24,8 +28,10 @@ pub(super) fn add_idempotency_key(record: &mut Record, source: &str, seq: u64) {
 }
 
 /// The dedupe identity of a verbatim gRPC replay, as metadata: `echopost-source` and
-/// `echopost-sequence` (the same pair `Sink/Deliver` carries in its message).
+/// `echopost-sequence` (the same pair `Sink/Deliver` carries in its message; for a
+/// requeued record, the sequence it was first stored under).
 pub(super) fn add_identity_metadata(record: &mut Record, source: &str, seq: u64) {
+    let seq = original_sequence(record, seq);
     record
         .headers
         .insert("echopost-source".to_owned(), source.to_owned());
@@ -57,5 +63,14 @@ mod tests {
         add_identity_metadata(&mut r, "src", 9);
         assert_eq!(r.headers["echopost-source"], "src");
         assert_eq!(r.headers["echopost-sequence"], "9");
+        // A requeued record keeps the identity it was first stored under.
+        let mut r = Record::default();
+        r.headers
+            .insert("echopost-original-sequence".into(), "3".into());
+        let mut g = r.clone();
+        add_idempotency_key(&mut r, "src", 70);
+        assert_eq!(r.headers["idempotency-key"], "src:3");
+        add_identity_metadata(&mut g, "src", 70);
+        assert_eq!(g.headers["echopost-sequence"], "3");
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::support::daemon::Area;
+use crate::support::daemon::{Area, echopost_async};
 
 /// Waits until the daemon's backlog is empty; returns the last `status --json`.
 async fn drained(dir: &Path, d: &Daemon, server: &PyServer) -> Value {
@@ -317,4 +317,117 @@ async fn default_classes_dead_letter_the_records_answered_409() {
         );
     }
     assert_eq!(attempts as u64, CONFLICT_RECORDS);
+}
+
+/// `dead-letters requeue` while the daemon runs (issue: requeue breaks identity and order):
+/// the records answered 409 are dead-lettered, then requeued through the running daemon,
+/// replayed after everything stored before them, in their own order, each with the
+/// `Idempotency-Key` of its first delivery attempt (`SOURCE:ORIGINAL SEQUENCE`), and the
+/// dead-letter log is empty afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_while_running_keeps_order_and_identity() {
+    let test = "requeue_while_running_keeps_order_and_identity";
+    let Some(python) = python(test) else {
+        return;
+    };
+    let area = Area::new();
+    std::fs::create_dir_all(area.dir()).unwrap();
+    let server = PyServer::start(
+        &python,
+        "http_server.py",
+        &["--conflict-marker".into(), "CONFLICT".into()],
+        area.root.path(),
+    )
+    .await;
+    let upstream = format!("http://127.0.0.1:{}", server.port);
+    let mut d = Daemon::start(&area, &["--upstream", &upstream]).await;
+    // Without an id, so that the key is the record's (source, sequence) identity.
+    let conflicting = |i: u64| {
+        let mut r = order(i);
+        r.id.clear();
+        if conflicts(i) {
+            r.payload.extend_from_slice(b" CONFLICT");
+        }
+        r
+    };
+    append(&d, (1..=CONFLICT_RECORDS).map(conflicting).collect()).await;
+    let dir = area.dir();
+    let st = drained(&dir, &d, &server).await;
+    let source = st["source_id"].as_str().expect("source id").to_owned();
+    let dead: Vec<u64> = (1..=CONFLICT_RECORDS).filter(|i| conflicts(*i)).collect();
+    let mut letters = dead_letters(&dir).await;
+    for _ in 0..250 {
+        if letters.len() == dead.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        letters = dead_letters(&dir).await;
+    }
+    assert_eq!(letters.len(), dead.len(), "{letters:#?}");
+    // Newer records, stored before the requeue: they are replayed before the requeued ones.
+    append(
+        &d,
+        (CONFLICT_RECORDS + 1..=CONFLICT_RECORDS + 5)
+            .map(order)
+            .collect(),
+    )
+    .await;
+
+    let out = echopost_async(
+        &[
+            "dead-letters",
+            "requeue",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(out.json()["requeued"], dead.len(), "{}", out.stdout);
+    let want: Vec<u64> = (1..=CONFLICT_RECORDS + 5)
+        .filter(|i| !conflicts(*i))
+        .chain(dead.iter().copied())
+        .collect();
+    wait_until("the requeued records delivered", || {
+        accepted_orders(&server).len() >= want.len()
+    })
+    .await;
+    let accepted = accepted_orders(&server);
+    assert_eq!(accepted, want, "{}", context(&d, &server));
+    // Each requeued record carries the key of its first attempt.
+    let reqs = server.events_of("req");
+    for i in &dead {
+        let keys: Vec<&str> = reqs
+            .iter()
+            .filter(|e| order_number(e["body"].as_str().unwrap_or_default()) == Some(*i))
+            .map(|e| e["headers"]["idempotency-key"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys.len(),
+            2,
+            "order {i}: a 409, then the requeued delivery"
+        );
+        assert!(
+            keys.iter().all(|k| *k == format!("{source}:{i}")),
+            "order {i}: the key of its first attempt, before and after: {keys:?}"
+        );
+    }
+    let after = drained(&dir, &d, &server).await;
+    assert_eq!(after["dead_lettered_records"], dead.len(), "{after:#}");
+    d.stop().await;
+    let left = dead_letters(&dir).await;
+    assert!(left.is_empty(), "the dead-letter log is empty: {left:#?}");
+    report(
+        test,
+        format!(
+            "dead-lettered {}, requeued {} while running (source {source}), delivered {} in the \
+             expected order, duplicates {}",
+            dead.len(),
+            dead.len(),
+            accepted.len(),
+            duplicates(&accepted)
+        ),
+    );
 }
