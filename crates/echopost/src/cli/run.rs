@@ -73,7 +73,11 @@ pub struct RunArgs {
     pub allow_uid: Vec<u32>,
 
     /// How replayed records are delivered. Default: `deliver` for grpc:// and grpcs://
-    /// upstreams, `forward` for http:// and https://.
+    /// upstreams, `forward` for http:// and https://. With `forward`, each record is sent
+    /// as the request its route names, and a record that could never be sent (no route, a
+    /// route of the wrong form, a header the protocol cannot carry) is refused at append
+    /// time with INVALID_ARGUMENT. HTTP: 307/308 to the same origin are followed (method
+    /// and body kept, 5 hops at most); other redirects pause replay (server class).
     #[arg(long, env = "ECHOPOST_SINK", value_name = "SINK")]
     pub sink: Option<SinkArg>,
 
@@ -135,6 +139,8 @@ pub struct RunArgs {
     /// transient; HTTP 3xx/401/403/404/405/407/411/426, gRPC
     /// UNAUTHENTICATED/PERMISSION_DENIED/UNIMPLEMENTED and TLS failures are server; HTTP
     /// 413 and gRPC message-size errors are too-large; other 4xx and gRPC codes are record.
+    /// `echopost status` shows the class of the last failure, the failed attempts, the
+    /// sequence replay is stuck at and since when, and the next attempt.
     #[arg(
         long,
         env = "ECHOPOST_STATUS_CLASS",
