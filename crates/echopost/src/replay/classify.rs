@@ -16,7 +16,8 @@
 //!
 //! | outcome | class |
 //! |---|---|
-//! | connection refused/reset, timeout, a status tonic made up from a transport error | transient |
+//! | connection refused/reset, a status tonic made up from a transport error | transient |
+//! | no answer within `--request-timeout` ([`Cause::Timeout`]) | transient (a `Deliver` batch is halved) |
 //! | gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `ABORTED`, `INTERNAL`, `UNKNOWN` | transient |
 //! | gRPC `RESOURCE_EXHAUSTED`, `OUT_OF_RANGE` whose message is about a message size ("larger than max", "message length too large") | too large |
 //! | gRPC `RESOURCE_EXHAUSTED` otherwise (quota, rate limit) | transient |
@@ -77,8 +78,12 @@ impl Class {
 /// What went wrong, as the sink saw it (the class is the [`Policy`]'s decision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// No answer: connection refused or reset, a transport error, a timeout.
+    /// No answer: connection refused or reset, a transport error.
     Connection,
+    /// No answer within `--request-timeout`. Transient; but a `Deliver` batch that times
+    /// out is retried at half the size (see `driver`): a server that needs longer than
+    /// the timeout to take a batch takes smaller ones.
+    Timeout,
     /// The TLS handshake failed (untrusted or mismatched certificate).
     Tls,
     /// A gRPC status the server sent, with its message.
@@ -133,6 +138,13 @@ impl Failure {
     /// sources is [`Cause::Tls`].
     pub fn from_status(status: &tonic::Status) -> Self {
         match std::error::Error::source(status) {
+            Some(src) if is_timeout(src) => Failure::new(
+                Cause::Timeout,
+                format!(
+                    "no answer in time (--request-timeout): {}",
+                    status.message()
+                ),
+            ),
             Some(src) => {
                 let chain = error_chain(src);
                 let cause = if looks_like_tls(&chain) {
@@ -152,6 +164,16 @@ impl Failure {
         }
     }
 
+    /// A transport error of a gRPC call: a timeout if tonic's own deadline (the
+    /// `grpc-timeout` it enforces on the client side) expired, else as
+    /// [`Failure::transport`].
+    pub fn grpc_transport(e: &(dyn std::error::Error + 'static), timeout: Duration) -> Self {
+        if is_timeout(e) {
+            return Failure::timeout(timeout);
+        }
+        Failure::transport(format!("connection error: {}", error_chain(e)))
+    }
+
     /// A connection failure described by `reason`, or a TLS one if it says so.
     pub fn transport(reason: impl Into<String>) -> Self {
         let reason = reason.into();
@@ -165,13 +187,28 @@ impl Failure {
 
     /// A request that did not complete within the request timeout.
     pub fn timeout(after: Duration) -> Self {
-        Failure::connection(format!("no answer within {after:?}"))
+        Failure::new(
+            Cause::Timeout,
+            format!("no answer within {after:?} (--request-timeout)"),
+        )
     }
 
     /// The class under the default table (tests and places without a policy).
     pub fn default_class(&self) -> Class {
         Policy::default().class(self)
     }
+}
+
+/// Whether `e` or one of its sources is tonic's "Timeout expired".
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Whether an error text is about TLS (rustls and hyper-rustls wording).
@@ -306,7 +343,7 @@ impl Policy {
     /// The class of `f`.
     pub fn class(&self, f: &Failure) -> Class {
         match &f.cause {
-            Cause::Connection => Class::Transient,
+            Cause::Connection | Cause::Timeout => Class::Transient,
             Cause::Tls => Class::Server,
             Cause::Unsendable => Class::Record,
             Cause::Grpc(code, message) => self

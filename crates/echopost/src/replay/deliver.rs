@@ -27,7 +27,6 @@ use tower::{Service, ServiceExt};
 
 use super::classify::Failure;
 use super::feed::Item;
-use super::forward_http::error_chain;
 
 /// The method called.
 pub(crate) const DELIVER_PATH: &str = "/echopost.v1.Sink/Deliver";
@@ -214,14 +213,15 @@ impl DeliverSink {
         if let Ok(v) = HeaderValue::from_str(&grpc_timeout(self.timeout)) {
             h.insert("grpc-timeout", v);
         }
-        let svc =
-            self.channel.ready().await.map_err(|e| {
-                Failure::transport(format!("connection error: {}", error_chain(&e)))
-            })?;
+        let svc = self
+            .channel
+            .ready()
+            .await
+            .map_err(|e| Failure::grpc_transport(&e, self.timeout))?;
         let resp = svc
             .call(req)
             .await
-            .map_err(|e| Failure::transport(format!("connection error: {}", error_chain(&e))))?;
+            .map_err(|e| Failure::grpc_transport(&e, self.timeout))?;
         let (parts, body) = resp.into_parts();
         // A trailers-only answer (an error, typically) carries the status in the headers.
         if let Some(status) = grpc_status(&parts.headers) {
@@ -236,7 +236,7 @@ impl DeliverSink {
         let collected = body
             .collect()
             .await
-            .map_err(|e| Failure::transport(format!("connection error: {}", error_chain(&e))))?;
+            .map_err(|e| Failure::grpc_transport(&e, self.timeout))?;
         match collected.trailers().and_then(grpc_status) {
             Some(status) => status,
             None => Err(Failure::from_status(&tonic::Status::internal(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{Replayer, SPLIT_AFTER, SUSPECT_AFTER, Sink, Step, Work, unwrap_batch, wait_shutdown};
 use crate::replay::ReplayError;
-use crate::replay::classify::Class;
+use crate::replay::classify::{Cause, Class};
 use crate::replay::deliver::DeliverBatch;
 use crate::replay::feed::{Batch, Feed, Item};
 
@@ -65,25 +65,28 @@ impl Replayer {
                         self.head = None;
                         Ok(Step::Retry(Work::Singles(unwrap_batch(batch)), f, class))
                     }
+                    Class::Transient if n > 1 && f.cause == Cause::Timeout => {
+                        // A long Deliver is not cut short again and again: the server
+                        // answered nothing within --request-timeout, so it gets half.
+                        tracing::warn!(
+                            records = n, first, last, error = %f.reason,
+                            "the main server did not answer a batch within --request-timeout; retrying it in halves of {} records (and later batches too)",
+                            n / 2
+                        );
+                        let pieces = self.halves(batch);
+                        Ok(Step::Split(pieces, n / 2))
+                    }
                     Class::Transient | Class::Server => {
                         Ok(Step::Retry(Work::Batch(batch), f, class))
                     }
                     Class::TooLarge if n > 1 => {
-                        let half = n / 2;
-                        let mut items = unwrap_batch(batch);
-                        let rest: Vec<Item> = items.split_off(half).into();
-                        let items: Vec<Item> = items.into();
                         tracing::warn!(
                             records = n, first, last, error = %f.reason,
-                            "the main server refused the batch as too large; halving it to {half} records (and later batches too)"
+                            "the main server refused the batch as too large; halving it to {} records (and later batches too)",
+                            n / 2
                         );
-                        Ok(Step::Split(
-                            vec![
-                                Work::Batch(Arc::new(DeliverBatch::new(items, &self.source))),
-                                Work::Batch(Arc::new(DeliverBatch::new(rest, &self.source))),
-                            ],
-                            half,
-                        ))
+                        let pieces = self.halves(batch);
+                        Ok(Step::Split(pieces, n / 2))
                     }
                     Class::TooLarge | Class::Record => {
                         tracing::warn!(
@@ -97,6 +100,17 @@ impl Replayer {
             }
             Work::Singles(items) => self.process_singles(items, feed, may_read).await,
         }
+    }
+
+    /// A batch of two records or more as two batches, the first half first.
+    fn halves(&self, batch: Arc<DeliverBatch>) -> Vec<Work> {
+        let mut items = unwrap_batch(batch);
+        let rest: Vec<Item> = items.split_off(items.len() / 2).into();
+        let items: Vec<Item> = items.into();
+        vec![
+            Work::Batch(Arc::new(DeliverBatch::new(items, &self.source))),
+            Work::Batch(Arc::new(DeliverBatch::new(rest, &self.source))),
+        ]
     }
 
     /// Sends records one at a time: accepted → done; rejected (the record's fault) → dead

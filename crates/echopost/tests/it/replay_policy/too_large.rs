@@ -405,3 +405,78 @@ async fn http_413_dead_letters_only_the_records_too_large_alone_with_their_size(
         ),
     );
 }
+
+const SLOW_RECORDS: u64 = 400;
+
+/// A grpcio Sink whose work grows with the batch (6 ms a record: 2.4 s for the whole
+/// backlog in one `Deliver`, 0.6 s for a quarter of it) behind `--request-timeout 1s`: a
+/// long `Deliver` is not cut short again and again; the batch is halved until the server
+/// answers in time (400 → 200 and 200 → 100 + 100 twice: three timeouts), and everything
+/// arrives in order in batches, nothing dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_slower_than_the_request_timeout_is_halved_not_repeated() {
+    let test = "deliver_slower_than_the_request_timeout_is_halved_not_repeated";
+    let Some(python) = python(test) else {
+        return;
+    };
+    let area = Area::new();
+    std::fs::create_dir_all(area.dir()).unwrap();
+    let mut args = proto_arg().to_vec();
+    args.extend(["--seconds-per-record".to_owned(), "0.006".to_owned()]);
+    let server = PyServer::start(&python, "grpc_sink.py", &args, area.root.path()).await;
+    let upstream = format!("grpc://127.0.0.1:{}", server.port);
+    // Stored before the daemon starts, so that the first Deliver holds all of them.
+    let dir = area.dir();
+    {
+        let log = open_log_with(&dir, LogOptions::default());
+        fill(&log, 1, SLOW_RECORDS, order);
+    }
+    let mut d = Daemon::start(&area, &["--upstream", &upstream, "--request-timeout", "1s"]).await;
+    let start = Instant::now();
+    wait_until("every record accepted", || {
+        accepted(&server).0.len() >= SLOW_RECORDS as usize
+    })
+    .await;
+    let took = start.elapsed();
+    let (seqs, calls) = accepted(&server);
+    assert_eq!(
+        seqs,
+        (1..=SLOW_RECORDS).collect::<Vec<_>>(),
+        "every record, in order, once among the answered calls; {}",
+        context(&d, &server)
+    );
+    let cancelled = server
+        .events_of("deliver")
+        .iter()
+        .filter(|e| e["cancelled"] == true)
+        .count();
+    let smallest = calls
+        .iter()
+        .map(|c| c["seqs"].as_array().unwrap().len())
+        .min()
+        .unwrap_or(0);
+    assert!(
+        cancelled <= 4,
+        "{cancelled} calls timed out: the batch is halved after each, not repeated; {}",
+        context(&d, &server)
+    );
+    assert!(
+        smallest >= 50,
+        "delivered in batches (smallest {smallest} records), not record by record"
+    );
+    d.stop().await;
+    let letters = dead_letters(&dir).await;
+    assert!(letters.is_empty(), "{letters:?}");
+    report(
+        test,
+        format!(
+            "6 ms a record, --request-timeout 1s: {cancelled} Deliver calls timed out, then \
+             delivered {} of {SLOW_RECORDS} in order in {} calls (smallest {smallest} records), \
+             dead-lettered {}, {:.2}s",
+            seqs.len(),
+            calls.len(),
+            letters.len(),
+            took.as_secs_f64()
+        ),
+    );
+}

@@ -2,7 +2,7 @@
 """A stock grpcio main server for the replay_policy tests.
 
     grpc_sink.py --proto-root DIR [--port P] [--no-sink] [--max-receive BYTES]
-                 [--poison TEXT]
+                 [--poison TEXT] [--seconds-per-record S]
 
 Serves `grpc.health.v1.Health` (SERVING for "") and, unless --no-sink,
 `echopost.v1.Sink/Deliver` (without it, grpcio answers Deliver with UNIMPLEMENTED, as a
@@ -10,7 +10,10 @@ server that lacks the service does). --max-receive sets grpcio's
 `grpc.max_receive_message_length` (default: grpcio's own, 4 MiB): grpcio refuses a larger
 request itself, with RESOURCE_EXHAUSTED, before the handler runs. With --poison, the
 handler raises on a batch holding a record whose payload contains TEXT, which grpcio
-answers with UNKNOWN ("Exception calling application").
+answers with UNKNOWN ("Exception calling application"). With --seconds-per-record, the
+handler works S seconds per record before it answers (a server whose work grows with the
+batch); a call whose client gave up meanwhile is reported with "ok": false, "cancelled":
+true.
 
 The Sink stubs are generated at run time from the repository's proto with grpcio-tools;
 the health service comes from grpcio-health-checking.
@@ -27,6 +30,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -67,7 +71,7 @@ def load_stubs(proto_root, out_dir):
     )
 
 
-def make_sink(pb2, pb2_grpc, poison):
+def make_sink(pb2, pb2_grpc, poison, seconds_per_record):
     marker = poison.encode() if poison else None
 
     class Sink(pb2_grpc.SinkServicer):
@@ -76,10 +80,15 @@ def make_sink(pb2, pb2_grpc, poison):
             bad = None
             if marker is not None:
                 bad = next((r.sequence for r in request.records if marker in r.record.payload), None)
+            cancelled = False
+            if seconds_per_record:
+                time.sleep(seconds_per_record * len(seqs))
+                cancelled = not context.is_active()
             emit(
                 {
                     "ev": "deliver",
-                    "ok": bad is None,
+                    "ok": bad is None and not cancelled,
+                    "cancelled": cancelled,
                     "source": request.source,
                     "seqs": seqs,
                     "bytes": request.ByteSize(),
@@ -101,6 +110,7 @@ def main():
     p.add_argument("--no-sink", action="store_true")
     p.add_argument("--max-receive", type=int)
     p.add_argument("--poison")
+    p.add_argument("--seconds-per-record", type=float, default=0.0)
     a = p.parse_args()
 
     options = []
@@ -113,7 +123,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ep-stubs") as out_dir:
         if not a.no_sink:
             pb2, pb2_grpc = load_stubs(a.proto_root, out_dir)
-            pb2_grpc.add_SinkServicer_to_server(make_sink(pb2, pb2_grpc, a.poison), server)
+            pb2_grpc.add_SinkServicer_to_server(make_sink(pb2, pb2_grpc, a.poison, a.seconds_per_record), server)
         port = server.add_insecure_port(f"127.0.0.1:{a.port}")
         if port == 0:
             sys.exit(f"cannot bind 127.0.0.1:{a.port}")
