@@ -255,7 +255,9 @@ async fn race_round(fire: Fire, linger_ms: u64) -> (usize, bool) {
 /// `lifecycle::try_linger_exit`.
 #[tokio::test]
 async fn appends_racing_the_linger_exit_are_never_acknowledged_and_lost() {
-    let linger_ms = 200;
+    // Long enough that the six clients of a round connect before it runs out on a busy
+    // machine (connecting is not activity; only appends are).
+    let linger_ms = 1000;
     let mut rounds = vec![tokio::spawn(race_round(Fire::AtTheDecision, linger_ms))];
     for k in 0..6u64 {
         let at = Duration::from_millis(linger_ms - 20 + k * 20);
