@@ -70,6 +70,7 @@
 //! the on-disk `format` codec for forging and damaging files, and the write paths only
 //! tests use (`Log::append_nowait`, `Log::append_prepared_nowait`).
 
+mod checkpoint;
 mod cursor;
 mod error;
 #[cfg(feature = "sim")]
@@ -85,13 +86,14 @@ mod segment;
 pub mod sim;
 mod verify;
 
+pub use checkpoint::Checkpoint;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::{BatchBody, Compression, RECORD_OVERHEAD};
 pub use group::GroupWriter;
 pub use log::{
     Appended, LOCK_FILE, Log, LogOptions, LogStats, PreparedBatch, RecoveryReport, SyncPolicy,
 };
-pub use reader::{Reader, StoredRecord};
+pub use reader::{Reader, StoredFrame, StoredRecord};
 pub use recovery::{Layout, SegmentOnDisk, TornTail, analyze};
 pub use verify::{VerifyReport, verify};
 

@@ -29,6 +29,7 @@ async fn append_and_read_back_in_order() {
     let a = c
         .append(AppendRequest {
             records: vec![custom.clone()],
+            ..AppendRequest::default()
         })
         .await
         .unwrap()
