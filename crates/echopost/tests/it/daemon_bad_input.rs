@@ -64,6 +64,7 @@ fn oversized_request() -> AppendRequest {
     // above the 64 MiB gRPC message limit.
     AppendRequest {
         records: (0..17).map(|_| record(vec![7u8; 4_000_000])).collect(),
+        ..AppendRequest::default()
     }
 }
 
