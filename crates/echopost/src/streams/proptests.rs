@@ -11,12 +11,17 @@ use super::tables::{
     Admission, BatchIdentity, RECENT_BATCHES, Refusal, StreamCount, Tables, count_streams,
 };
 
+/// A stored batch in the model: (producer_sequence, records, first, last, version).
+type ModelBatch = (u64, u64, u64, u64, Option<u64>);
+/// A duplicate's answer: (first, last, version).
+type Original = (u64, u64, Option<u64>);
+
 /// The rules, kept as plainly as possible: every stored batch of every producer,
 /// versions as sums, recency as a list.
 #[derive(Default)]
 struct Model {
-    /// Stored batches per producer: (producer_sequence, records, first, last, version).
-    batches: HashMap<String, Vec<(u64, u64, u64, u64, Option<u64>)>>,
+    /// Stored batches per producer.
+    batches: HashMap<String, Vec<ModelBatch>>,
     /// Producer ids, least recently stored first.
     recency: Vec<String>,
     versions: HashMap<String, u64>,
@@ -29,7 +34,7 @@ impl Model {
         b: &BatchIdentity,
         max_producers: usize,
         max_streams: usize,
-    ) -> Result<Option<(u64, u64, Option<u64>)>, &'static str> {
+    ) -> Result<Option<Original>, &'static str> {
         let _ = max_producers;
         if let Some((id, pseq)) = &b.producer
             && let Some(stored) = self.batches.get(id)
