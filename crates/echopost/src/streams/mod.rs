@@ -19,7 +19,9 @@
 //!   once delivered;
 //! * [`recover`] at open = the checkpoint + the frames after it. Open time is bounded by
 //!   what a checkpoint may leave behind (at most [`CHECKPOINT_BYTES`] of frames, or
-//!   [`CHECKPOINT_EVERY`] of appends), not by the backlog.
+//!   [`CHECKPOINT_EVERY`] of appends), not by the backlog. A log that has no checkpoint
+//!   yet (new, or from a version without streams state) is not read at all: its tables
+//!   start empty, and versions count the records appended from then on.
 //!
 //! Delivered segments are therefore deleted up to one checkpoint later than they would
 //! be otherwise (at most [`CHECKPOINT_EVERY`] while appends arrive; at once at exit).
@@ -124,7 +126,8 @@ pub fn identity_of(frame: &StoredFrame) -> Result<BatchIdentity, StreamsError> {
 /// Figures of a recovery, for the log line at open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// The checkpoint's sequence (1: there was none).
+    /// Where the frames replayed start: the checkpoint's sequence (the durable end when
+    /// there was none).
     pub from_seq: u64,
     /// Frames applied after it.
     pub frames: u64,
@@ -133,18 +136,27 @@ pub struct Recovered {
 /// Rebuilds the tables: the engine's checkpoint, then every frame after it (see the
 /// module documentation). With `write`, checkpoints the result, so the next open starts
 /// from here and the engine's deletion floor is set from the start.
+///
+/// A log without a checkpoint (new, or written before streams had a state) starts with
+/// empty tables at its durable end: its existing records are not read, so opening stays
+/// independent of the backlog, and versions count the records appended from then on.
 pub fn recover(
     log: &Log,
     max_producers: usize,
     max_streams: usize,
     write: bool,
 ) -> Result<(Tables, Recovered), StreamsError> {
-    let (mut tables, from_seq) = match log.read_checkpoint()? {
+    let checkpoint = log.read_checkpoint()?;
+    let had_checkpoint = checkpoint.is_some();
+    let (mut tables, from_seq) = match checkpoint {
         Some(c) => (
             codec::decode_tables(&c.data, max_producers, max_streams)?,
             c.seq,
         ),
-        None => (Tables::new(max_producers, max_streams), 1),
+        None => (
+            Tables::new(max_producers, max_streams),
+            log.stats().durable_next,
+        ),
     };
     let mut reader = log.reader_including_acked(from_seq);
     let mut frames = 0;
@@ -156,7 +168,7 @@ pub fn recover(
     }
     if write {
         let durable = log.stats().durable_next;
-        if frames > 0 || durable != from_seq {
+        if !had_checkpoint || frames > 0 || durable != from_seq {
             log.write_checkpoint(durable, &codec::encode_tables(&tables))?;
         }
     }
