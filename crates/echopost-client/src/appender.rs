@@ -77,7 +77,14 @@ impl Appender {
         let tx = self.tx.as_ref().ok_or(ClientError::StreamClosed {
             unacknowledged: self.in_flight,
         })?;
-        if tx.send(AppendRequest { records }).await.is_err() {
+        if tx
+            .send(AppendRequest {
+                records,
+                ..AppendRequest::default()
+            })
+            .await
+            .is_err()
+        {
             // The request stream is gone: the call failed. Surface its status if any.
             return Err(self
                 .receive()

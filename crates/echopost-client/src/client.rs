@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use echopost_proto::v1::echo_post_client::EchoPostClient;
 use echopost_proto::v1::{
-    AppendRequest, ReadRequest, Record, StatusRequest, StatusResponse, StoredRecord,
+    AppendRequest, AppendResponse, ListStreamsRequest, PeekRequest, PeekResponse, ReadRequest,
+    Record, StatusRequest, StatusResponse, StoredRecord, StreamInfo,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -226,14 +227,48 @@ impl Client {
     /// [`ClientError::Timeout`] after the client's deadline: the batch may or may not
     /// be stored.
     pub async fn append(&self, records: Vec<Record>) -> Result<Appended, ClientError> {
-        let mut rpc = self.rpc.clone();
         let r = self
-            .call("Append", rpc.append(AppendRequest { records }))
+            .append_request(AppendRequest {
+                records,
+                ..AppendRequest::default()
+            })
             .await?;
         Ok(Appended {
             first_sequence: r.first_sequence,
             last_sequence: r.last_sequence,
         })
+    }
+
+    /// Sends one `AppendRequest` as it is (with a producer id, an expected stream
+    /// version, ...) and returns the daemon's answer. See [`crate::IdempotentAppender`]
+    /// for retries that cannot store a batch twice.
+    pub async fn append_request(
+        &self,
+        request: AppendRequest,
+    ) -> Result<AppendResponse, ClientError> {
+        let mut rpc = self.rpc.clone();
+        self.call("Append", rpc.append(request)).await
+    }
+
+    /// Every stream with its version and backlog, sorted by name (issue 14).
+    pub async fn list_streams(&self) -> Result<Vec<StreamInfo>, ClientError> {
+        let mut rpc = self.rpc.clone();
+        let r = self
+            .call("ListStreams", rpc.list_streams(ListStreamsRequest {}))
+            .await?;
+        Ok(r.streams)
+    }
+
+    /// The newest buffered record of `stream` (a `NOT_FOUND` status when it has none).
+    pub async fn peek(&self, stream: &str) -> Result<PeekResponse, ClientError> {
+        let mut rpc = self.rpc.clone();
+        self.call(
+            "Peek",
+            rpc.peek(PeekRequest {
+                stream: stream.to_owned(),
+            }),
+        )
+        .await
     }
 
     /// Opens a pipelined append stream keeping at most `window` batches unacknowledged.
@@ -257,16 +292,32 @@ impl Client {
         from_sequence: u64,
         limit: u32,
     ) -> Result<Vec<StoredRecord>, ClientError> {
+        self.read_request(ReadRequest {
+            from_sequence,
+            limit,
+            ..ReadRequest::default()
+        })
+        .await
+    }
+
+    /// As [`Client::read`], only the records of `stream`; `limit` counts those.
+    pub async fn read_stream(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+        stream: &str,
+    ) -> Result<Vec<StoredRecord>, ClientError> {
+        self.read_request(ReadRequest {
+            from_sequence,
+            limit,
+            stream: stream.to_owned(),
+        })
+        .await
+    }
+
+    async fn read_request(&self, request: ReadRequest) -> Result<Vec<StoredRecord>, ClientError> {
         let mut rpc = self.rpc.clone();
-        let mut stream = self
-            .call(
-                "Read",
-                rpc.read(ReadRequest {
-                    from_sequence,
-                    limit,
-                }),
-            )
-            .await?;
+        let mut stream = self.call("Read", rpc.read(request)).await?;
         let mut out = Vec::new();
         loop {
             match tokio::time::timeout(self.timeout, stream.message()).await {

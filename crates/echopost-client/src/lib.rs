@@ -10,6 +10,10 @@
 //!   has a deadline ([`DEFAULT_TIMEOUT`], 10 s, or [`ClientBuilder::timeout`]): a daemon
 //!   that accepts connections but never answers (stopped, stuck) is reported as
 //!   [`ClientError::Timeout`] instead of blocking the caller.
+//! * [`IdempotentAppender`]: appends numbered by the application (producer id and
+//!   number) that it retries safely: a retry of a stored batch is answered with the
+//!   original sequences, never stored twice. [`Client::list_streams`], [`Client::peek`]
+//!   and [`Client::read_stream`] show streams.
 //! * [`Fallback`]: the one call an application needs when its main server is down. It
 //!   connects to the daemon for a directory, starting `echopost run` detached if none
 //!   answers, and appends. Many processes calling it at once end up with exactly one
@@ -54,11 +58,13 @@ mod appender;
 mod client;
 mod error;
 mod fallback;
+mod idempotent;
 
 pub use appender::Appender;
 pub use client::{Appended, Client, ClientBuilder, DEFAULT_TIMEOUT};
 pub use error::ClientError;
 pub use fallback::{DaemonSettings, Fallback};
+pub use idempotent::{IdempotentAppender, IdempotentBatch};
 
 /// The generated protocol types (`echopost.v1`), for fields this crate does not wrap.
 pub use echopost_proto::v1 as proto;

@@ -78,6 +78,20 @@ pub enum Error {
         durable: u64,
     },
 
+    /// [`crate::Log::write_checkpoint`] named a sequence beyond the durable end or before
+    /// the current checkpoint's.
+    #[error(
+        "cannot checkpoint at sequence {seq}: it must be between the current checkpoint's ({current}) and the durable end ({durable_next})"
+    )]
+    CheckpointOutOfRange {
+        /// The sequence given.
+        seq: u64,
+        /// The first sequence not yet durable.
+        durable_next: u64,
+        /// The current checkpoint's sequence (1: none).
+        current: u64,
+    },
+
     /// An I/O operation failed. Fatal: on the write path the log is poisoned (see the
     /// type's documentation).
     #[error("I/O error while trying to {op} {path}: {source}")]

@@ -11,6 +11,8 @@
 //!  4      1   version     FORMAT_VERSION (1)
 //!  5      1   kind        1 = batch of records, 2 = seal (closes a segment)
 //!  6      1   flags       bit 0: body is zstd-compressed
+//!                         bit 1: the body's first entry is the batch's metadata
+//!                         (opaque to the engine), not a record; `count` excludes it
 //!  7      1   reserved    0
 //!  8      4   body_len    stored body length (after compression), u32 LE
 //! 12      4   count       number of records (0 for a seal), u32 LE
@@ -18,8 +20,13 @@
 //!                         of the next segment. u64 LE
 //! 24      4   raw_len     body length before compression (= body_len if uncompressed)
 //! 28      4   crc         crc32c(body) extended with bytes 0..28 of this header
-//! 32      …   body        count × (u32 LE length, bytes)
+//! 32      …   body        [metadata entry], count × (u32 LE length, bytes)
 //! ```
+//!
+//! The metadata entry ([`BatchBody::with_meta`]) lets a caller keep, in the same atomic,
+//! checksummed frame as the records, what it needs to rebuild its own state after a
+//! crash (the daemon keeps a batch's producer id and number there). It takes no sequence
+//! number and readers of records never see it; [`crate::Reader::next_frame`] returns it.
 //!
 //! The CRC is computed over the body first and the header second. That order lets an
 //! appender encode and checksum its (possibly large, possibly compressed) body *outside*
@@ -50,6 +57,7 @@ pub const RECORD_OVERHEAD: usize = 4;
 pub const MAX_SEQ: u64 = 1 << 63;
 
 const FLAG_ZSTD: u8 = 1;
+const FLAG_META: u8 = 2;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +73,8 @@ pub enum FrameKind {
 pub struct FrameHeader {
     pub kind: FrameKind,
     pub compressed: bool,
+    /// The body starts with a metadata entry (not counted in `count`).
+    pub has_meta: bool,
     pub body_len: u32,
     pub count: u32,
     pub first_seq: u64,
@@ -106,6 +116,8 @@ pub enum Compression {
 pub struct BatchBody {
     raw: Vec<u8>,
     count: usize,
+    /// The first entry is metadata, not a record.
+    has_meta: bool,
 }
 
 impl Default for BatchBody {
@@ -120,7 +132,23 @@ impl BatchBody {
     pub fn with_capacity(bytes: usize) -> Self {
         let mut raw = Vec::with_capacity(FRAME_HEADER_LEN + bytes);
         raw.resize(FRAME_HEADER_LEN, 0);
-        BatchBody { raw, count: 0 }
+        BatchBody {
+            raw,
+            count: 0,
+            has_meta: false,
+        }
+    }
+
+    /// An empty batch whose frame carries `meta`, opaque bytes kept with the records in
+    /// the same atomic, checksummed frame (see the module documentation), and with room
+    /// for `bytes` bytes of encoded records. `meta` counts towards the batch's size limit
+    /// like a record (its length plus [`RECORD_OVERHEAD`]) but takes no sequence number.
+    pub fn with_meta(bytes: usize, meta: &[u8]) -> Self {
+        let mut body = BatchBody::with_capacity(bytes + meta.len() + RECORD_OVERHEAD);
+        body.push(meta);
+        body.count = 0;
+        body.has_meta = true;
+        body
     }
 
     /// A batch holding `records`.
@@ -165,13 +193,15 @@ impl BatchBody {
         self.count == 0
     }
 
-    /// The records added so far, in order.
+    /// The records added so far, in order (not the metadata).
     pub fn records(&self) -> impl Iterator<Item = &[u8]> {
         let raw = &self.raw[FRAME_HEADER_LEN..];
-        // The body was built by `push_with`, so it always splits into its records.
-        split_records(raw, u32::try_from(self.count).unwrap_or(0))
+        let entries = self.count + usize::from(self.has_meta);
+        // The body was built by `push_with`, so it always splits into its entries.
+        split_records(raw, u32::try_from(entries).unwrap_or(0))
             .unwrap_or_default()
             .into_iter()
+            .skip(usize::from(self.has_meta))
             .map(move |r| &raw[r])
     }
 
@@ -190,7 +220,15 @@ impl BatchBody {
         let count = u32::try_from(self.count).map_err(|_| "too many records")?;
         let raw_len = self.raw_len() as u32;
         #[cfg(any(test, feature = "sim"))]
-        let payload_bytes = u64::from(raw_len) - self.count as u64 * RECORD_OVERHEAD as u64;
+        let payload_bytes = {
+            let meta = if self.has_meta {
+                u64::from(le_u32(&self.raw[FRAME_HEADER_LEN..])) + RECORD_OVERHEAD as u64
+            } else {
+                0
+            };
+            u64::from(raw_len) - meta - self.count as u64 * RECORD_OVERHEAD as u64
+        };
+        let has_meta = self.has_meta;
         let mut bytes = self.raw;
         let mut compressed = false;
         if let Compression::Zstd { level } = compression
@@ -206,7 +244,7 @@ impl BatchBody {
         bytes[0..4].copy_from_slice(&FRAME_MAGIC);
         bytes[4] = FORMAT_VERSION;
         bytes[5] = 1;
-        bytes[6] = if compressed { FLAG_ZSTD } else { 0 };
+        bytes[6] = if compressed { FLAG_ZSTD } else { 0 } | if has_meta { FLAG_META } else { 0 };
         bytes[8..12].copy_from_slice(&body_len.to_le_bytes());
         bytes[12..16].copy_from_slice(&count.to_le_bytes());
         bytes[24..28].copy_from_slice(&raw_len.to_le_bytes());
@@ -296,12 +334,13 @@ pub fn decode_header(h: &[u8]) -> Result<FrameHeader, CorruptionKind> {
         2 => FrameKind::Seal,
         _ => return Err(CorruptionKind::InvalidHeader("unknown frame kind")),
     };
-    if h[6] & !FLAG_ZSTD != 0 || h[7] != 0 {
+    if h[6] & !(FLAG_ZSTD | FLAG_META) != 0 || h[7] != 0 {
         return Err(CorruptionKind::InvalidHeader("unknown flags"));
     }
     let header = FrameHeader {
         kind,
         compressed: h[6] & FLAG_ZSTD != 0,
+        has_meta: h[6] & FLAG_META != 0,
         body_len: le_u32(&h[8..]),
         count: le_u32(&h[12..]),
         first_seq: le_u64(&h[16..]),
@@ -315,7 +354,11 @@ pub fn decode_header(h: &[u8]) -> Result<FrameHeader, CorruptionKind> {
     }
     match kind {
         FrameKind::Seal => {
-            if header.body_len != 0 || header.count != 0 || header.raw_len != 0 || header.compressed
+            if header.body_len != 0
+                || header.count != 0
+                || header.raw_len != 0
+                || header.compressed
+                || header.has_meta
             {
                 return Err(CorruptionKind::InvalidHeader("seal frame with a body"));
             }
@@ -330,7 +373,8 @@ pub fn decode_header(h: &[u8]) -> Result<FrameHeader, CorruptionKind> {
             if !header.compressed && header.raw_len != header.body_len {
                 return Err(CorruptionKind::InvalidHeader("length fields disagree"));
             }
-            if u64::from(header.raw_len) < u64::from(header.count) * RECORD_OVERHEAD as u64 {
+            let entries = u64::from(header.count) + u64::from(header.has_meta);
+            if u64::from(header.raw_len) < entries * RECORD_OVERHEAD as u64 {
                 return Err(CorruptionKind::InvalidHeader(
                     "body too short for its record count",
                 ));
@@ -365,11 +409,13 @@ pub fn check_crc(
     }
 }
 
-/// A frame's records, decoded. `ranges` index into `raw`.
+/// A frame's records, decoded. `ranges` (the records) and `meta` index into `raw`.
 #[derive(Debug, Default)]
 pub struct DecodedBody {
     pub raw: Vec<u8>,
     pub ranges: Vec<Range<usize>>,
+    /// The metadata entry, when the frame has one.
+    pub meta: Option<Range<usize>>,
 }
 
 /// Decompresses (if needed) and splits a CRC-checked body into its records.
@@ -386,8 +432,13 @@ pub fn decode_body(header: &FrameHeader, body: &[u8]) -> Result<DecodedBody, Cor
     } else {
         body.to_vec()
     };
-    let ranges = split_records(&raw, header.count)?;
-    Ok(DecodedBody { raw, ranges })
+    let entries = header
+        .count
+        .checked_add(u32::from(header.has_meta))
+        .ok_or(CorruptionKind::InvalidHeader("too many records"))?;
+    let mut ranges = split_records(&raw, entries)?;
+    let meta = header.has_meta.then(|| ranges.remove(0));
+    Ok(DecodedBody { raw, ranges, meta })
 }
 
 /// Splits a raw body into exactly `count` length-prefixed records covering it entirely.
@@ -500,6 +551,31 @@ mod tests {
             prop_assert_eq!(h.count as usize, records.len());
             prop_assert_eq!(h.frame_len() as usize, f.len());
             let d = decode_body(&h, &f[body]).unwrap();
+            let got: Vec<Vec<u8>> = d.ranges.iter().map(|r| d.raw[r.clone()].to_vec()).collect();
+            prop_assert_eq!(got, records);
+        }
+
+        #[test]
+        fn metadata_round_trips_and_is_not_a_record(meta in prop::collection::vec(any::<u8>(), 0..100),
+                              records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100), 1..10),
+                              zstd in any::<bool>()) {
+            let c = if zstd { Compression::Zstd { level: 1 } } else { Compression::None };
+            let mut body = BatchBody::with_meta(0, &meta);
+            for r in &records {
+                body.push(r);
+            }
+            prop_assert_eq!(body.len(), records.len());
+            prop_assert!(body.records().eq(records.iter().map(Vec::as_slice)));
+            let mut p = body.finish(c).unwrap();
+            let payload: usize = records.iter().map(Vec::len).sum();
+            prop_assert_eq!(p.payload_bytes, payload as u64);
+            p.seal_header(5);
+            let (h, b) = parse_frame(&p.bytes).unwrap();
+            prop_assert!(h.has_meta);
+            prop_assert_eq!(h.count as usize, records.len());
+            let d = decode_body(&h, &p.bytes[b]).unwrap();
+            let got_meta = d.meta.clone().map(|m| d.raw[m].to_vec());
+            prop_assert_eq!(got_meta, Some(meta));
             let got: Vec<Vec<u8>> = d.ranges.iter().map(|r| d.raw[r.clone()].to_vec()).collect();
             prop_assert_eq!(got, records);
         }

@@ -24,6 +24,8 @@
 //! DIR/
 //!   LOCK                          flock'ed by the one process that owns the log
 //!   cursor                        last acknowledged sequence (atomically replaced)
+//!   checkpoint                    the caller's state as of a sequence (optional,
+//!                                 atomically replaced; see `src/checkpoint.rs`)
 //!   00000000000000000001.seg      sealed segment: header, frames…, seal(next = 7001)
 //!   00000000000000007001.seg      active segment: header, frames…
 //! ```
@@ -55,6 +57,10 @@
 //! * Batches built outside the writer lock: [`BatchBody`] → [`Log::prepare`] →
 //!   [`PreparedBatch`] → [`GroupWriter`] ([`Log::group_writer`]) or [`Log::append`];
 //!   [`RECORD_OVERHEAD`] for sizing a body.
+//! * The caller's own state beside the records: [`BatchBody::with_meta`] (a metadata
+//!   entry per frame), [`Log::write_checkpoint`] / [`Log::read_checkpoint`]
+//!   ([`Checkpoint`]), and [`Log::reader_including_acked`] with [`Reader::next_frame`]
+//!   ([`StoredFrame`]) to replay the frames after the checkpoint.
 //! * Errors: [`Error`] (with [`Error::is_fatal`]), [`Corruption`], [`CorruptionKind`],
 //!   [`Result`].
 //! * Offline inspection, without opening or locking: [`verify`] (every byte) →
@@ -70,6 +76,7 @@
 //! the on-disk `format` codec for forging and damaging files, and the write paths only
 //! tests use (`Log::append_nowait`, `Log::append_prepared_nowait`).
 
+mod checkpoint;
 mod cursor;
 mod error;
 #[cfg(feature = "sim")]
@@ -85,13 +92,14 @@ mod segment;
 pub mod sim;
 mod verify;
 
+pub use checkpoint::Checkpoint;
 pub use error::{Corruption, CorruptionKind, Error, Result};
 pub use frame::{BatchBody, Compression, RECORD_OVERHEAD};
 pub use group::GroupWriter;
 pub use log::{
     Appended, LOCK_FILE, Log, LogOptions, LogStats, PreparedBatch, RecoveryReport, SyncPolicy,
 };
-pub use reader::{Reader, StoredRecord};
+pub use reader::{Reader, StoredFrame, StoredRecord};
 pub use recovery::{Layout, SegmentOnDisk, TornTail, analyze};
 pub use verify::{VerifyReport, verify};
 

@@ -28,6 +28,18 @@ pub struct StoredRecord {
     pub data: Vec<u8>,
 }
 
+/// One frame read back whole ([`Reader::next_frame`]): the records of one append and the
+/// metadata it was written with ([`crate::BatchBody::with_meta`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFrame {
+    /// Sequence of the first record in `records`.
+    pub first_seq: u64,
+    /// The frame's metadata entry, if it has one.
+    pub meta: Option<Vec<u8>>,
+    /// The records, in order (those of the frame at or after the reader's position).
+    pub records: Vec<Vec<u8>>,
+}
+
 #[derive(Debug)]
 struct OpenSegment {
     first_seq: u64,
@@ -50,6 +62,9 @@ pub struct Reader {
     next: u64,
     seg: Option<OpenSegment>,
     frame: Option<CurrentFrame>,
+    /// Also return acknowledged records still on disk (see
+    /// [`crate::Log::reader_including_acked`]).
+    include_acked: bool,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -60,12 +75,44 @@ enum Extent {
 }
 
 impl Reader {
-    pub(crate) fn new(inner: Arc<Inner>, from_seq: u64) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, from_seq: u64, include_acked: bool) -> Self {
         Reader {
             inner,
             next: from_seq.max(1),
             seg: None,
             frame: None,
+            include_acked,
+        }
+    }
+
+    /// The rest of the next frame, whole: its records at or after the reader's position
+    /// and its metadata. `None` means the reader has caught up with the durable end.
+    /// Memory: one frame. Errors as [`Reader::next_batch`].
+    pub fn next_frame(&mut self) -> Result<Option<StoredFrame>> {
+        loop {
+            if let Some(cur) = self.frame.take() {
+                let skip = usize::try_from(self.next.saturating_sub(cur.first_seq))
+                    .unwrap_or(usize::MAX)
+                    .max(cur.idx);
+                if skip < cur.body.ranges.len() {
+                    let body = cur.body;
+                    let first_seq = cur.first_seq + skip as u64;
+                    let records: Vec<Vec<u8>> = body.ranges[skip..]
+                        .iter()
+                        .map(|r| body.raw[r.clone()].to_vec())
+                        .collect();
+                    self.next = first_seq + records.len() as u64;
+                    return Ok(Some(StoredFrame {
+                        first_seq,
+                        meta: body.meta.map(|m| body.raw[m].to_vec()),
+                        records,
+                    }));
+                }
+                continue;
+            }
+            if !self.load_frame()? {
+                return Ok(None);
+            }
         }
     }
 
@@ -131,7 +178,7 @@ impl Reader {
         loop {
             let (durable_next, written_next, extent) = {
                 let st = self.inner.lock_state();
-                if self.next <= st.acked {
+                if !self.include_acked && self.next <= st.acked {
                     // Those records were delivered (and their segment may be gone).
                     self.next = st.acked + 1;
                     self.frame = None;
@@ -173,6 +220,16 @@ impl Reader {
                 // `None`: the segment was deleted after being delivered; the clamp at the
                 // top of the loop moves past it.
                 self.seg = self.open_segment_for(self.next)?;
+                if self.seg.is_none() && self.include_acked {
+                    // Deleted after delivery: go on from the oldest record still stored.
+                    let st = self.inner.lock_state();
+                    let first_stored = st
+                        .sealed
+                        .front()
+                        .map_or(st.active.first_seq, |s| s.first_seq);
+                    self.next = self.next.max(first_stored);
+                    self.frame = None;
+                }
                 continue;
             };
             let (sealed, limit) = match extent {

@@ -32,11 +32,18 @@ use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
 /// `echopost.v1.AppendRequest` with each record kept as its encoded bytes, sliced from
-/// the received message without copying.
+/// the received message without copying. The batch's other fields (issue 14's idempotent
+/// producer and expected stream version) are decoded as usual: they are few bytes.
 #[derive(Clone, PartialEq, Eq, Default, Debug)]
 pub struct RawAppendRequest {
     /// `repeated Record records = 1`, each as the bytes of one `Record`.
     pub records: Vec<Bytes>,
+    /// `string producer_id = 2` (empty: no deduplication).
+    pub producer_id: String,
+    /// `uint64 producer_sequence = 3`.
+    pub producer_sequence: u64,
+    /// `optional uint64 expected_stream_version = 4`.
+    pub expected_stream_version: Option<u64>,
 }
 
 impl RawAppendRequest {
@@ -47,6 +54,7 @@ impl RawAppendRequest {
                 .iter()
                 .map(|r| Bytes::from(r.encode_to_vec()))
                 .collect(),
+            ..RawAppendRequest::default()
         }
     }
 }
@@ -55,6 +63,15 @@ impl Message for RawAppendRequest {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for record in &self.records {
             encoding::bytes::encode(1, record, buf);
+        }
+        if !self.producer_id.is_empty() {
+            encoding::string::encode(2, &self.producer_id, buf);
+        }
+        if self.producer_sequence != 0 {
+            encoding::uint64::encode(3, &self.producer_sequence, buf);
+        }
+        if let Some(v) = &self.expected_stream_version {
+            encoding::uint64::encode(4, v, buf);
         }
     }
 
@@ -73,16 +90,43 @@ impl Message for RawAppendRequest {
             self.records.push(record);
             Ok(())
         } else {
-            encoding::skip_field(wire_type, tag, buf, ctx)
+            match tag {
+                2 => encoding::string::merge(wire_type, &mut self.producer_id, buf, ctx),
+                3 => encoding::uint64::merge(wire_type, &mut self.producer_sequence, buf, ctx),
+                4 => encoding::uint64::merge(
+                    wire_type,
+                    self.expected_stream_version.get_or_insert(0),
+                    buf,
+                    ctx,
+                ),
+                _ => encoding::skip_field(wire_type, tag, buf, ctx),
+            }
         }
     }
 
     fn encoded_len(&self) -> usize {
         encoding::bytes::encoded_len_repeated(1, &self.records)
+            + if self.producer_id.is_empty() {
+                0
+            } else {
+                encoding::string::encoded_len(2, &self.producer_id)
+            }
+            + if self.producer_sequence == 0 {
+                0
+            } else {
+                encoding::uint64::encoded_len(3, &self.producer_sequence)
+            }
+            + self
+                .expected_stream_version
+                .as_ref()
+                .map_or(0, |v| encoding::uint64::encoded_len(4, v))
     }
 
     fn clear(&mut self) {
         self.records.clear();
+        self.producer_id.clear();
+        self.producer_sequence = 0;
+        self.expected_stream_version = None;
     }
 }
 
@@ -116,6 +160,22 @@ pub struct RecordInfo {
     pub timestamp_unix_nanos: i64,
     /// Length of `payload` (of the last one when repeated, as prost).
     pub payload_len: u64,
+    /// Where `stream` lies in the record's bytes (the last one when repeated, as prost;
+    /// length 0 when absent): see [`RecordInfo::stream`].
+    pub stream_start: u32,
+    /// Length of `stream`, in bytes.
+    pub stream_len: u32,
+}
+
+impl RecordInfo {
+    /// The record's `stream` (UTF-8, checked), sliced from the bytes it was learned from.
+    pub fn stream<'a>(&self, record: &'a [u8]) -> &'a str {
+        let start = self.stream_start as usize;
+        record
+            .get(start..start + self.stream_len as usize)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or("")
+    }
 }
 
 /// Checks, without allocating, that `buf` is an `echopost.v1.Record` EchoPost stores
@@ -126,11 +186,22 @@ pub fn check_record(buf: &[u8]) -> Result<RecordInfo, RecordError> {
     let mut info = RecordInfo {
         timestamp_unix_nanos: 0,
         payload_len: 0,
+        stream_start: 0,
+        stream_len: 0,
     };
     while !r.done() {
         let (tag, wt) = r.key()?;
         match tag {
-            1 | 2 | 5 => {
+            2 => {
+                let s = r.len_delimited(wt)?;
+                if !is_utf8(s) {
+                    return Err(RecordError::Malformed("a string field is not UTF-8"));
+                }
+                // A record is at most 4 GiB (the engine's format), so these fit.
+                info.stream_len = s.len() as u32;
+                info.stream_start = (r.pos - s.len()) as u32;
+            }
+            1 | 5 => {
                 if !is_utf8(r.len_delimited(wt)?) {
                     return Err(RecordError::Malformed("a string field is not UTF-8"));
                 }

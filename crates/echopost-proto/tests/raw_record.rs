@@ -62,6 +62,7 @@ fn contract(bytes: &[u8]) -> Result<bool, TestCaseError> {
         (Ok(info), Ok(r)) => {
             prop_assert_eq!(info.timestamp_unix_nanos, r.timestamp_unix_nanos);
             prop_assert_eq!(info.payload_len, r.payload.len() as u64);
+            prop_assert_eq!(info.stream(bytes), r.stream.as_str());
         }
         (Ok(_), Err(e)) => {
             return Err(TestCaseError::fail(format!(
@@ -90,10 +91,10 @@ proptest! {
     #[test]
     fn valid_records(r in record()) {
         let bytes = r.encode_to_vec();
-        prop_assert_eq!(
-            check_record(&bytes),
-            Ok(RecordInfo { timestamp_unix_nanos: r.timestamp_unix_nanos, payload_len: r.payload.len() as u64 })
-        );
+        let info: RecordInfo = check_record(&bytes).unwrap();
+        prop_assert_eq!(info.timestamp_unix_nanos, r.timestamp_unix_nanos);
+        prop_assert_eq!(info.payload_len, r.payload.len() as u64);
+        prop_assert_eq!(info.stream(&bytes), r.stream.as_str());
     }
 
     #[test]
@@ -153,16 +154,36 @@ proptest! {
     }
 
     #[test]
-    fn raw_requests_split_into_the_records_prost_decodes(records in prop::collection::vec(record(), 0..5)) {
-        let wire = AppendRequest { records: records.clone() }.encode_to_vec();
+    fn raw_requests_split_into_the_records_prost_decodes(records in prop::collection::vec(record(), 0..5),
+                                                         producer_id in "[a-z0-9é]{0,12}",
+                                                         producer_sequence in any::<u64>(),
+                                                         expected in any::<Option<u64>>()) {
+        let wire = AppendRequest {
+            records: records.clone(),
+            producer_id: producer_id.clone(),
+            producer_sequence,
+            expected_stream_version: expected,
+        }
+        .encode_to_vec();
         let raw = RawAppendRequest::decode(wire.as_slice()).unwrap();
+        prop_assert_eq!(&raw.producer_id, &producer_id);
+        prop_assert_eq!(raw.producer_sequence, producer_sequence);
+        prop_assert_eq!(raw.expected_stream_version, expected);
         prop_assert_eq!(raw.records.len(), records.len());
         for (bytes, r) in raw.records.iter().zip(&records) {
             prop_assert_eq!(&Record::decode(bytes.as_ref()).unwrap(), r);
         }
         // And it encodes back to the same message.
         prop_assert_eq!(raw.encode_to_vec(), wire);
-        prop_assert_eq!(RawAppendRequest::from_records(&records), raw);
+        prop_assert_eq!(
+            RawAppendRequest {
+                producer_id,
+                producer_sequence,
+                expected_stream_version: expected,
+                ..RawAppendRequest::from_records(&records)
+            },
+            raw
+        );
     }
 }
 

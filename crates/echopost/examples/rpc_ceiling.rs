@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use echopost_proto::ingest::echo_post_server::{EchoPost, EchoPostServer};
 use echopost_proto::raw::RawAppendRequest;
 use echopost_proto::v1::{
-    AppendResponse, ReadRequest, ReadResponse, StatusRequest, StatusResponse,
+    AppendResponse, ListStreamsRequest, ListStreamsResponse, PeekRequest, PeekResponse,
+    ReadRequest, ReadResponse, StatusRequest, StatusResponse,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -31,6 +32,7 @@ fn answer(next: &AtomicU64, n: u64) -> AppendResponse {
     AppendResponse {
         first_sequence: first,
         last_sequence: first + n.saturating_sub(1),
+        ..AppendResponse::default()
     }
 }
 
@@ -73,6 +75,17 @@ impl EchoPost for NoStorage {
     type ReadStream = Resp<ReadResponse>;
     async fn read(&self, _: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         Err(Status::unimplemented("nothing is stored"))
+    }
+
+    async fn list_streams(
+        &self,
+        _: Request<ListStreamsRequest>,
+    ) -> Result<Response<ListStreamsResponse>, Status> {
+        Ok(Response::new(ListStreamsResponse::default()))
+    }
+
+    async fn peek(&self, _: Request<PeekRequest>) -> Result<Response<PeekResponse>, Status> {
+        Err(Status::not_found("nothing is stored"))
     }
 }
 

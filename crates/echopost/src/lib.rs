@@ -13,6 +13,7 @@
 //! | [`daemon`] | the process around the data path: lifecycle, socket, peers, session log, exit codes |
 //! | [`service`] | the `echopost.v1.EchoPost` gRPC service, one file per RPC |
 //! | [`ingest`] | socket → disk: checks, the gate, the group-commit thread |
+//! | [`streams`] | streams and idempotent producers: versions, deduplication, their crash-safe state, per-stream backlog |
 //! | [`replay`] | disk → main server: health, sinks, retries, dead letters |
 //! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters`; [`commands::bench::noop_sink`] is the main server that accepts everything, the upstream of `echopost bench` and of the drain benchmark |
 
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod ingest;
 pub mod replay;
 pub mod service;
+pub mod streams;
 
 /// The daemon's version, reported by `--version`, `Status` and the session log.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Status(args) => Ok(finish("status", commands::status::run(&args))),
         Command::Inspect(args) => Ok(finish("inspect", commands::inspect::run(&args))),
+        Command::Streams(args) => Ok(finish("streams", commands::streams::run(&args))),
         Command::Verify(args) => Ok(finish("verify", commands::verify::run(&args))),
         Command::Send(args) => Ok(finish("send", commands::send::run(&args))),
         Command::Bench(args) => Ok(finish("bench", commands::bench::run(&args))),

@@ -54,7 +54,8 @@ impl Log {
 }
 
 impl Inner {
-    /// Deletes sealed segments whose records are all acknowledged, oldest first. The cursor
+    /// Deletes sealed segments whose records are all acknowledged (and, while a
+    /// checkpoint exists, all before its sequence), oldest first. The cursor
     /// covering them is already durable, so a crash (or a failed removal) at any point here
     /// only leaves extra files at the front of the log that the next call (or the next open)
     /// removes.
@@ -67,8 +68,11 @@ impl Inner {
                     Some(s) => s.first_seq,
                     None => st.active.first_seq,
                 };
+                // The checkpoint's floor: frames from its sequence on rebuild the caller's
+                // state, so their segments stay (see `src/checkpoint.rs`).
+                let kept = st.keep_from.is_some_and(|k| next_first > k);
                 match st.sealed.front() {
-                    Some(front) if next_first <= st.acked + 1 => {
+                    Some(front) if next_first <= st.acked + 1 && !kept => {
                         let front = *front;
                         st.disk_bytes -= front.len;
                         st.sealed.pop_front();

@@ -34,10 +34,12 @@
 //!   durability, the background syncer of [`SyncPolicy::Interval`].
 //! * `roll.rs`: sealing the active segment and starting the next one.
 //! * `ack.rs`: the acknowledgement cursor and deleting delivered segments.
+//! * `checkpoint.rs`: the caller's checkpoint and the deletion floor it sets.
 //! * `stats.rs`: [`LogStats`] and [`RecoveryReport`], what the log reports.
 
 mod ack;
 mod append;
+mod checkpoint;
 mod durability;
 mod open;
 mod options;
@@ -87,6 +89,9 @@ pub(crate) struct State {
     pub durable_len: u64,
     syncing: bool,
     pub acked: u64,
+    /// The checkpoint's sequence, if one exists: segments holding any sequence from
+    /// here on are kept even once delivered (see `src/checkpoint.rs`).
+    pub keep_from: Option<u64>,
     poisoned: Option<Arc<str>>,
     disk_bytes: u64,
     /// Appenders parked until `durable_next` reaches their target (see `wait_durable`).
@@ -166,7 +171,16 @@ impl Log {
     /// reader). Readers see only durable records. Opening one does no I/O; several may
     /// read at once, beside appenders.
     pub fn reader(&self, from_seq: u64) -> crate::reader::Reader {
-        crate::reader::Reader::new(Arc::clone(&self.inner), from_seq)
+        crate::reader::Reader::new(Arc::clone(&self.inner), from_seq, false)
+    }
+
+    /// A reader starting at `from_seq` (0 counts as 1) that also returns acknowledged
+    /// records whose segment is still on disk (from the oldest stored one if `from_seq`
+    /// was deleted). This is how a caller rebuilds its state from the frames after its
+    /// checkpoint ([`Log::write_checkpoint`] keeps those on disk). Only durable records,
+    /// as [`Log::reader`].
+    pub fn reader_including_acked(&self, from_seq: u64) -> crate::reader::Reader {
+        crate::reader::Reader::new(Arc::clone(&self.inner), from_seq, true)
     }
 
     /// The log's directory.

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use crate::checkpoint;
 use crate::cursor::{self, CURSOR_TMP_FILE};
 use crate::error::{Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN};
@@ -84,6 +85,20 @@ impl Log {
         }
         if !layout.cursor_exists {
             cursor::write_cursor(&*fs, &dir, layout.acked)?;
+        }
+        checkpoint::remove_stale_tmp(&*fs, &dir)?;
+        let keep_from = checkpoint::read_checkpoint(&*fs, &dir)?.map(|c| c.seq);
+        if let Some(k) = keep_from
+            && k > layout.next_seq
+        {
+            // Only durable frames are ever checkpointed, so they cannot be missing.
+            return Err(Error::corrupt(
+                checkpoint::checkpoint_path(&dir),
+                16,
+                crate::error::CorruptionKind::InvalidHeader(
+                    "checkpoint covers sequences beyond the end of the log",
+                ),
+            ));
         }
 
         let mut sealed: VecDeque<SealedSegment> = VecDeque::new();
@@ -175,6 +190,7 @@ impl Log {
             durable_next: layout.next_seq,
             syncing: false,
             acked: layout.acked,
+            keep_from,
             poisoned: None,
             disk_bytes,
             waiters: Vec::new(),

@@ -7,6 +7,8 @@
 //! * `io_faults`: every file operation of a workload failed in turn (EIO, ENOSPC).
 //! * `corruption`: files damaged at random; recovery is exact or names the damage.
 //! * `never_panic`: property tests over arbitrary directory contents.
+//! * `checkpoint`: a caller's state rebuilt from its checkpoint and the frames after it
+//!   agrees with what survived crashes and I/O faults.
 //!
 //! Run one suite by its module path: `cargo test -p echopost-log -- crash_simulation::`.
 //! Shared helpers live in `support/` (`common`: small fixtures; `sim_model`: the model,
@@ -15,6 +17,7 @@
 #[macro_use]
 mod support;
 
+mod checkpoint;
 mod corruption;
 mod crash_simulation;
 mod io_faults;

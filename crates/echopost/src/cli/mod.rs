@@ -52,6 +52,14 @@ pub enum Command {
     #[command(after_help = crate::commands::EXIT_CODES)]
     Inspect(InspectArgs),
 
+    /// List the streams: version, backlog (records, bytes, sequences, oldest), dead letters.
+    ///
+    /// A stream's version is the number of records ever appended to it in this directory.
+    /// Asks the running daemon; when none answers, reads the directory offline. Counting
+    /// the backlog reads every buffered record once.
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    Streams(StreamsArgs),
+
     /// Check every byte of the log: exit 0 when intact, 4 (with file, offset, reason) when not.
     ///
     /// Scans every segment (checksums, sequence continuity, seals, cursor) and the
@@ -169,6 +177,20 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// Flags of `echopost streams`.
+#[derive(Debug, Clone, Args)]
+pub struct StreamsArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    #[command(flatten)]
+    pub wait: TimeoutArgs,
+
+    /// Print one JSON object per stream instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Flags of `echopost inspect`.
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
@@ -186,6 +208,10 @@ pub struct InspectArgs {
     /// Most records to print; 0 prints every stored record from --from on.
     #[arg(long, value_name = "N", default_value = "100")]
     pub limit: u64,
+
+    /// Print only this stream's records (--limit counts those).
+    #[arg(long, value_name = "STREAM")]
+    pub stream: Option<String>,
 
     /// Print only the JSON lines, without the summary on stderr.
     #[arg(long)]

@@ -52,6 +52,17 @@ pub struct RunArgs {
     #[arg(long, env = "ECHOPOST_MAX_RECORD_BYTES", value_name = "BYTES", default_value = "4095KiB", value_parser = parse_size)]
     pub max_record_bytes: u64,
 
+    /// Idempotent producers remembered (issue 14), least recently used evicted first. An
+    /// evicted producer is unknown again: its next batch starts a new series, so a retry
+    /// arriving after its producer was evicted is stored a second time.
+    #[arg(long, env = "ECHOPOST_MAX_PRODUCERS", value_name = "N", default_value_t = crate::streams::DEFAULT_MAX_PRODUCERS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_producers: usize,
+
+    /// Streams this directory holds at most (a stream exists once a record named it);
+    /// a batch that would create more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ECHOPOST_MAX_STREAMS", value_name = "N", default_value_t = crate::streams::DEFAULT_MAX_STREAMS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_streams: usize,
+
     /// Log verbosity for stderr and the session log: error, warn, info, debug, trace, or
     /// a tracing filter such as `info,echopost_log=debug`.
     #[arg(

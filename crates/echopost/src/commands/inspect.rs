@@ -91,7 +91,14 @@ pub fn run(args: &InspectArgs) -> CommandResult {
     let (mode, outcome) = match client {
         Some(c) => (
             "read from the running daemon",
-            rt.block_on(online(&target, &c, args.from, limit, &mut printer)),
+            rt.block_on(online(
+                &target,
+                &c,
+                args.from,
+                limit,
+                args.stream.as_deref(),
+                &mut printer,
+            )),
         ),
         None => {
             let outcome = match open_offline(&target)? {
@@ -107,7 +114,14 @@ pub fn run(args: &InspectArgs) -> CommandResult {
                     )));
                 }
                 Offline::Log(log) => {
-                    let res = offline(&target, &log, args.from, limit, &mut printer);
+                    let res = offline(
+                        &target,
+                        &log,
+                        args.from,
+                        limit,
+                        args.stream.as_deref(),
+                        &mut printer,
+                    );
                     let closed = log.close().map_err(|e| log_error(&target, e));
                     res.and(closed)
                 }
@@ -146,6 +160,7 @@ async fn online<W: Write>(
     client: &Client,
     from: Option<u64>,
     limit: u64,
+    stream: Option<&str>,
     printer: &mut Printer<W>,
 ) -> Result<(), CommandError> {
     let rpc_error = |e: echopost_client::ClientError| client_error(target, &e);
@@ -157,7 +172,11 @@ async fn online<W: Write>(
     while remaining > 0 && !printer.closed {
         let want = remaining.min(PAGE);
         // `want` <= PAGE, which fits in u32.
-        let page = client.read(next, want as u32).await.map_err(rpc_error)?;
+        let page = match stream {
+            Some(s) => client.read_stream(next, want as u32, s).await,
+            None => client.read(next, want as u32).await,
+        }
+        .map_err(rpc_error)?;
         let got = page.len() as u64;
         for stored in &page {
             let record = stored.record.clone().unwrap_or_default();
@@ -177,6 +196,7 @@ fn offline<W: Write>(
     log: &Log,
     from: Option<u64>,
     limit: u64,
+    stream: Option<&str>,
     printer: &mut Printer<W>,
 ) -> Result<(), CommandError> {
     let start = from.unwrap_or_else(|| log.stats().first_unacked_seq);
@@ -190,8 +210,10 @@ fn offline<W: Write>(
         if batch.is_empty() {
             break;
         }
-        remaining -= (batch.len() as u64).min(remaining);
         for stored in batch {
+            if remaining == 0 {
+                break;
+            }
             let record = Record::decode(stored.data.as_slice()).map_err(|e| {
                 CommandError::new(
                     ExitCode::Corruption,
@@ -202,6 +224,10 @@ fn offline<W: Write>(
                     ),
                 )
             })?;
+            if stream.is_some_and(|s| s != record.stream) {
+                continue;
+            }
+            remaining -= 1;
             printer.print(stored.seq, &record)?;
         }
     }
@@ -232,7 +258,7 @@ mod tests {
             socket: tmp.path().join("s"),
         };
         let mut p = Printer::new(Vec::new());
-        offline(&t, &log, None, u64::MAX, &mut p).unwrap();
+        offline(&t, &log, None, u64::MAX, None, &mut p).unwrap();
         assert_eq!(p.printed, 2490);
         assert_eq!((p.first, p.last), (Some(11), Some(2500)));
         let text = String::from_utf8(p.out).unwrap();
@@ -241,11 +267,11 @@ mod tests {
         assert_eq!(first["payload"], "10");
 
         let mut p = Printer::new(Vec::new());
-        offline(&t, &log, Some(30), 5, &mut p).unwrap();
+        offline(&t, &log, Some(30), 5, None, &mut p).unwrap();
         assert_eq!((p.printed, p.first, p.last), (5, Some(30), Some(34)));
         // Delivered records are not returned.
         let mut p = Printer::new(Vec::new());
-        offline(&t, &log, Some(3), 2, &mut p).unwrap();
+        offline(&t, &log, Some(3), 2, None, &mut p).unwrap();
         assert_eq!((p.first, p.last), (Some(11), Some(12)));
     }
 }

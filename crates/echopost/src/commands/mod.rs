@@ -50,6 +50,7 @@ pub mod dead_letters;
 pub mod inspect;
 pub mod send;
 pub mod status;
+pub mod streams;
 pub mod verify;
 
 mod output;

@@ -139,6 +139,9 @@ impl FailingReport {
     }
 }
 
+/// Streams `status` lists, largest backlog first.
+const TOP_STREAMS: usize = 5;
+
 /// Runs `echopost status`.
 pub fn run(args: &StatusArgs) -> CommandResult {
     let target = resolve(&args.dirs)?;
@@ -148,13 +151,32 @@ pub fn run(args: &StatusArgs) -> CommandResult {
         Ok(st) => from_status(&target, &st, now_unix_nanos()),
         Err(rpc_error) => offline(&target, rpc_error)?,
     };
+    // The streams with the largest backlog (issue 14); not fatal when they cannot be had.
+    let top = (report.pending_repairs.is_empty() && report.backlog_records > 0)
+        .then(|| super::streams::list(&target, args.wait.timeout))
+        .map(|r| r.map(|(_, infos)| super::streams::top_by_backlog(infos, TOP_STREAMS)));
     let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&report)
+        let mut v = serde_json::to_value(&report)
+            .map_err(|e| CommandError::fatal(format!("cannot encode the report: {e}")))?;
+        v["top_streams"] = match &top {
+            Some(Ok(t)) => t.iter().map(super::streams::stream_json).collect(),
+            _ => serde_json::Value::Array(Vec::new()),
+        };
+        let mut s = serde_json::to_string_pretty(&v)
             .map_err(|e| CommandError::fatal(format!("cannot encode the report: {e}")))?;
         s.push('\n');
         s
     } else {
-        human(&report)
+        let mut s = human(&report);
+        match &top {
+            Some(Ok(t)) if !t.is_empty() => {
+                s.push_str("Largest backlogs by stream:\n");
+                s.push_str(&super::streams::table(t));
+            }
+            Some(Err(e)) => s.push_str(&format!("Streams: cannot be listed: {}\n", e.message)),
+            _ => {}
+        }
+        s
     };
     print_stdout(&text)?;
     Ok(ExitCode::Clean)

@@ -63,6 +63,10 @@ pub struct Config {
     pub log: LogOptions,
     /// Largest accepted encoded record.
     pub max_record_bytes: usize,
+    /// Idempotent producers remembered (`--max-producers`).
+    pub max_producers: usize,
+    /// Streams at most (`--max-streams`).
+    pub max_streams: usize,
     /// Idle time with an empty backlog before exiting by itself.
     pub linger: Duration,
     /// Tracing filter directive for stderr and the session log.
@@ -155,6 +159,8 @@ impl Config {
             socket,
             log,
             max_record_bytes,
+            max_producers: args.max_producers,
+            max_streams: args.max_streams,
             linger: args.linger,
             log_level: args.log_level.clone(),
             allowed_uids,

@@ -125,6 +125,9 @@ impl Services {
             .take()
             .map(|r| r.with_source_id(source_id.clone()));
 
+        // The stream and producer state (before the socket: nothing to clean up on error).
+        let streams = super::store::recover_streams(&config, &log).await?;
+
         // 5. The socket, the ingest path and the server.
         let access = SocketAccess::for_policy(platform::current_uid(), &config.allowed_uids);
         let (listener, socket_file) = bind_socket(&config.socket, &access)?;
@@ -134,6 +137,7 @@ impl Services {
         let (fatal_tx, fatal_rx) = mpsc::channel::<echopost_log::Error>(4);
         let (ingest, committer) = match Ingest::new(
             Arc::clone(&log),
+            streams,
             Arc::clone(&gate),
             RecordRules {
                 max_record_bytes: config.max_record_bytes,

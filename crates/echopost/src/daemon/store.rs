@@ -52,6 +52,44 @@ pub(super) fn warn_if_shared(dir: &Path) {
     }
 }
 
+/// Rebuilds the stream and producer tables from the log's checkpoint and the frames
+/// after it (see [`crate::streams`]), on the blocking pool, and checkpoints them.
+pub(super) async fn recover_streams(
+    config: &Config,
+    log: &Arc<Log>,
+) -> Result<Arc<crate::streams::Streams>, DaemonError> {
+    let started = std::time::Instant::now();
+    let l = Arc::clone(log);
+    let (producers, streams) = (config.max_producers, config.max_streams);
+    let recovered =
+        tokio::task::spawn_blocking(move || crate::streams::recover(&l, producers, streams, true))
+            .await
+            .map_err(|e| {
+                DaemonError::Internal(format!("the stream state recovery task failed: {e}"))
+            })?;
+    let (tables, r) = match recovered {
+        Ok(t) => t,
+        Err(crate::streams::StreamsError::Log(e)) => {
+            return Err(DaemonError::from_log(&config.dir, e));
+        }
+        Err(e) => {
+            return Err(DaemonError::Corruption {
+                dir: config.dir.clone(),
+                detail: e.to_string(),
+            });
+        }
+    };
+    tracing::info!(
+        streams = tables.streams.len(),
+        producers = tables.producers.len(),
+        checkpoint_seq = r.from_seq,
+        frames_replayed = r.frames,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "stream state recovered"
+    );
+    Ok(crate::streams::Streams::new(tables))
+}
+
 /// Opens the log on the blocking pool and reports what recovery did.
 pub(super) async fn open_log(config: &Config) -> Result<Arc<Log>, DaemonError> {
     let dir = config.dir.clone();

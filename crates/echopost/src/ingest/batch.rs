@@ -16,6 +16,8 @@ use echopost_proto::raw::{check_record, put_timestamp_field, timestamp_field_len
 use tonic::Status;
 
 use crate::replay::{ForwardKind, check_forwardable};
+use crate::streams::MAX_NAME_BYTES;
+use crate::streams::tables::{StreamCount, StreamCounts};
 
 /// Nanoseconds since the UNIX epoch now.
 pub fn now_unix_nanos() -> i64 {
@@ -46,15 +48,18 @@ impl RecordRules {
 }
 
 /// Checks a batch and builds the body of one log frame from it: each record's bytes as
-/// received, with a timestamp field appended when its timestamp is zero (`now_nanos`).
-/// Refuses (`INVALID_ARGUMENT`, nothing stored) an empty batch, a record that does not
-/// decode as a `Record`, a record whose stored form would exceed the size limit, naming
-/// it, and, with a forward sink, a record that could not be replayed as its request.
+/// received, with a timestamp field appended when its timestamp is zero (`now_nanos`),
+/// and `meta` as the frame's metadata entry. Refuses (`INVALID_ARGUMENT`, nothing
+/// stored) an empty batch, a record that does not decode as a `Record`, a record whose
+/// stored form would exceed the size limit, naming it, a stream name over
+/// [`MAX_NAME_BYTES`] bytes (issue 14), and, with a forward sink, a record that could not
+/// be replayed as its request. Also returns the batch's records per stream.
 pub fn encode_batch(
     records: &[Bytes],
     rules: &RecordRules,
     now_nanos: i64,
-) -> Result<BatchBody, Status> {
+    meta: Option<&[u8]>,
+) -> Result<(BatchBody, StreamCounts), Status> {
     let max_record_bytes = rules.max_record_bytes;
     if records.is_empty() {
         return Err(Status::invalid_argument(
@@ -66,7 +71,11 @@ pub fn encode_batch(
         .iter()
         .map(|r| r.len() + echopost_log::RECORD_OVERHEAD + stamp_len)
         .sum();
-    let mut body = BatchBody::with_capacity(capacity);
+    let mut body = match meta {
+        Some(m) => BatchBody::with_meta(capacity, m),
+        None => BatchBody::with_capacity(capacity),
+    };
+    let mut streams: StreamCounts = Vec::new();
     for (i, raw) in records.iter().enumerate() {
         let info = check_record(raw).map_err(|e| {
             Status::invalid_argument(format!("record {i} of the batch: {e}; nothing was stored"))
@@ -77,6 +86,16 @@ pub fn encode_batch(
                     "record {i} of the batch cannot be replayed: {e}; nothing was stored"
                 ))
             })?;
+        }
+        if info.stream_len > 0 {
+            let stream = info.stream(raw);
+            if stream.len() > MAX_NAME_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "record {i} of the batch has a stream name of {} bytes, above the limit of {MAX_NAME_BYTES} bytes; nothing was stored",
+                    stream.len()
+                )));
+            }
+            count_stream(&mut streams, stream, i as u64);
         }
         let stamp = (info.timestamp_unix_nanos == 0).then_some(now_nanos);
         let len = raw.len() + if stamp.is_some() { stamp_len } else { 0 };
@@ -92,7 +111,28 @@ pub fn encode_batch(
             }
         });
     }
-    Ok(body)
+    Ok((body, streams))
+}
+
+/// Adds record `index` of stream `stream` to `counts` (see
+/// [`crate::streams::tables::count_streams`], which recovery uses on the same records).
+fn count_stream(counts: &mut StreamCounts, stream: &str, index: u64) {
+    // Consecutive records mostly share a stream: try the last one first.
+    let found = match counts.last_mut() {
+        Some(c) if c.stream == stream => Some(c),
+        _ => counts.iter_mut().find(|c| c.stream == stream),
+    };
+    match found {
+        Some(c) => {
+            c.records += 1;
+            c.last_index = index;
+        }
+        None => counts.push(StreamCount {
+            stream: stream.to_owned(),
+            records: 1,
+            last_index: index,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -116,7 +156,7 @@ mod tests {
 
     #[test]
     fn empty_batch_is_invalid() {
-        let e = encode_batch(&[], &RecordRules::sized(100), 1).unwrap_err();
+        let e = encode_batch(&[], &RecordRules::sized(100), 1, None).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("empty batch"));
     }
@@ -127,6 +167,7 @@ mod tests {
             &raw(&[rec(b"ok"), rec(&[0; 200])]),
             &RecordRules::sized(100),
             1,
+            None,
         )
         .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
@@ -143,12 +184,44 @@ mod tests {
     fn zero_timestamps_are_stamped_others_kept() {
         let mut with_ts = rec(b"b");
         with_ts.timestamp_unix_nanos = 7;
-        let out = encode_batch(&raw(&[rec(b"a"), with_ts]), &RecordRules::sized(1000), 42).unwrap();
+        let (out, _) =
+            encode_batch(&raw(&[rec(b"a"), with_ts]), &RecordRules::sized(1000), 42, None)
+                .unwrap();
         let out: Vec<&[u8]> = out.records().collect();
         let a = Record::decode(out[0]).unwrap();
         let b = Record::decode(out[1]).unwrap();
         assert_eq!(a.timestamp_unix_nanos, 42);
         assert_eq!(a.payload, b"a");
         assert_eq!(b.timestamp_unix_nanos, 7);
+    }
+
+    fn on(stream: &str) -> Record {
+        Record {
+            stream: stream.into(),
+            ..rec(b"x")
+        }
+    }
+
+    #[test]
+    fn streams_are_counted_as_recovery_counts_them() {
+        let records = [on("a"), on("b"), rec(b"none"), on("a"), on("c"), on("b")];
+        let (_, counts) = encode_batch(&raw(&records), 1000, 1, None).unwrap();
+        let again =
+            crate::streams::tables::count_streams(records.iter().map(|r| r.stream.as_str()));
+        assert_eq!(counts, again);
+        let a = &counts[0];
+        assert_eq!((a.stream.as_str(), a.records, a.last_index), ("a", 2, 3));
+        assert_eq!(counts.len(), 3);
+    }
+
+    #[test]
+    fn a_stream_name_over_256_bytes_is_invalid() {
+        let ok = "s".repeat(256);
+        assert!(encode_batch(&raw(&[on(&ok)]), 10_000, 1, None).is_ok());
+        let long = "é".repeat(129);
+        let e = encode_batch(&raw(&[on("fine"), on(&long)]), 10_000, 1, None).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("258 bytes"), "{}", e.message());
+        assert!(e.message().contains("256"), "{}", e.message());
     }
 }

@@ -28,6 +28,14 @@
 //! * Requests of one stream share a [`Chain`]: once one of them fails, the committer
 //!   refuses the ones queued behind it, so a stream's stored requests are always a prefix
 //!   of what it sent.
+//! * Batches of idempotent producers and batches with streams are decided here
+//!   ([`Tables::admit`](crate::streams::tables::Tables::admit)) right before they are
+//!   staged, on this one thread: so of concurrent appends expecting one stream version
+//!   exactly one is stored, and a retry racing its original is a duplicate, not a second
+//!   copy. A duplicate is answered with the rest of its group, after the group's sync.
+//! * Between groups the thread writes the stream state checkpoint when one is due
+//!   ([`Checkpointer`]; a timer asks every [`CHECKPOINT_EVERY`] so an idle daemon
+//!   checkpoints too), and once more when it ends.
 //! * The thread only ends when every [`Committer`] handle is gone. If it ends earlier (a
 //!   panic), every later append would be refused as "shutting down" while the process
 //!   lived on, so the lifecycle watches [`CommitterThread::exited`] and stops the daemon.
@@ -35,10 +43,12 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use echopost_log::{Appended, Log, PreparedBatch, SyncPolicy};
+use echopost_log::{Appended, GroupWriter, Log, PreparedBatch, SyncPolicy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::ingest::gate::GatePass;
+use crate::streams::tables::{Admission, BatchIdentity, Refusal};
+use crate::streams::{CHECKPOINT_EVERY, Checkpointer, Streams};
 
 /// Requests waiting for the committer at most (beyond that, submitters wait).
 const QUEUE_LEN: usize = 4096;
@@ -49,10 +59,20 @@ pub const QUEUE_BYTES: usize = 32 << 20;
 /// first requests of a group are waiting for.
 const MAX_GROUP: usize = 512;
 
+/// What the queue carries.
+enum Work {
+    Append(Job),
+    /// The timer's nudge: write the stream state checkpoint if one is due.
+    Checkpoint,
+}
+
 struct Job {
     /// Taken when the batch is written (each job is written once).
     batch: Option<PreparedBatch>,
-    reply: oneshot::Sender<Result<Appended, CommitError>>,
+    /// What the stream and producer tables check and record; `None` for a batch with
+    /// neither a producer nor streams.
+    identity: Option<BatchIdentity>,
+    reply: oneshot::Sender<Result<Stored, CommitError>>,
     chain: Option<Chain>,
     _pass: GatePass,
     _budget: OwnedSemaphorePermit,
@@ -71,13 +91,35 @@ impl Chain {
     }
 }
 
+/// The outcome of a stored (or already stored) batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// A retry of a batch already stored: these are the original sequences.
+    pub duplicate: bool,
+    /// The stream's version after the batch, for a single-stream batch.
+    pub stream_version: Option<u64>,
+}
+
+impl From<Appended> for Stored {
+    fn from(a: Appended) -> Stored {
+        Stored {
+            first_seq: a.first_seq,
+            last_seq: a.last_seq,
+            duplicate: false,
+            stream_version: None,
+        }
+    }
+}
+
 /// A queued request; [`PendingAppend::wait`] gives its outcome.
 #[derive(Debug)]
-pub struct PendingAppend(oneshot::Receiver<Result<Appended, CommitError>>);
+pub struct PendingAppend(oneshot::Receiver<Result<Stored, CommitError>>);
 
 impl PendingAppend {
     /// Waits until the batch is stored (durable under the sync policy) or refused.
-    pub async fn wait(self) -> Result<Appended, CommitError> {
+    pub async fn wait(self) -> Result<Stored, CommitError> {
         self.0.await.map_err(|_| CommitError::Stopped)?
     }
 }
@@ -94,32 +136,52 @@ pub enum CommitError {
     /// An earlier request of the same stream failed, so this one was not stored.
     #[error("not stored: an earlier request of this stream failed")]
     ChainBroken,
+    /// The producer or stream rules refused the batch (issue 14).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 /// Handle to the committer thread. Dropping every handle stops the thread once the queue
 /// is empty.
 #[derive(Debug)]
 pub struct Committer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
     budget: Arc<Semaphore>,
 }
 
 impl Committer {
-    /// Starts the committer thread for `log`.
-    pub fn start(log: Arc<Log>) -> std::io::Result<(Committer, CommitterThread)> {
+    /// Starts the committer thread for `log`, deciding and recording batches in
+    /// `streams` (recovered from `log`).
+    pub fn start(
+        log: Arc<Log>,
+        streams: Arc<Streams>,
+    ) -> std::io::Result<(Committer, CommitterThread)> {
         let wait = log.options().sync == SyncPolicy::Always;
-        Committer::spawn(move |rx| commit_loop(&log, rx, wait))
+        Committer::spawn(move |rx| commit_loop(&log, &streams, rx, wait))
     }
 
     /// Starts a thread running `body` over the queue (the committer loop; tests give
-    /// others).
+    /// others), and, inside a tokio runtime, the checkpoint timer.
     fn spawn(
-        body: impl FnOnce(mpsc::Receiver<Job>) + Send + 'static,
+        body: impl FnOnce(mpsc::Receiver<Work>) + Send + 'static,
     ) -> std::io::Result<(Committer, CommitterThread)> {
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
         let handle = std::thread::Builder::new()
             .name("echopost-commit".into())
             .spawn(move || body(rx))?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = tx.downgrade();
+            rt.spawn(async move {
+                let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    // Ends with the last handle; a full queue skips one nudge.
+                    let Some(tx) = weak.upgrade() else { break };
+                    let _ = tx.try_send(Work::Checkpoint);
+                }
+            });
+        }
         Ok((
             Committer {
                 tx,
@@ -134,8 +196,8 @@ impl Committer {
         &self,
         batch: PreparedBatch,
         pass: GatePass,
-    ) -> Result<Appended, CommitError> {
-        self.enqueue(batch, pass, None).await?.wait().await
+    ) -> Result<Stored, CommitError> {
+        self.enqueue(batch, None, pass, None).await?.wait().await
     }
 
     /// Queues one batch; the returned [`PendingAppend`] gives the outcome. Batches are
@@ -144,6 +206,7 @@ impl Committer {
     pub async fn enqueue(
         &self,
         batch: PreparedBatch,
+        identity: Option<BatchIdentity>,
         pass: GatePass,
         chain: Option<Chain>,
     ) -> Result<PendingAppend, CommitError> {
@@ -155,13 +218,14 @@ impl Committer {
             .map_err(|_| CommitError::Stopped)?;
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job {
+            .send(Work::Append(Job {
                 batch: Some(batch),
+                identity,
                 reply,
                 chain,
                 _pass: pass,
                 _budget: budget,
-            })
+            }))
             .await
             .map_err(|_| CommitError::Stopped)?;
         Ok(PendingAppend(answer))
@@ -196,60 +260,157 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn commit_loop(log: &Log, mut rx: mpsc::Receiver<Job>, wait: bool) {
+fn commit_loop(log: &Log, streams: &Streams, mut rx: mpsc::Receiver<Work>, wait: bool) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
-    let mut results: Vec<Result<Appended, CommitError>> = Vec::with_capacity(MAX_GROUP);
+    let mut results: Vec<Result<Stored, CommitError>> = Vec::with_capacity(MAX_GROUP);
+    let mut checkpointer = Checkpointer::default();
     while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            if let Work::Append(job) = work {
+                group.push(job);
+            }
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        let mut writer = log.group_writer();
-        for job in &mut group {
-            let result = match (&job.chain, job.batch.take()) {
-                (Some(chain), _) if chain.broken() => Err(CommitError::ChainBroken),
-                (_, Some(batch)) => writer.stage(batch).map_err(CommitError::Log),
-                // Unreachable: a job is taken from the queue, and written, once.
-                (_, None) => Err(CommitError::Stopped),
-            };
-            if result.is_err()
-                && let Some(chain) = &job.chain
-            {
-                chain.break_it();
-            }
-            results.push(result);
+        if !group.is_empty() {
+            commit_group(
+                log,
+                streams,
+                &mut group,
+                &mut results,
+                wait,
+                &mut checkpointer,
+            );
         }
-        if let Err(e) = writer.finish() {
-            // The group's frames may not be on disk; the log is poisoned now.
-            fail_all_ok(&mut results, e);
+        if checkpointer.due() {
+            checkpointer.write(log, streams);
         }
-        if wait {
-            let last = results
-                .iter()
-                .filter_map(|r| r.as_ref().ok())
-                .map(|a| a.last_seq)
-                .max();
-            if let Some(last) = last
-                && let Err(e) = log.wait_durable(last)
-            {
-                // Nothing written in this group may be acknowledged. The log is poisoned
-                // now, so every later request fails too.
-                fail_all_ok(&mut results, e);
-            }
+    }
+    // Every handle is gone: the last checkpoint, so the next open replays nothing.
+    checkpointer.write(log, streams);
+}
+
+/// Stages, syncs and answers one group.
+fn commit_group(
+    log: &Log,
+    streams: &Streams,
+    group: &mut Vec<Job>,
+    results: &mut Vec<Result<Stored, CommitError>>,
+    wait: bool,
+    checkpointer: &mut Checkpointer,
+) {
+    let mut writer = log.group_writer();
+    for job in group.iter_mut() {
+        let result = match (&job.chain, job.batch.take()) {
+            (Some(chain), _) if chain.broken() => Err(CommitError::ChainBroken),
+            (_, Some(batch)) => store(
+                &mut writer,
+                batch,
+                job.identity.as_ref(),
+                streams,
+                checkpointer,
+            ),
+            // Unreachable: a job is taken from the queue, and written, once.
+            (_, None) => Err(CommitError::Stopped),
+        };
+        if result.is_err()
+            && let Some(chain) = &job.chain
+        {
+            chain.break_it();
         }
-        for (job, result) in group.drain(..).zip(results.drain(..)) {
-            // The requester may have gone away; the batch is stored regardless.
-            let _ = job.reply.send(result);
+        results.push(result);
+    }
+    if let Err(e) = writer.finish() {
+        // The group's frames may not be on disk; the log is poisoned now.
+        fail_all_ok(results, e);
+    }
+    if wait {
+        let last = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|a| a.last_seq)
+            .max();
+        if let Some(last) = last
+            && let Err(e) = log.wait_durable(last)
+        {
+            // Nothing written in this group may be acknowledged. The log is poisoned
+            // now, so every later request fails too.
+            fail_all_ok(results, e);
+        }
+    }
+    stall_after_sync(group, results);
+    for (job, result) in group.drain(..).zip(results.drain(..)) {
+        // The requester may have gone away; the batch is stored regardless.
+        let _ = job.reply.send(result);
+    }
+}
+
+/// Decides on one batch (when it has an identity) and stages it if it is to be stored.
+/// The tables are changed only after the batch was staged, by this thread alone.
+fn store(
+    writer: &mut GroupWriter<'_>,
+    batch: PreparedBatch,
+    identity: Option<&BatchIdentity>,
+    streams: &Streams,
+    checkpointer: &mut Checkpointer,
+) -> Result<Stored, CommitError> {
+    let len = batch.frame_len() as u64;
+    let Some(id) = identity else {
+        let a = writer.stage(batch)?;
+        checkpointer.wrote(len);
+        return Ok(a.into());
+    };
+    let admission = streams.lock().admit(id)?;
+    match admission {
+        Admission::Duplicate(orig) => Ok(Stored {
+            first_seq: orig.first_seq,
+            last_seq: orig.last_seq,
+            duplicate: true,
+            stream_version: orig.stream_version,
+        }),
+        Admission::Store => {
+            let a = writer.stage(batch)?;
+            checkpointer.wrote(len);
+            let stream_version = streams.lock().apply(id, a.first_seq, a.last_seq);
+            Ok(Stored {
+                stream_version,
+                ..a.into()
+            })
+        }
+    }
+}
+
+/// Environment variable naming a file: once a group holding a newly stored batch of an
+/// idempotent producer is durable, the committer creates that file and stops before
+/// answering, so a test can `kill -9` the daemon exactly between the sync and the answer
+/// (issue 14's retry test). For tests only; unset in normal use (then one cached lookup
+/// per group).
+pub const STALL_AFTER_SYNC_ENV: &str = "ECHOPOST_TEST_STALL_AFTER_SYNC";
+
+fn stall_after_sync(group: &[Job], results: &[Result<Stored, CommitError>]) {
+    static STALL: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let Some(marker) = STALL.get_or_init(|| std::env::var_os(STALL_AFTER_SYNC_ENV).map(Into::into))
+    else {
+        return;
+    };
+    let hit = group.iter().zip(results).any(|(job, r)| {
+        matches!(r, Ok(s) if !s.duplicate)
+            && job.identity.as_ref().is_some_and(|i| i.producer.is_some())
+    });
+    if hit {
+        tracing::warn!(marker = %marker.display(), "test hook: stalled after sync, before answering");
+        let _ = std::fs::write(marker, b"synced\n");
+        loop {
+            std::thread::park();
         }
     }
 }
 
 /// Turns every Ok of a group into an error: `e` for the first, the same reason (as
 /// [`echopost_log::Error::Poisoned`]) for the rest.
-fn fail_all_ok(results: &mut [Result<Appended, CommitError>], e: echopost_log::Error) {
+fn fail_all_ok(results: &mut [Result<Stored, CommitError>], e: echopost_log::Error) {
     let why: Arc<str> = Arc::from(e.to_string());
     let mut first_error = Some(e);
     for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -271,6 +432,10 @@ mod tests {
             .unwrap()
     }
 
+    fn fresh_streams() -> Arc<Streams> {
+        Streams::new(crate::streams::tables::Tables::new(10, 10))
+    }
+
     fn sim_log(fs: &SimFs) -> Arc<Log> {
         Arc::new(Log::open_with_fs(Arc::new(fs.clone()), "/d", LogOptions::default()).unwrap())
     }
@@ -279,7 +444,7 @@ mod tests {
     async fn concurrent_submissions_are_stored_in_order_and_durable() {
         let fs = SimFs::new(1);
         let log = sim_log(&fs);
-        let (c, _h) = Committer::start(Arc::clone(&log)).unwrap();
+        let (c, _h) = Committer::start(Arc::clone(&log), fresh_streams()).unwrap();
         let c = Arc::new(c);
         let gate = AppendGate::new();
         let mut tasks = Vec::new();
@@ -325,7 +490,7 @@ mod tests {
     async fn a_failed_sync_acknowledges_nothing_of_its_group() {
         let fs = SimFs::new(2);
         let log = sim_log(&fs);
-        let (c, _h) = Committer::start(Arc::clone(&log)).unwrap();
+        let (c, _h) = Committer::start(Arc::clone(&log), fresh_streams()).unwrap();
         let gate = AppendGate::new();
         c.submit(batch(&log, &[b"ok"]), gate.enter().unwrap())
             .await
@@ -364,7 +529,7 @@ mod tests {
             ..LogOptions::default()
         };
         let log = Arc::new(Log::open(dir.path(), opts).unwrap());
-        let (c, _h) = Committer::start(Arc::clone(&log)).unwrap();
+        let (c, _h) = Committer::start(Arc::clone(&log), fresh_streams()).unwrap();
         let gate = AppendGate::new();
         let chain = Chain::default();
         let mut pending = Vec::new();
@@ -372,6 +537,7 @@ mod tests {
             pending.push(
                 c.enqueue(
                     batch(&log, &[&rec]),
+                    None,
                     gate.enter().unwrap(),
                     Some(chain.clone()),
                 )
@@ -410,7 +576,7 @@ mod tests {
         let r = c.submit(batch(&log, &[b"x"]), gate.enter().unwrap()).await;
         assert!(matches!(r, Err(CommitError::Stopped)), "{r:?}");
 
-        let (c, thread) = Committer::start(Arc::clone(&log)).unwrap();
+        let (c, thread) = Committer::start(Arc::clone(&log), fresh_streams()).unwrap();
         drop(c);
         assert_eq!(thread.exited().await, Ok(()));
     }

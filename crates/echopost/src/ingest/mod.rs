@@ -44,11 +44,18 @@ pub use batch::RecordRules;
 use batch::{encode_batch, now_unix_nanos};
 use committer::{Chain, CommitError, Committer, CommitterThread, PendingAppend};
 use gate::{AppendGate, GateClosed};
+use prost::Message;
+
+use crate::streams::codec::FrameMeta;
+use crate::streams::tables::{BatchIdentity, Refusal};
+use crate::streams::{MAX_NAME_BYTES, Streams};
 
 /// The ingest path's shared state: the log, the gate, the committer.
 #[derive(Debug)]
 pub struct Ingest {
     log: Arc<Log>,
+    /// The producer and stream tables the committer decides with.
+    streams: Arc<Streams>,
     gate: Arc<AppendGate>,
     rules: RecordRules,
     /// Fatal storage errors go to the lifecycle, which shuts down with exit code 5 (or 4).
@@ -76,38 +83,35 @@ impl Ingest {
     /// stops before that.
     pub fn new(
         log: Arc<Log>,
+        streams: Arc<Streams>,
         gate: Arc<AppendGate>,
         rules: RecordRules,
         fatal: mpsc::Sender<echopost_log::Error>,
     ) -> std::io::Result<(Ingest, CommitterThread)> {
-        let (committer, thread) = Committer::start(Arc::clone(&log))?;
+        let (committer, thread) = Committer::start(Arc::clone(&log), Arc::clone(&streams))?;
         Ok((
-            Ingest::with_committer(log, gate, rules, fatal, committer),
+            Ingest {
+                log,
+                streams,
+                gate,
+                rules,
+                fatal,
+                full_reported: AtomicBool::new(false),
+                fatal_reported: AtomicBool::new(false),
+                committer,
+            },
             thread,
         ))
-    }
-
-    fn with_committer(
-        log: Arc<Log>,
-        gate: Arc<AppendGate>,
-        rules: RecordRules,
-        fatal: mpsc::Sender<echopost_log::Error>,
-        committer: Committer,
-    ) -> Ingest {
-        Ingest {
-            log,
-            gate,
-            rules,
-            fatal,
-            full_reported: AtomicBool::new(false),
-            fatal_reported: AtomicBool::new(false),
-            committer,
-        }
     }
 
     /// The log appends go to.
     pub fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+
+    /// The producer and stream tables.
+    pub fn streams(&self) -> &Arc<Streams> {
+        &self.streams
     }
 
     /// Validates, encodes and stores one request. See the module documentation.
@@ -124,8 +128,36 @@ impl Ingest {
         req: RawAppendRequest,
         chain: Option<Chain>,
     ) -> Result<QueuedAppend, Status> {
-        let body = encode_batch(&req.records, &self.rules, now_unix_nanos())?;
+        let producer = (!req.producer_id.is_empty()).then_some(req.producer_id);
+        if let Some(id) = &producer
+            && id.len() > MAX_NAME_BYTES
+        {
+            return Err(Status::invalid_argument(format!(
+                "producer_id of {} bytes is above the limit of {MAX_NAME_BYTES} bytes; nothing was stored",
+                id.len()
+            )));
+        }
+        let meta = producer.as_ref().map(|id| {
+            FrameMeta {
+                producer_id: id.clone(),
+                producer_sequence: req.producer_sequence,
+            }
+            .encode_to_vec()
+        });
+        let (body, streams) = encode_batch(
+            &req.records,
+            &self.rules,
+            now_unix_nanos(),
+            meta.as_deref(),
+        )?;
         let count = body.len();
+        let identity = BatchIdentity {
+            producer: producer.map(|id| (id, req.producer_sequence)),
+            records: count as u64,
+            streams,
+            expected_stream_version: req.expected_stream_version,
+        };
+        let identity = (!identity.is_plain()).then_some(identity);
         let bytes = usize::try_from(body.raw_len()).unwrap_or(usize::MAX);
         // Encoding and checksumming happen here, on the request's task, so that the
         // committer thread only writes and syncs.
@@ -139,7 +171,7 @@ impl Ingest {
             .map_err(|e: GateClosed| Status::unavailable(e.to_string()))?;
         let pending = self
             .committer
-            .enqueue(batch, pass, chain)
+            .enqueue(batch, identity, pass, chain)
             .await
             .map_err(|e| self.commit_error(e, count, bytes))?;
         Ok(QueuedAppend {
@@ -169,6 +201,8 @@ impl Ingest {
                 Ok(AppendResponse {
                     first_sequence: a.first_seq,
                     last_sequence: a.last_seq,
+                    duplicate: a.duplicate,
+                    stream_version: a.stream_version.unwrap_or(0),
                 })
             }
             Err(e) => Err(self.commit_error(e, records, bytes)),
@@ -180,6 +214,7 @@ impl Ingest {
             CommitError::Log(e) => self.storage_error(e, records, bytes),
             CommitError::Stopped => Status::unavailable(GateClosed.to_string()),
             CommitError::ChainBroken => Status::aborted(CommitError::ChainBroken.to_string()),
+            CommitError::Refused(r) => refusal_status(&r),
         }
     }
 
@@ -237,6 +272,20 @@ impl Ingest {
     }
 }
 
+/// The status of a batch the producer or stream rules refused (issue 14): a producer
+/// number out of series is `FAILED_PRECONDITION`, a stream version other than expected
+/// `ABORTED`, too many streams `RESOURCE_EXHAUSTED`, the rest `INVALID_ARGUMENT`. The
+/// message names the expected number, the current version or the limit.
+fn refusal_status(r: &Refusal) -> Status {
+    let msg = format!("{r}; nothing was stored");
+    match r {
+        Refusal::Sequence { .. } => Status::failed_precondition(msg),
+        Refusal::Version { .. } => Status::aborted(msg),
+        Refusal::TooManyStreams { .. } => Status::resource_exhausted(msg),
+        Refusal::NotSingleStream { .. } | Refusal::Overflow { .. } => Status::invalid_argument(msg),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,8 +301,10 @@ mod tests {
 
     fn ingest(log: Log) -> (Ingest, mpsc::Receiver<echopost_log::Error>) {
         let (fatal_tx, fatal_rx) = mpsc::channel(4);
+        let streams = Streams::new(crate::streams::tables::Tables::new(10, 10));
         let (ingest, _thread) = Ingest::new(
             Arc::new(log),
+            streams,
             AppendGate::new(),
             RecordRules::sized(1 << 20),
             fatal_tx,

@@ -6,14 +6,17 @@
 //! | `AppendStream` | [`append_stream`] | [`crate::ingest::Ingest`], pipelined |
 //! | `Read` | [`read`] | the engine's reader |
 //! | `Status` | [`status`] | engine figures + replay progress ([`StatusReporter`]) |
+//! | `ListStreams`, `Peek` | [`streams`] | the stream tables ([`crate::streams`]) and the reader |
 //!
 //! This layer is thin on purpose: it turns calls into calls on the ingest path, the log
 //! and the status reporter, and their results into responses. It sits beside `ingest/`
-//! rather than inside it because two of its four RPCs (`Read`, `Status`) are not ingest.
+//! rather than inside it because most of its RPCs (`Read`, `Status`, `ListStreams`,
+//! `Peek`) are not ingest.
 
 pub mod append_stream;
 pub mod read;
 pub mod status;
+pub mod streams;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +24,8 @@ use std::sync::Arc;
 use echopost_proto::ingest::echo_post_server::EchoPost;
 use echopost_proto::raw::RawAppendRequest;
 use echopost_proto::v1::{
-    AppendResponse, ReadRequest, ReadResponse, StatusRequest, StatusResponse,
+    AppendResponse, ListStreamsRequest, ListStreamsResponse, PeekRequest, PeekResponse,
+    ReadRequest, ReadResponse, StatusRequest, StatusResponse,
 };
 use tokio::sync::watch;
 use tokio_stream::Stream;
@@ -102,5 +106,28 @@ impl EchoPost for EchoPostService {
             self.shutdown.clone(),
             self.status.dir().to_owned(),
         )))
+    }
+
+    async fn list_streams(
+        &self,
+        _request: Request<ListStreamsRequest>,
+    ) -> Result<Response<ListStreamsResponse>, Status> {
+        streams::list(
+            Arc::clone(self.ingest.log()),
+            Arc::clone(self.ingest.streams()),
+            self.ingest.log().dir().to_path_buf(),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn peek(&self, request: Request<PeekRequest>) -> Result<Response<PeekResponse>, Status> {
+        streams::peek(
+            Arc::clone(self.ingest.log()),
+            Arc::clone(self.ingest.streams()),
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 }

@@ -3,6 +3,9 @@
 //! Records are streamed from a reader on the blocking pool in bounded batches
 //! ([`READ_BATCH_RECORDS`], [`READ_BATCH_BYTES`]) through a small bounded channel
 //! ([`READ_QUEUE`]), so a slow client holds back the reader instead of filling memory.
+//!
+//! With `stream` set (issue 14), only that stream's records are returned, in order, and
+//! the limit counts those; the reader still passes over the others.
 
 use std::sync::Arc;
 
@@ -40,10 +43,15 @@ pub(super) fn serve(
     tokio::task::spawn_blocking(move || {
         let mut reader = log.reader(req.from_sequence);
         let mut remaining = limit;
+        let only = (!req.stream.is_empty()).then_some(req.stream.as_str());
         while remaining > 0 && !*shutdown.borrow() {
-            let want = usize::try_from(remaining)
-                .unwrap_or(usize::MAX)
-                .min(READ_BATCH_RECORDS);
+            let want = if only.is_some() {
+                READ_BATCH_RECORDS
+            } else {
+                usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(READ_BATCH_RECORDS)
+            };
             let batch = match reader.next_batch(want, READ_BATCH_BYTES) {
                 Ok(b) if b.is_empty() => break,
                 Ok(b) => b,
@@ -52,15 +60,21 @@ pub(super) fn serve(
                     break;
                 }
             };
-            remaining -= batch.len() as u64;
             let mut records = Vec::with_capacity(batch.len());
             let mut failed = None;
             for r in batch {
+                if remaining == 0 {
+                    break;
+                }
                 match Record::decode(r.data.as_slice()) {
-                    Ok(rec) => records.push(StoredRecord {
-                        sequence: r.seq,
-                        record: Some(rec),
-                    }),
+                    Ok(rec) if only.is_some_and(|s| s != rec.stream) => {}
+                    Ok(rec) => {
+                        remaining -= 1;
+                        records.push(StoredRecord {
+                            sequence: r.seq,
+                            record: Some(rec),
+                        });
+                    }
                     Err(e) => {
                         failed = Some(Status::data_loss(format!(
                             "stored record {} is not a valid echopost.v1.Record: {e}",

@@ -135,6 +135,7 @@ async fn inspect_prints_json_lines_with_utf8_and_base64_payloads() {
                 ..Record::default()
             },
         ],
+        ..AppendRequest::default()
     })
     .await
     .unwrap();

@@ -14,7 +14,10 @@ async fn empty_batch_is_invalid_argument() {
     let d = Daemon::start(&area, &[]).await;
     let mut c = d.client().await;
     let e = c
-        .append(AppendRequest { records: vec![] })
+        .append(AppendRequest {
+            records: vec![],
+            ..AppendRequest::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
@@ -61,6 +64,7 @@ fn oversized_request() -> AppendRequest {
     // above the 64 MiB gRPC message limit.
     AppendRequest {
         records: (0..17).map(|_| record(vec![7u8; 4_000_000])).collect(),
+        ..AppendRequest::default()
     }
 }
 
@@ -85,6 +89,7 @@ async fn stream_request_above_the_grpc_limit_is_resource_exhausted() {
     let requests = vec![
         AppendRequest {
             records: vec![record(b"fine".to_vec())],
+            ..AppendRequest::default()
         },
         oversized_request(),
     ];
@@ -113,11 +118,15 @@ async fn bad_request_in_a_stream_ends_it_after_the_good_ones() {
     let mut c = d.client().await;
     let one = |p: &[u8]| AppendRequest {
         records: vec![record(p.to_vec())],
+        ..AppendRequest::default()
     };
     let requests = vec![
         one(b"a"),
         one(b"b"),
-        AppendRequest { records: vec![] },
+        AppendRequest {
+            records: vec![],
+            ..AppendRequest::default()
+        },
         one(b"never stored"),
     ];
     let mut responses = c
@@ -200,6 +209,7 @@ async fn client_disconnecting_mid_stream_loses_only_unacknowledged_requests() {
     for i in 0..5u32 {
         tx.send(AppendRequest {
             records: vec![record(format!("{i}").into_bytes())],
+            ..AppendRequest::default()
         })
         .await
         .unwrap();
@@ -210,6 +220,7 @@ async fn client_disconnecting_mid_stream_loses_only_unacknowledged_requests() {
         let _ = tx
             .send(AppendRequest {
                 records: vec![record(format!("{i}").into_bytes())],
+                ..AppendRequest::default()
             })
             .await;
     }
@@ -239,6 +250,7 @@ async fn append_raw(
     grpc.ready().await.unwrap();
     let request = RawAppendRequest {
         records: records.into_iter().map(Into::into).collect(),
+        ..RawAppendRequest::default()
     };
     grpc.unary(
         tonic::Request::new(request),

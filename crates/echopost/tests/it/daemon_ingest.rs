@@ -29,6 +29,7 @@ async fn append_and_read_back_in_order() {
     let a = c
         .append(AppendRequest {
             records: vec![custom.clone()],
+            ..AppendRequest::default()
         })
         .await
         .unwrap()
@@ -100,6 +101,7 @@ async fn append_stream_answers_each_request_in_order() {
             records: (0..(i % 3 + 1))
                 .map(|j| record(format!("{i}-{j}").into_bytes()))
                 .collect(),
+            ..AppendRequest::default()
         })
         .collect();
     let sizes: Vec<u64> = requests.iter().map(|r| r.records.len() as u64).collect();

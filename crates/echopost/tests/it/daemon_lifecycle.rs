@@ -79,6 +79,7 @@ async fn sigterm_ends_open_streams_and_still_exits_0() {
         .into_inner();
     tx.send(AppendRequest {
         records: vec![daemon::record(b"in stream".to_vec())],
+        ..AppendRequest::default()
     })
     .await
     .unwrap();

@@ -33,4 +33,5 @@ mod replay_deliver;
 mod replay_forward;
 mod replay_policy;
 mod stopped_daemon;
+mod streams;
 mod torture;

@@ -123,6 +123,7 @@ async fn producer(
 ) -> ProducerResult {
     let batch = PreEncoded::new(&AppendRequest {
         records: template(id, &cfg),
+        ..AppendRequest::default()
     });
     let batch_payload = (cfg.batch * cfg.record_bytes) as u64;
     let connected = match given {

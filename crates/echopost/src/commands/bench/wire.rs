@@ -214,6 +214,7 @@ mod tests {
                     ..Record::default()
                 },
             ],
+            ..AppendRequest::default()
         };
         let pre = PreEncoded::new(&request);
         assert_eq!(pre.encoded_len(), request.encoded_len());

@@ -54,9 +54,12 @@ async fn poison_record_isolated(test: &str, poison: u64) {
     // One append: the backlog is there at once, so the batches are 1-50, 51-100, ...
     let start = Instant::now();
     let mut c = d.client().await;
-    c.append(AppendRequest { records })
-        .await
-        .expect("append the orders");
+    c.append(AppendRequest {
+        records,
+        ..AppendRequest::default()
+    })
+    .await
+    .expect("append the orders");
 
     let dir = area.dir();
     let delivered = || -> Vec<u64> {

@@ -238,6 +238,7 @@ pub async fn append(d: &Daemon, records: Vec<Record>) {
     for chunk in records.chunks(500) {
         c.append(AppendRequest {
             records: chunk.to_vec(),
+            ..AppendRequest::default()
         })
         .await
         .unwrap_or_else(|e| panic!("append: {e}; daemon stderr:\n{}", d.stderr()));

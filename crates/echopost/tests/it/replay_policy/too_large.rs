@@ -171,7 +171,12 @@ async fn grpc_sink_with_a_1mib_limit_dead_letters_only_a_record_too_large_alone(
     let start = Instant::now();
     // One append: the record is in the middle of the first batch.
     let mut c = d.client().await;
-    c.append(AppendRequest { records }).await.expect("append");
+    c.append(AppendRequest {
+        records,
+        ..AppendRequest::default()
+    })
+    .await
+    .expect("append");
     let dir = area.dir();
     let mut st = status_json(&dir).await;
     while st["backlog_records"] != 0 && start.elapsed() < LONG_WAIT {
@@ -245,6 +250,7 @@ async fn largest_default_record_reaches_a_stock_grpcio_sink() {
     let refused = c
         .append(AppendRequest {
             records: vec![over],
+            ..AppendRequest::default()
         })
         .await
         .expect_err("a record above the default limit is refused");

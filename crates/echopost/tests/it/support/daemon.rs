@@ -339,6 +339,7 @@ pub async fn append(
 ) -> Result<AppendResponse, tonic::Status> {
     c.append(AppendRequest {
         records: payloads.iter().map(|p| record(p.to_vec())).collect(),
+        ..AppendRequest::default()
     })
     .await
     .map(|r| r.into_inner())
@@ -363,6 +364,7 @@ pub async fn read_all(
         .read(ReadRequest {
             from_sequence: from,
             limit,
+            ..ReadRequest::default()
         })
         .await
         .expect("Read")

@@ -79,6 +79,7 @@ impl ProducerLog {
             .collect();
         let req = AppendRequest {
             records: ids.iter().map(|i| make_record(i)).collect(),
+            ..AppendRequest::default()
         };
         self.requests.push(Sent { ids, ack: None });
         req

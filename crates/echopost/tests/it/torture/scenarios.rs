@@ -445,6 +445,7 @@ async fn pipelined_streams_keep_their_order_across_kills() {
         .read(ReadRequest {
             from_sequence: 1,
             limit: u32::MAX,
+            ..ReadRequest::default()
         })
         .await
         .expect("Read")
