@@ -184,9 +184,13 @@ mod tests {
     fn zero_timestamps_are_stamped_others_kept() {
         let mut with_ts = rec(b"b");
         with_ts.timestamp_unix_nanos = 7;
-        let (out, _) =
-            encode_batch(&raw(&[rec(b"a"), with_ts]), &RecordRules::sized(1000), 42, None)
-                .unwrap();
+        let (out, _) = encode_batch(
+            &raw(&[rec(b"a"), with_ts]),
+            &RecordRules::sized(1000),
+            42,
+            None,
+        )
+        .unwrap();
         let out: Vec<&[u8]> = out.records().collect();
         let a = Record::decode(out[0]).unwrap();
         let b = Record::decode(out[1]).unwrap();
@@ -205,7 +209,7 @@ mod tests {
     #[test]
     fn streams_are_counted_as_recovery_counts_them() {
         let records = [on("a"), on("b"), rec(b"none"), on("a"), on("c"), on("b")];
-        let (_, counts) = encode_batch(&raw(&records), 1000, 1, None).unwrap();
+        let (_, counts) = encode_batch(&raw(&records), &RecordRules::sized(1000), 1, None).unwrap();
         let again =
             crate::streams::tables::count_streams(records.iter().map(|r| r.stream.as_str()));
         assert_eq!(counts, again);
@@ -217,9 +221,15 @@ mod tests {
     #[test]
     fn a_stream_name_over_256_bytes_is_invalid() {
         let ok = "s".repeat(256);
-        assert!(encode_batch(&raw(&[on(&ok)]), 10_000, 1, None).is_ok());
+        assert!(encode_batch(&raw(&[on(&ok)]), &RecordRules::sized(10_000), 1, None).is_ok());
         let long = "é".repeat(129);
-        let e = encode_batch(&raw(&[on("fine"), on(&long)]), 10_000, 1, None).unwrap_err();
+        let e = encode_batch(
+            &raw(&[on("fine"), on(&long)]),
+            &RecordRules::sized(10_000),
+            1,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("258 bytes"), "{}", e.message());
         assert!(e.message().contains("256"), "{}", e.message());

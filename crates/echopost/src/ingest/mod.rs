@@ -144,12 +144,8 @@ impl Ingest {
             }
             .encode_to_vec()
         });
-        let (body, streams) = encode_batch(
-            &req.records,
-            &self.rules,
-            now_unix_nanos(),
-            meta.as_deref(),
-        )?;
+        let (body, streams) =
+            encode_batch(&req.records, &self.rules, now_unix_nanos(), meta.as_deref())?;
         let count = body.len();
         let identity = BatchIdentity {
             producer: producer.map(|id| (id, req.producer_sequence)),

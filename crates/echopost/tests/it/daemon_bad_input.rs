@@ -373,6 +373,7 @@ async fn unreplayable_records_are_refused_at_append_time_with_a_forward_sink() {
             let e = c
                 .append(AppendRequest {
                     records: vec![good[0].clone(), record.clone()],
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err();
@@ -393,6 +394,7 @@ async fn unreplayable_records_are_refused_at_append_time_with_a_forward_sink() {
         let r = c
             .append(AppendRequest {
                 records: good.to_vec(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("{upstream}: {e:?}"))
@@ -410,7 +412,10 @@ async fn unreplayable_records_are_refused_at_append_time_with_a_forward_sink() {
     let mut c = d.client().await;
     let all: Vec<_> = http_bad.iter().map(|(r, _)| r.clone()).collect();
     let r = c
-        .append(AppendRequest { records: all })
+        .append(AppendRequest {
+            records: all,
+            ..Default::default()
+        })
         .await
         .expect("the deliver sink stores routeless records")
         .into_inner();
