@@ -95,7 +95,7 @@ async fn run_once(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    let sink = NoopSink::start(window).await?;
+    let sink = NoopSink::start(window, Duration::ZERO).await?;
     sink.set_serving(true).await;
 
     let cfg = ReplaySettings {

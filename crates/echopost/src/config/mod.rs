@@ -25,7 +25,7 @@ use crate::cli::{RunArgs, SinkArg};
 use crate::daemon::exit::DaemonError;
 use crate::daemon::platform;
 use crate::ingest::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
-pub use replay::{HealthCheck, ReplayConfig, ReplaySettings, SinkKind, UpstreamCa};
+pub use replay::{HealthCheck, MAX_IN_FLIGHT, ReplayConfig, ReplaySettings, SinkKind, UpstreamCa};
 pub use upstream::Upstream;
 
 /// A setting that cannot work, with a message naming the flag. Exit code 2.
@@ -199,6 +199,7 @@ fn replay_config(args: &RunArgs, upstream: &str, dir: &Path) -> Result<ReplayCon
         request_timeout: args.request_timeout,
         status_class: args.status_class.clone(),
         isolate_after: args.isolate_after,
+        in_flight: args.in_flight,
         dir: dir.to_path_buf(),
     };
     Ok(settings.validate()?)
