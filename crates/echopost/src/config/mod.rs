@@ -268,6 +268,9 @@ mod tests {
         );
         assert_eq!(r.batch_records, 16384);
         assert_eq!(r.batch_bytes, 4 << 20);
+        assert_eq!(r.in_flight, 1, "strict order by default");
+        let c = resolve(&["--upstream", "http://h", "--in-flight", "256"]).unwrap();
+        assert_eq!(c.replay.unwrap().in_flight, 256);
         let c = resolve(&["--upstream", "grpc://h:1", "--sink", "forward"]).unwrap();
         assert_eq!(c.replay.unwrap().sink, SinkKind::Forward);
         // Found here, before the directory is touched, not when the replayer starts.

@@ -399,6 +399,20 @@ mod tests {
                 },
                 "--request-timeout",
             ),
+            (
+                ReplaySettings {
+                    in_flight: 0,
+                    ..settings("grpc://127.0.0.1:9")
+                },
+                "--in-flight",
+            ),
+            (
+                ReplaySettings {
+                    in_flight: MAX_IN_FLIGHT + 1,
+                    ..settings("http://127.0.0.1:9")
+                },
+                "--in-flight",
+            ),
         ];
         for (s, flag) in cases {
             let what = format!("{s:?}");

@@ -32,5 +32,6 @@ mod replay_daemon;
 mod replay_deliver;
 mod replay_forward;
 mod replay_policy;
+mod replay_window;
 mod stopped_daemon;
 mod torture;

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use echopost_client::Client;
 use echopost_client::proto::UpstreamState;
 
-use super::sink::BenchSink;
 use super::progress::{ProgressLine, eta};
 use super::report::DrainReport;
+use super::sink::BenchSink;
 use super::status;
 use crate::commands::{CommandError, fmt_count, fmt_duration};
 

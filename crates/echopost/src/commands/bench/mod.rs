@@ -58,8 +58,8 @@
 
 mod daemon;
 mod drain;
-mod load;
 pub mod http_sink;
+mod load;
 pub mod noop_sink;
 mod probe;
 mod progress;
@@ -78,9 +78,9 @@ use super::{CommandError, CommandResult, fmt_bytes, print_stdout};
 use crate::cli::BenchArgs;
 use crate::daemon::exit::ExitCode;
 use crate::ingest::limits::MAX_MESSAGE_BYTES;
-use sink::BenchSink;
 use probe::rss;
 use progress::ProgressLine;
+use sink::BenchSink;
 
 pub use probe::Machine;
 pub use report::{

@@ -41,6 +41,7 @@ use crate::replay::classify::Failure;
 use crate::replay::clients::Sink;
 use crate::replay::deliver::DeliverBatch;
 use crate::replay::feed::{Batch, Feed, Item};
+use crate::replay::forward_http::HttpForwarder;
 
 /// What one request carries.
 pub(super) enum Unit {
@@ -126,6 +127,11 @@ impl Replayer {
         feed: &mut Feed,
     ) -> Result<Step, ReplayError> {
         let n = self.cfg.in_flight.max(1);
+        // One shared HTTP forwarder for every task, rather than a copy of its settings each.
+        let http = match &self.sink {
+            Sink::Http(sink) => Some(Arc::new(sink.clone())),
+            _ => None,
+        };
         let mut slots: VecDeque<Slot> = VecDeque::with_capacity(n);
         let mut queue: VecDeque<Unit> = VecDeque::new();
         let mut dry = false;
@@ -136,13 +142,13 @@ impl Replayer {
                 return Ok(Step::Shutdown);
             }
             // Fill the window, in sequence order.
-            while slots.len() < n && self.deferred.is_none() {
+            while slots.len() < n {
                 let Some(unit) = queue.pop_front() else {
                     if let Some(w) = pending.pop_front() {
                         self.units_of(w, &mut queue);
                         continue;
                     }
-                    if dry {
+                    if dry || self.deferred.is_some() {
                         break;
                     }
                     match feed.next_batch().await {
@@ -164,12 +170,14 @@ impl Replayer {
                     slots.push_back(Slot::Accepted(unit));
                     continue;
                 }
-                match self.spawn_send(&unit) {
+                match self.spawn_send(&unit, http.as_ref()) {
                     Ok(h) => slots.push_back(Slot::Sent(unit, h)),
                     Err(fatal) => {
                         // A stored record that does not decode: nothing at or after it
-                        // is sent; what precedes it is delivered first.
+                        // is sent (what is queued, then pending, comes after it); what
+                        // precedes it is delivered first.
                         queue.clear();
+                        pending.clear();
                         self.deferred = Some(fatal);
                     }
                 }
@@ -293,7 +301,11 @@ impl Replayer {
 
     /// Starts one request as its own task. Err only for a stored record that does not
     /// decode (fatal, as on the one-at-a-time path).
-    fn spawn_send(&self, unit: &Unit) -> Result<JoinHandle<Result<(), Failure>>, ReplayError> {
+    fn spawn_send(
+        &self,
+        unit: &Unit,
+        http: Option<&Arc<HttpForwarder>>,
+    ) -> Result<JoinHandle<Result<(), Failure>>, ReplayError> {
         Ok(match (&self.sink, unit) {
             (Sink::Deliver(sink), Unit::Batch(b)) => {
                 let (mut sink, b) = (sink.clone(), Arc::clone(b));
@@ -307,7 +319,7 @@ impl Replayer {
             (Sink::Http(sink), Unit::Record(item)) => {
                 let mut record = decode(&self.log, item)?;
                 identity::add_idempotency_key(&mut record, &self.source, item.seq);
-                let sink = sink.clone();
+                let sink = http.map_or_else(|| Arc::new(sink.clone()), Arc::clone);
                 tokio::spawn(async move { sink.send(&record).await })
             }
             (Sink::Grpc(sink), Unit::Record(item)) => {
