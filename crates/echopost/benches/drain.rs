@@ -14,6 +14,11 @@
 //! together) and the load average, since wall-clock figures on a shared machine say as
 //! much about the neighbours as about the code.
 //!
+//! `ECHOPOST_BENCH_LATENCY_MS=20` makes the sink hold each answer that long (a main server
+//! that far away) and `ECHOPOST_BENCH_IN_FLIGHT=8` sets the replayer's `--in-flight`
+//! (issue 16):
+//! `ECHOPOST_BENCH_LATENCY_MS=20 ECHOPOST_BENCH_IN_FLIGHT=8 cargo bench -p echopost --bench drain`.
+//!
 //! `ECHOPOST_BENCH_SETTING=0|1|2` runs one setting only; `ECHOPOST_BENCH_PAUSE=1` waits 1 s
 //! between filling and draining (to attach a profiler). Filling is not timed. The clock starts when the replayer starts (including its first
 //! health probe and connection) and stops when the last record is acknowledged, i.e. the
@@ -95,7 +100,8 @@ async fn run_once(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    let sink = NoopSink::start(window).await?;
+    let latency = Duration::from_millis(env_or("ECHOPOST_BENCH_LATENCY_MS", 0));
+    let sink = NoopSink::start(window, latency).await?;
     sink.set_serving(true).await;
 
     let cfg = ReplaySettings {
@@ -103,6 +109,7 @@ async fn run_once(
         batch_records: batch_records as u64,
         batch_bytes: batch_bytes as u64,
         request_timeout: Duration::from_secs(30),
+        in_flight: u32::try_from(env_or("ECHOPOST_BENCH_IN_FLIGHT", 1)).unwrap_or(1),
         ..ReplaySettings::new(sink.url(), dir.path())
     }
     .validate()?

@@ -332,9 +332,37 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_drain: bool,
 
+    /// The built-in main server the started daemon replays to: `deliver`, a gRPC
+    /// `echopost.v1.Sink/Deliver` that accepts every batch (the daemon runs with `--sink
+    /// deliver`), or `http`, an HTTP/1.1 server that accepts every request (the records
+    /// carry the route `POST /bench` and the daemon replays each verbatim, `--sink
+    /// forward`).
+    #[arg(long, value_name = "SINK", default_value = "deliver")]
+    pub sink: BenchSinkArg,
+
+    /// How long the built-in sink holds each answer, e.g. `20ms`: a main server that far
+    /// away (one round trip).
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    pub sink_latency: Duration,
+
+    /// `--in-flight` of the started daemon: replayed requests (or `Deliver` batches)
+    /// awaiting an answer at once.
+    #[arg(long, value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_IN_FLIGHT)))]
+    pub in_flight: u32,
+
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The built-in main server of `echopost bench` (see `--sink`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSinkArg {
+    /// gRPC `echopost.v1.Sink/Deliver`, batches.
+    Deliver,
+    /// HTTP/1.1, each record replayed verbatim.
+    Http,
 }
 
 /// `echopost dead-letters` actions.

@@ -168,4 +168,20 @@ pub struct RunArgs {
     /// One record holds up the rest for about twice this, plus backoff.
     #[arg(long, env = "ECHOPOST_ISOLATE_AFTER", value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub isolate_after: Duration,
+
+    /// Most replayed requests awaiting the main server's answer at once: verbatim requests
+    /// with `--sink forward` (HTTP: over as many keep-alive connections, or multiplexed on
+    /// one HTTP/2 connection when an https:// server offers h2; gRPC: multiplexed on the
+    /// channel), `Deliver` batches with `--sink deliver`. 1 (the default) is strict order:
+    /// each request starts after the one before it was answered. With N > 1, requests are
+    /// still started in sequence order, but the main server may receive and process them
+    /// in any order within a window of N (a record can overtake at most N-1 records or
+    /// batches before it; one that fails is retried after later ones went through), and a
+    /// crash re-delivers what was in flight, so up to N requests, plus what was delivered
+    /// since the last acknowledgement (at most 50 ms or 64 MiB). The acknowledgement cursor
+    /// only advances over the records before the oldest unanswered one; nothing is
+    /// skipped.
+    #[arg(long, env = "ECHOPOST_IN_FLIGHT", value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_IN_FLIGHT)))]
+    pub in_flight: u32,
 }

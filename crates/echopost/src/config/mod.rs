@@ -25,7 +25,7 @@ use crate::cli::{RunArgs, SinkArg};
 use crate::daemon::exit::DaemonError;
 use crate::daemon::platform;
 use crate::ingest::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
-pub use replay::{HealthCheck, ReplayConfig, ReplaySettings, SinkKind, UpstreamCa};
+pub use replay::{HealthCheck, MAX_IN_FLIGHT, ReplayConfig, ReplaySettings, SinkKind, UpstreamCa};
 pub use upstream::Upstream;
 
 /// A setting that cannot work, with a message naming the flag. Exit code 2.
@@ -205,6 +205,7 @@ fn replay_config(args: &RunArgs, upstream: &str, dir: &Path) -> Result<ReplayCon
         request_timeout: args.request_timeout,
         status_class: args.status_class.clone(),
         isolate_after: args.isolate_after,
+        in_flight: args.in_flight,
         dir: dir.to_path_buf(),
     };
     Ok(settings.validate()?)
@@ -273,6 +274,9 @@ mod tests {
         );
         assert_eq!(r.batch_records, 16384);
         assert_eq!(r.batch_bytes, 4 << 20);
+        assert_eq!(r.in_flight, 1, "strict order by default");
+        let c = resolve(&["--upstream", "http://h", "--in-flight", "256"]).unwrap();
+        assert_eq!(c.replay.unwrap().in_flight, 256);
         let c = resolve(&["--upstream", "grpc://h:1", "--sink", "forward"]).unwrap();
         assert_eq!(c.replay.unwrap().sink, SinkKind::Forward);
         // Found here, before the directory is touched, not when the replayer starts.

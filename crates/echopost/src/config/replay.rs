@@ -28,6 +28,12 @@ pub const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of `--isolate-after`.
 pub const DEFAULT_ISOLATE_AFTER: Duration = Duration::from_secs(20);
+/// Default of `--in-flight`: one request at a time, strict order (seed 000).
+pub const DEFAULT_IN_FLIGHT: u32 = 1;
+/// Largest `--in-flight` (issue 16): enough to fill a long, fast path with small records,
+/// small enough that the window's memory stays bounded (at most this many requests, or
+/// `Deliver` batches of `--batch-bytes` each, are held).
+pub const MAX_IN_FLIGHT: u32 = 4096;
 
 /// How replayed records are delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +94,9 @@ pub struct ReplaySettings {
     /// transiently, while the server passes its health checks, before it is split (then
     /// tested against the next record).
     pub isolate_after: Duration,
+    /// `--in-flight`: most verbatim requests (or `Deliver` batches) awaiting an answer at
+    /// once; 1 keeps strict order.
+    pub in_flight: u32,
     /// The EchoPost directory (the dead-letter log lives below it).
     pub dir: PathBuf,
 }
@@ -108,6 +117,7 @@ impl ReplaySettings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             status_class: Vec::new(),
             isolate_after: DEFAULT_ISOLATE_AFTER,
+            in_flight: DEFAULT_IN_FLIGHT,
             dir: dir.into(),
         }
     }
@@ -119,7 +129,7 @@ impl ReplaySettings {
     /// deliver` with an HTTP upstream, a `--health-url` that is not http(s) with a host, an
     /// unreadable `--upstream-ca` or one without a certificate, a malformed
     /// `--upstream-header`, a zero `--batch-bytes`, `--batch-records` or
-    /// `--request-timeout`.
+    /// `--request-timeout`, an `--in-flight` outside 1..=[`MAX_IN_FLIGHT`].
     pub fn validate(self) -> Result<ReplayConfig, ConfigError> {
         let upstream = Upstream::parse(&self.upstream)?;
         let sink = match self.sink {
@@ -166,6 +176,12 @@ impl ReplaySettings {
         if self.request_timeout.is_zero() {
             return Err(ConfigError::new("--request-timeout must be above zero"));
         }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.in_flight) {
+            return Err(ConfigError::new(format!(
+                "--in-flight must be between 1 and {MAX_IN_FLIGHT}, not {}",
+                self.in_flight
+            )));
+        }
         let policy = Policy::with_overrides(&self.status_class).map_err(ConfigError::new)?;
         Ok(ReplayConfig {
             upstream,
@@ -181,6 +197,7 @@ impl ReplaySettings {
             request_timeout: self.request_timeout,
             policy,
             isolate_after: self.isolate_after,
+            in_flight: self.in_flight as usize,
         })
     }
 }
@@ -211,6 +228,9 @@ pub struct ReplayConfig {
     /// Which failures are transient, server-level, too large or the record's fault.
     pub(crate) policy: Policy,
     pub(crate) isolate_after: Duration,
+    /// Most requests (verbatim) or `Deliver` batches awaiting an answer at once (1..=
+    /// [`MAX_IN_FLIGHT`]); see `replay::driver::window`.
+    pub(crate) in_flight: usize,
 }
 
 impl ReplayConfig {
@@ -380,6 +400,20 @@ mod tests {
                     ..settings("grpc://127.0.0.1:9")
                 },
                 "--request-timeout",
+            ),
+            (
+                ReplaySettings {
+                    in_flight: 0,
+                    ..settings("grpc://127.0.0.1:9")
+                },
+                "--in-flight",
+            ),
+            (
+                ReplaySettings {
+                    in_flight: MAX_IN_FLIGHT + 1,
+                    ..settings("http://127.0.0.1:9")
+                },
+                "--in-flight",
             ),
         ];
         for (s, flag) in cases {

@@ -88,7 +88,7 @@ pub(super) fn build(cfg: &ReplayConfig) -> Result<(Prober, Sink), ReplayError> {
         HealthCheck::Http { url } => {
             let need_tls = upstream.is_tls() || url.scheme_str() == Some("https");
             let config = tls::client_config(need_tls, cfg.upstream_ca.as_ref())?;
-            let client = build_client(tls::http_connector(config, connect_timeout));
+            let client = build_client(tls::http_connector(config, connect_timeout), cfg.in_flight);
             let prober = Prober::Http {
                 client: client.clone(),
                 url: url.clone(),

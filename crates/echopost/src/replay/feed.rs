@@ -2,8 +2,8 @@
 //!
 //! The engine is synchronous, so every read runs on the blocking pool. To keep the
 //! network busy the next batch is read, checked, cut and (in `deliver` mode) encoded
-//! while the current one is in flight (*read-ahead*, not pipelining: still only one
-//! request is ever outstanding). The memory of delivered batches is freed there too.
+//! while the current one is in flight (*read-ahead*; how many requests are outstanding
+//! is the driver's `--in-flight` window). The memory of delivered batches is freed there too.
 //!
 //! # Damage
 //! Two kinds of damage stop replay: the engine's own (checksum, missing segment, ...) and

@@ -49,10 +49,16 @@ const SKIPPED_HEADERS: &[&str] = &[
     "expect",
 ];
 
-pub(crate) fn build_client(connector: HttpsConnector<HttpConnector>) -> HttpClient {
+/// `max_idle`: keep-alive connections kept open per host, `--in-flight` (HTTP/1.1 has one
+/// request per connection at a time, so a window of N needs N connections; an HTTP/2
+/// server multiplexes them all on one).
+pub(crate) fn build_client(
+    connector: HttpsConnector<HttpConnector>,
+    max_idle: usize,
+) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1)
+        .pool_max_idle_per_host(max_idle.max(1))
         .build(connector)
 }
 
@@ -359,10 +365,10 @@ mod tests {
 
     fn fwd(prefix: &str) -> HttpForwarder {
         let cfg = super::super::tls::client_config(false, None).unwrap();
-        let client = build_client(super::super::tls::http_connector(
-            cfg,
-            Duration::from_secs(1),
-        ));
+        let client = build_client(
+            super::super::tls::http_connector(cfg, Duration::from_secs(1)),
+            1,
+        );
         HttpForwarder::new(
             client,
             prefix.to_string(),

@@ -23,7 +23,7 @@
 //! * **Replaying**: the oldest undelivered records are read from the log ([`feed`]) and
 //!   sent — as `Sink/Deliver` batches (`deliver`) or one verbatim request per record
 //!   (`forward_http`, `forward_grpc`). The next batch or request is sent only after the
-//!   previous one succeeded.
+//!   previous one succeeded, unless `--in-flight` allows more at once.
 //! * **Backing off**: a transient or server-level failure ([`classify`]) waits
 //!   (exponential backoff with full jitter, at least the server's `Retry-After`), then goes
 //!   back to probing; once healthy again the *same* records are sent again. The backoff
@@ -31,10 +31,15 @@
 //! * **Stopped**: storage corruption; [`run`] returns [`ReplayError::Corruption`].
 //!
 //! # Invariants
-//! * **Order.** Records reach the main server in sequence order. There is at most one
-//!   request in flight; a record is sent only after every record before it was delivered
-//!   or dead-lettered. Across restarts the engine's reader starts at the oldest
-//!   unacknowledged record, so order holds across crashes too (with re-deliveries).
+//! * **Order.** Records are sent in sequence order. With `--in-flight 1` (the default)
+//!   there is at most one request in flight; a record is sent only after every record
+//!   before it was delivered or dead-lettered, so they reach the main server in order.
+//!   With `--in-flight N` up to N requests (verbatim records, or `Deliver` batches) await
+//!   their answers at once, counted from the oldest unanswered one, so the main server may
+//!   receive them in any order within that window; the first failure closes the window
+//!   until a request succeeds again (see `driver/window.rs`). Across restarts the engine's
+//!   reader starts at the oldest unacknowledged record, so order holds across crashes too
+//!   (with re-deliveries).
 //! * **Acknowledge only what is done.** The engine's cursor (`Log::ack`) only ever covers
 //!   records the main server accepted, or records durably written to the dead-letter log
 //!   ([`dead_letters`]) *before* the ack. Acks are batched (every [`ACK_INTERVAL`] or

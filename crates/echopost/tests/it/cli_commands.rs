@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use echopost_proto::v1::{AppendRequest, Record};
 
+use crate::real_clients::say;
 use crate::support::daemon::{self, Area, Daemon, append, echopost, read_all, status};
 
 fn dir_args(area: &Area) -> Vec<String> {
@@ -480,7 +481,7 @@ async fn bench_reports_throughput_percentiles_drain_and_memory() {
         "p90 ",
         "p99 ",
         "p99.9 ",
-        "drain (to the no-op sink)",
+        "drain (to the no-op Sink/Deliver sink, answering after 0 ms, --in-flight 1)",
         "replayed",
         "peak",
     ] {
@@ -525,6 +526,49 @@ async fn bench_reports_throughput_percentiles_drain_and_memory() {
     // The temporary directory is gone (its path is in the report).
     let dir = j["daemon"]["dir"].as_str().unwrap();
     assert!(!Path::new(dir).exists(), "{dir} was left behind");
+}
+
+/// `--sink http`: the records are replayed verbatim, one request each, to the bench's HTTP
+/// server, which holds each answer `--sink-latency`, with the daemon's `--in-flight`.
+#[test]
+fn bench_drains_verbatim_http_through_a_window() {
+    let j = echopost(
+        &[
+            "bench",
+            "--sink",
+            "http",
+            "--sink-latency",
+            "5ms",
+            "--in-flight",
+            "8",
+            "--total-bytes",
+            "64KiB",
+            "--batch",
+            "64",
+            "--json",
+        ],
+        None,
+    )
+    .expect_code(0)
+    .json();
+    let records = j["ingest"]["records"].as_u64().unwrap();
+    assert!(records >= 256, "{j}");
+    let drain = &j["drain"];
+    assert_eq!(drain["records"], records, "{j}");
+    assert_eq!(
+        drain["requests"], records,
+        "one verbatim request per record: {j}"
+    );
+    assert_eq!(drain["sink"]["kind"], "http", "{j}");
+    assert_eq!(drain["sink"]["in_flight"], 8, "{j}");
+    assert_eq!(drain["sink"]["latency_seconds"], 0.005, "{j}");
+    assert!(drain["records_per_second"].as_f64().unwrap() > 0.0, "{j}");
+    assert_eq!(j["daemon"]["exit_code"], 0, "{j}");
+    say(format!(
+        "cli_commands::bench_drains_verbatim_http_through_a_window: {records} records in {} requests, {:.0} records/s at 5 ms with --in-flight 8",
+        drain["requests"],
+        drain["records_per_second"].as_f64().unwrap()
+    ));
 }
 
 #[tokio::test]

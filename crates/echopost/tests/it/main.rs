@@ -32,6 +32,7 @@ mod replay_daemon;
 mod replay_deliver;
 mod replay_forward;
 mod replay_policy;
+mod replay_window;
 mod stopped_daemon;
 mod streams;
 mod torture;

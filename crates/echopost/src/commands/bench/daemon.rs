@@ -2,7 +2,7 @@
 //!
 //! The bench runs `echopost run` from its own executable, so that it measures exactly the
 //! binary the operator has, in `--dir` or a temporary directory (removed afterwards),
-//! with the [`NoopSink`] as its upstream. The child is put in its own process group, so
+//! with the bench's sink ([`BenchSink`]) as its upstream. The child is put in its own process group, so
 //! a Ctrl-C at the terminal reaches only the bench, which then stops the daemon cleanly
 //! (SIGTERM, and SIGKILL only if it does not exit in time); and every `ECHOPOST_*`
 //! variable is removed from its environment, so the figures do not depend on the
@@ -15,7 +15,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::noop_sink::NoopSink;
+use super::sink::BenchSink;
 use crate::cli::BenchArgs;
 use crate::commands::{CommandError, fmt_duration};
 use crate::ingest::limits::MAX_MESSAGE_BYTES;
@@ -98,10 +98,11 @@ pub struct SpawnedDaemon {
 const STDERR_TAIL: usize = 8 << 10;
 
 impl SpawnedDaemon {
-    /// Starts the daemon in `area` with `sink` as its upstream, and waits until it serves.
+    /// Starts the daemon in `area` with `sink` as its upstream (and `--in-flight`), and
+    /// waits until it serves.
     pub async fn start(
         area: Area,
-        sink: &NoopSink,
+        sink: &BenchSink,
         args: &BenchArgs,
     ) -> Result<Self, CommandError> {
         use std::os::unix::process::CommandExt;
@@ -119,6 +120,10 @@ impl SpawnedDaemon {
             .arg(&area.socket)
             .arg("--upstream")
             .arg(sink.url())
+            .arg("--sink")
+            .arg(sink.run_sink())
+            .arg("--in-flight")
+            .arg(args.in_flight.to_string())
             .arg("--sync")
             .arg(args.sync.to_string())
             .arg("--linger")

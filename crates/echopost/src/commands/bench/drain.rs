@@ -1,8 +1,8 @@
 //! The drain phase: how fast the daemon replays its backlog to the main server.
 //!
-//! The daemon the bench starts has the [`NoopSink`] as its upstream, NOT_SERVING while
-//! the backlog is built. Turning it SERVING starts the replay; the drain is timed from
-//! the first `Deliver` the sink receives until `Status` shows an empty backlog (every
+//! The daemon the bench starts has the bench's sink ([`BenchSink`]) as its upstream,
+//! unhealthy while the backlog is built. Turning it healthy starts the replay; the drain
+//! is timed from the first request the sink receives until `Status` shows an empty backlog (every
 //! record delivered *and* acknowledged). The wait for the replayer's next health probe is
 //! reported separately, because it is backoff, not throughput. Against a daemon on
 //! `--socket` there is no sink to watch, so the clock starts when the phase does.
@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use echopost_client::Client;
 use echopost_client::proto::UpstreamState;
 
-use super::noop_sink::NoopSink;
 use super::progress::{ProgressLine, eta};
 use super::report::DrainReport;
+use super::sink::BenchSink;
 use super::status;
 use crate::commands::{CommandError, fmt_count, fmt_duration};
 
@@ -28,7 +28,7 @@ const DRAIN_STALL: Duration = Duration::from_secs(60);
 /// `None` when Ctrl-C cut the drain short.
 pub async fn drain(
     client: &Client,
-    sink: Option<&NoopSink>,
+    sink: Option<&BenchSink>,
     backlog: u64,
     record_bytes: u64,
     progress: &mut ProgressLine,
@@ -69,7 +69,7 @@ pub async fn drain(
             )));
         }
         let done = backlog.saturating_sub(st.backlog_records);
-        let since = sink.and_then(NoopSink::first_call).unwrap_or(turned_on);
+        let since = sink.and_then(BenchSink::first_call).unwrap_or(turned_on);
         let elapsed = now.saturating_duration_since(since);
         let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
         let fraction = done as f64 / backlog.max(1) as f64;
@@ -85,7 +85,7 @@ pub async fn drain(
         );
     };
     progress.clear();
-    let first = sink.and_then(NoopSink::first_call);
+    let first = sink.and_then(BenchSink::first_call);
     let began = first.unwrap_or(turned_on);
     let secs = end.saturating_duration_since(began).as_secs_f64().max(1e-9);
     let rps = backlog as f64 / secs;
@@ -97,6 +97,8 @@ pub async fn drain(
         wire_mb_per_second: sink.map(|s| s.wire_bytes() as f64 / secs / 1e6),
         wait_for_first_delivery_seconds: first
             .map(|f| f.saturating_duration_since(turned_on).as_secs_f64()),
+        requests: sink.map(BenchSink::calls),
         peak_rss_bytes: None,
+        sink: None,
     }))
 }

@@ -70,6 +70,8 @@ struct ProducerResult {
 
 #[derive(Debug, Clone, Copy)]
 struct ProducerConfig {
+    /// The records' `route` (the HTTP sink's, for verbatim replay; else empty).
+    route: &'static str,
     batch: usize,
     record_bytes: usize,
     window: usize,
@@ -95,6 +97,7 @@ fn template(producer: u32, cfg: &ProducerConfig) -> Vec<Record> {
             Record {
                 stream: "bench".to_owned(),
                 payload,
+                route: cfg.route.to_owned(),
                 ..Record::default()
             }
         })
@@ -265,6 +268,10 @@ pub async fn ingest(
     interrupted: &AtomicBool,
 ) -> Result<IngestReport, CommandError> {
     let cfg = ProducerConfig {
+        route: match args.sink {
+            crate::cli::BenchSinkArg::Http => super::http_sink::ROUTE,
+            crate::cli::BenchSinkArg::Deliver => "",
+        },
         batch: args.batch as usize,
         record_bytes: usize::try_from(args.record_bytes).unwrap_or(usize::MAX),
         window: args.window as usize,
@@ -389,6 +396,7 @@ mod tests {
     #[test]
     fn templates_differ_per_producer_and_have_the_requested_size() {
         let cfg = ProducerConfig {
+            route: "",
             batch: 3,
             record_bytes: 256,
             window: 1,

@@ -15,7 +15,10 @@
 //! 2. **Drain.** The daemon the bench starts has a built-in no-op sink as its upstream:
 //!    an in-process gRPC server on 127.0.0.1 answering `echopost.v1.Sink/Deliver` with OK
 //!    without decoding (so it costs the shared CPUs as little as possible), plus the
-//!    standard health service. The health service says NOT_SERVING during ingest, so the
+//!    standard health service; or, with `--sink http`, an HTTP/1.1 server that answers
+//!    every verbatim replay (`--sink forward`) with 204. `--sink-latency` holds every
+//!    answer that long (a main server that far away), and `--in-flight` is passed to the
+//!    daemon, so the figures show what the delivery window buys at a given round trip. The health service says NOT_SERVING during ingest, so the
 //!    backlog piles up, and SERVING once ingest is over. The drain is timed from the first
 //!    `Deliver` the sink receives until `Status` shows an empty backlog (every record
 //!    delivered *and* acknowledged); the wait for the replayer's next health probe is
@@ -45,7 +48,9 @@
 //! | `load` | the ingest phase: producers, their counters and latency histograms |
 //! | `wire` | the producers' lean gRPC client (one HTTP/2 connection, pre-encoded requests) |
 //! | `drain` | the drain phase: replay of the backlog into the sink, timed |
-//! | [`noop_sink`] | the main server that accepts everything (also used by `benches/drain.rs`) |
+//! | [`noop_sink`] | the `Sink/Deliver` server that accepts everything (also used by `benches/drain.rs`) |
+//! | [`http_sink`] | the HTTP server that accepts every verbatim replay (`--sink http`) |
+//! | `sink` | which of the two the daemon replays to, and its `--sink-latency` |
 //! | `daemon` | the `echopost run` child the bench starts, stops and cleans up after |
 //! | `probe` | the machine's description and the daemon's peak RSS |
 //! | `progress` | the progress line on stderr |
@@ -53,11 +58,13 @@
 
 mod daemon;
 mod drain;
+pub mod http_sink;
 mod load;
 pub mod noop_sink;
 mod probe;
 mod progress;
 mod report;
+mod sink;
 mod wire;
 
 use std::path::Path;
@@ -71,13 +78,13 @@ use super::{CommandError, CommandResult, fmt_bytes, print_stdout};
 use crate::cli::BenchArgs;
 use crate::daemon::exit::ExitCode;
 use crate::ingest::limits::MAX_MESSAGE_BYTES;
-use noop_sink::NoopSink;
 use probe::rss;
 use progress::ProgressLine;
+use sink::BenchSink;
 
 pub use probe::Machine;
 pub use report::{
-    BenchReport, DaemonInfo, DrainReport, IngestReport, Latency, LoadSettings, human,
+    BenchReport, DaemonInfo, DrainReport, DrainSink, IngestReport, Latency, LoadSettings, human,
 };
 
 /// Ingest time when neither `--duration` nor `--total-bytes` is given.
@@ -148,7 +155,7 @@ async fn bench(args: &BenchArgs) -> Result<BenchReport, CommandError> {
             (None, None, s)
         }
         None => {
-            let sink = NoopSink::start(None)
+            let sink = BenchSink::start(args.sink, args.sink_latency)
                 .await
                 .map_err(|e| CommandError::fatal(format!("cannot start the no-op sink: {e}")))?;
             let area = daemon::Area::new(args.dirs.dir.as_deref())?;
@@ -184,7 +191,7 @@ async fn bench(args: &BenchArgs) -> Result<BenchReport, CommandError> {
 async fn measure(
     args: &BenchArgs,
     socket: &Path,
-    sink: Option<&NoopSink>,
+    sink: Option<&BenchSink>,
     started_by_bench: bool,
     interrupted: &Arc<AtomicBool>,
 ) -> Result<BenchReport, CommandError> {
@@ -254,6 +261,14 @@ async fn measure(
             .await?;
             d.map(|d| DrainReport {
                 peak_rss_bytes: rss::peak(pid),
+                sink: sink.map(|s| DrainSink {
+                    kind: match s {
+                        BenchSink::Deliver(_) => "deliver".to_owned(),
+                        BenchSink::Http(_) => "http".to_owned(),
+                    },
+                    latency_seconds: args.sink_latency.as_secs_f64(),
+                    in_flight: args.in_flight,
+                }),
                 ..d
             })
         }

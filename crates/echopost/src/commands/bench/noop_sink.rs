@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -72,9 +72,9 @@ struct Counters {
     first_call: OnceLock<Instant>,
 }
 
-/// `echopost.v1.Sink` accepting every batch.
+/// `echopost.v1.Sink` accepting every batch, after the latency.
 #[derive(Clone)]
-struct SinkService(Arc<Counters>);
+struct SinkService(Arc<Counters>, Duration);
 
 impl tonic::server::NamedService for SinkService {
     const NAME: &'static str = "echopost.v1.Sink";
@@ -90,7 +90,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for SinkService {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        struct Deliver(Arc<Counters>);
+        struct Deliver(Arc<Counters>, Duration);
         impl tonic::server::UnaryService<usize> for Deliver {
             type Response = ();
             type Future = BoxFuture<Result<tonic::Response<()>, tonic::Status>>;
@@ -100,13 +100,20 @@ impl tower::Service<http::Request<tonic::body::Body>> for SinkService {
                 self.0
                     .bytes
                     .fetch_add(*request.get_ref() as u64, Ordering::Relaxed);
-                Box::pin(async { Ok(tonic::Response::new(())) })
+                let latency = self.1;
+                Box::pin(async move {
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
+                    }
+                    Ok(tonic::Response::new(()))
+                })
             }
         }
         let counters = Arc::clone(&self.0);
+        let latency = self.1;
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(CountingCodec);
-            Ok(grpc.unary(Deliver(counters), req).await)
+            Ok(grpc.unary(Deliver(counters, latency), req).await)
         })
     }
 }
@@ -122,7 +129,9 @@ pub struct NoopSink {
 impl NoopSink {
     /// Starts the sink on `127.0.0.1:0`, health NOT_SERVING. `stream_window` sets the
     /// HTTP/2 stream window (the connection window is twice it); `None` keeps hyper's.
-    pub async fn start(stream_window: Option<u32>) -> std::io::Result<NoopSink> {
+    /// Each `Deliver` is answered `latency` after it was received (a main server that
+    /// far away; `--sink-latency`).
+    pub async fn start(stream_window: Option<u32>, latency: Duration) -> std::io::Result<NoopSink> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -132,10 +141,12 @@ impl NoopSink {
         let counters = Arc::new(Counters::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            // Room for a whole window of delayed calls on the daemon's one connection.
+            .max_concurrent_streams(Some(4096))
             .initial_stream_window_size(stream_window)
             .initial_connection_window_size(stream_window.map(|w| w.saturating_mul(2)))
             .add_service(health_service)
-            .add_service(SinkService(Arc::clone(&counters)))
+            .add_service(SinkService(Arc::clone(&counters), latency))
             .serve_with_incoming_shutdown(
                 // Without TCP_NODELAY every answer waits for the delayed-ACK timer.
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

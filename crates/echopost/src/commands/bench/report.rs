@@ -66,7 +66,23 @@ pub struct DrainReport {
     pub wire_mb_per_second: Option<f64>,
     /// From the sink turning SERVING to the first `Deliver` (the replayer's probe backoff).
     pub wait_for_first_delivery_seconds: Option<f64>,
+    /// Requests the sink received (`Deliver` calls, or verbatim HTTP requests); `null`
+    /// with --socket.
+    pub requests: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
+    /// The built-in sink and the daemon's window; `null` with --socket.
+    pub sink: Option<DrainSink>,
+}
+
+/// What the drain replayed to.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainSink {
+    /// `deliver` (gRPC `Sink/Deliver` batches) or `http` (verbatim HTTP requests).
+    pub kind: String,
+    /// `--sink-latency`: how long the sink held each answer.
+    pub latency_seconds: f64,
+    /// The daemon's `--in-flight`.
+    pub in_flight: u32,
 }
 
 /// The daemon that was measured.
@@ -210,7 +226,19 @@ pub fn human(r: &BenchReport) -> String {
     ));
     match (&r.drain, &r.drain_skipped) {
         (Some(dr), _) => {
-            o.push_str("\ndrain (to the no-op sink)\n");
+            match &dr.sink {
+                Some(s) => o.push_str(&format!(
+                    "\ndrain (to the no-op {} sink, answering after {}, --in-flight {})\n",
+                    if s.kind == "http" {
+                        "verbatim-HTTP"
+                    } else {
+                        "Sink/Deliver"
+                    },
+                    fmt_duration(Duration::from_secs_f64(s.latency_seconds)),
+                    s.in_flight
+                )),
+                None => o.push_str("\ndrain\n"),
+            }
             o.push_str(&format!(
                 "  replayed    {} records in {:.2} s{}\n",
                 fmt_count(dr.records),
@@ -228,6 +256,13 @@ pub fn human(r: &BenchReport) -> String {
                 dr.wire_mb_per_second
                     .map_or(String::new(), |w| format!(" ({w:.1} MB/s on the wire)"))
             ));
+            if let Some(n) = dr.requests {
+                o.push_str(&format!(
+                    "  requests    {} ({:.1} records each)\n",
+                    fmt_count(n),
+                    dr.records as f64 / n.max(1) as f64
+                ));
+            }
             o.push_str(&format!(
                 "  daemon RSS  peak {} while replaying\n",
                 fmt_rss(dr.peak_rss_bytes)

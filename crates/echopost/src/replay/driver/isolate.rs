@@ -7,32 +7,47 @@ use std::sync::Arc;
 
 use super::{Replayer, SPLIT_AFTER, SUSPECT_AFTER, Sink, Step, Work, unwrap_batch, wait_shutdown};
 use crate::replay::ReplayError;
-use crate::replay::classify::{Cause, Class};
+use crate::replay::classify::{Cause, Class, Failure};
 use crate::replay::deliver::DeliverBatch;
 use crate::replay::feed::{Batch, Feed, Item};
 
 impl Replayer {
     /// `may_read`: nothing else is queued before the feed's next batch, so records may be
-    /// taken from it (to test a suspect record against the next one).
+    /// taken from it (to test a suspect record against the next one). `failed`: the
+    /// failure of the work's first request, already sent in the delivery window
+    /// (`window.rs`); it is acted on as if it had just happened here.
     pub(super) async fn process(
         &mut self,
         work: Work,
         feed: &mut Feed,
         may_read: bool,
+        failed: Option<Failure>,
     ) -> Result<Step, ReplayError> {
         match work {
             Work::Batch(batch) => {
                 let mut sd = self.shutdown.clone();
-                let r = {
-                    let Sink::Deliver(sink) = &mut self.sink else {
-                        // Batches are only made for the deliver sink.
-                        return self
-                            .process_singles(unwrap_batch(batch), feed, may_read)
-                            .await;
-                    };
-                    tokio::select! {
-                        r = sink.send(&batch) => r,
-                        _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+                let r = match failed {
+                    Some(f) => Err(f),
+                    None => {
+                        let Sink::Deliver(sink) = &mut self.sink else {
+                            // Batches are only made for the deliver sink.
+                            return self
+                                .process_singles(unwrap_batch(batch), feed, may_read, None)
+                                .await;
+                        };
+                        let first = batch.items.first().map_or(0, |i| i.seq);
+                        let last = batch.items.last().map_or(0, |i| i.seq);
+                        if self.ahead.take(first, last) {
+                            // Accepted in the window behind a failed batch: its turn now.
+                            self.done(&batch.items);
+                            return Ok(Step::Done(
+                                Arc::try_unwrap(batch).ok().map(|b| b.into_parts()),
+                            ));
+                        }
+                        tokio::select! {
+                            r = sink.send(&batch) => r,
+                            _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+                        }
                     }
                 };
                 let f = match r {
@@ -93,12 +108,12 @@ impl Replayer {
                             records = n, first, last, error = %f.reason,
                             "batch rejected; sending its records one by one"
                         );
-                        self.process_singles(unwrap_batch(batch), feed, may_read)
+                        self.process_singles(unwrap_batch(batch), feed, may_read, None)
                             .await
                     }
                 }
             }
-            Work::Singles(items) => self.process_singles(items, feed, may_read).await,
+            Work::Singles(items) => self.process_singles(items, feed, may_read, failed).await,
         }
     }
 
@@ -115,18 +130,32 @@ impl Replayer {
 
     /// Sends records one at a time: accepted → done; rejected (the record's fault) → dead
     /// letter; transient or server-level → stop here and retry from this record later,
-    /// unless the record keeps failing alone while the next one goes through.
+    /// unless the record keeps failing alone while the next one goes through. `failed`:
+    /// the first record's failure in the delivery window (see [`Self::process`]). With the
+    /// window enabled, the records left after the first success go back to it
+    /// ([`Step::Rest`]).
     async fn process_singles(
         &mut self,
         mut items: VecDeque<Item>,
         feed: &mut Feed,
         may_read: bool,
+        mut failed: Option<Failure>,
     ) -> Result<Step, ReplayError> {
         let mut sd = self.shutdown.clone();
         while let Some(item) = items.front() {
-            let r = tokio::select! {
-                r = self.send_one(item) => r?,
-                _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+            let r = match failed.take() {
+                Some(f) => Err(f),
+                None if self.ahead.take(item.seq, item.seq) => {
+                    // Accepted in the window behind a failed record: its turn now.
+                    if let Some(item) = items.pop_front() {
+                        self.done(std::slice::from_ref(&item));
+                    }
+                    continue;
+                }
+                None => tokio::select! {
+                    r = self.send_one(item) => r?,
+                    _ = wait_shutdown(&mut sd) => return Ok(Step::Shutdown),
+                },
             };
             let f = match r {
                 Ok(()) => {
@@ -135,6 +164,9 @@ impl Replayer {
                         self.done(std::slice::from_ref(&item));
                     }
                     self.acker.maybe_ack().await?;
+                    if self.windowed() && !items.is_empty() {
+                        return Ok(Step::Rest(items));
+                    }
                     continue;
                 }
                 Err(f) => f,
@@ -186,6 +218,8 @@ impl Replayer {
                     let (Some(suspect), Some(next)) = (items.pop_front(), items.pop_front()) else {
                         continue;
                     };
+                    // The test was a real send, even if the window had it accepted before.
+                    self.ahead.take(next.seq, next.seq);
                     match again {
                         Ok(()) => {
                             tracing::warn!(
@@ -207,6 +241,9 @@ impl Replayer {
                     self.note_success();
                     self.done(std::slice::from_ref(&next));
                     self.acker.maybe_ack().await?;
+                    if self.windowed() && !items.is_empty() {
+                        return Ok(Step::Rest(items));
+                    }
                 }
                 Class::Server => return Ok(Step::Retry(Work::Singles(items), f, class)),
                 Class::TooLarge => {

@@ -3,6 +3,7 @@
 
 mod identity;
 mod isolate;
+mod window;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -77,6 +78,11 @@ enum Step {
     /// The server refused the request as too large: these smaller pieces go first, and
     /// later batches hold at most `max_records`.
     Split(Vec<Work>, usize),
+    /// A failure was resolved one request at a time; these records, not sent yet, go back
+    /// to the delivery window (`--in-flight` above 1).
+    Rest(VecDeque<Item>),
+    /// The window delivered everything there was (`--in-flight` above 1).
+    CaughtUp,
     Shutdown,
 }
 
@@ -101,6 +107,13 @@ pub(crate) struct Replayer {
     head: Option<Head>,
     /// Server-level failures in a row (for rate-limited logging).
     server_failures: u64,
+    /// The last request failed: the delivery window stays closed (one request at a time)
+    /// until one succeeds.
+    failing: bool,
+    /// Units the main server accepted behind a failed one (see `window.rs`).
+    ahead: window::Ahead,
+    /// An error met while requests were in flight, returned once they were answered.
+    deferred: Option<ReplayError>,
 }
 
 impl Replayer {
@@ -135,6 +148,9 @@ impl Replayer {
             policy: cfg_policy,
             head: None,
             server_failures: 0,
+            failing: false,
+            ahead: window::Ahead::default(),
+            deferred: None,
         })
     }
 
@@ -212,17 +228,23 @@ impl Replayer {
                 if self.stopping() {
                     return Ok(());
                 }
-                let work = match pending.pop_front() {
-                    Some(w) => w,
-                    None => match self.next_work(&mut feed).await? {
+                let step = if self.windowed() {
+                    self.run_window(&mut pending, &mut feed).await?
+                } else {
+                    let work = match pending.pop_front() {
                         Some(w) => w,
-                        None => {
-                            self.idle(&feed).await?;
-                            continue;
-                        }
-                    },
+                        None => match self.next_work(&mut feed).await? {
+                            Some(w) => w,
+                            None => {
+                                self.idle(&feed).await?;
+                                continue;
+                            }
+                        },
+                    };
+                    let may_read = pending.is_empty() && self.deferred.is_none();
+                    self.process(work, &mut feed, may_read, None).await?
                 };
-                match self.process(work, &mut feed, pending.is_empty()).await? {
+                match step {
                     Step::Done(spent) => {
                         if let Some((items, buffer)) = spent {
                             feed.recycle(items, buffer);
@@ -236,6 +258,11 @@ impl Replayer {
                             pending.push_front(w);
                         }
                     }
+                    Step::Rest(items) => {
+                        self.acker.maybe_ack().await?;
+                        pending.push_front(Work::Singles(items));
+                    }
+                    Step::CaughtUp => self.idle(&feed).await?,
                     Step::Retry(work, failure, class) => {
                         pending.push_front(work);
                         if !self.back_off(&failure, class).await? {
@@ -371,12 +398,14 @@ impl Replayer {
 
     /// Records a failure of the work starting at `seq` for `status`: the class, the
     /// reason (never a stale one), the attempts, since when.
-    fn note_failure(&self, f: &Failure, class: Class, seq: u64) {
+    fn note_failure(&mut self, f: &Failure, class: Class, seq: u64) {
+        self.failing = true;
         self.progress.note_failure(class.name(), seq, &f.reason);
     }
 
     /// After a success: the backoff starts over and old failures are forgotten.
     fn note_success(&mut self) {
+        self.failing = false;
         self.backoff.reset();
         self.head = None;
         self.server_failures = 0;
@@ -425,6 +454,9 @@ impl Replayer {
     }
 
     async fn next_work(&mut self, feed: &mut Feed) -> Result<Option<Work>, ReplayError> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         Ok(match feed.next_batch().await? {
             b if b.is_empty() => None,
             Batch::Deliver(b) => Some(Work::Batch(Arc::new(b))),
