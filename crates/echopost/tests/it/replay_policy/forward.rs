@@ -46,17 +46,7 @@ async fn empty_post_carries_content_length_zero() {
     let Some(python) = python(test) else {
         return;
     };
-    let area = Area::new();
-    std::fs::create_dir_all(area.dir()).unwrap();
-    let server = PyServer::start(
-        &python,
-        "http_server.py",
-        &["--require-length".into()],
-        area.root.path(),
-    )
-    .await;
-    let upstream = format!("http://127.0.0.1:{}", server.port);
-    let mut d = Daemon::start(&area, &["--upstream", &upstream]).await;
+    let (area, server, mut d) = http_setup(&python, &["--require-length".into()], &[]).await;
     let empty = |route: &str| Record {
         id: format!("empty {route}"),
         stream: "orders".into(),
@@ -330,17 +320,12 @@ async fn requeue_while_running_keeps_order_and_identity() {
     let Some(python) = python(test) else {
         return;
     };
-    let area = Area::new();
-    std::fs::create_dir_all(area.dir()).unwrap();
-    let server = PyServer::start(
+    let (area, server, mut d) = http_setup(
         &python,
-        "http_server.py",
         &["--conflict-marker".into(), "CONFLICT".into()],
-        area.root.path(),
+        &[],
     )
     .await;
-    let upstream = format!("http://127.0.0.1:{}", server.port);
-    let mut d = Daemon::start(&area, &["--upstream", &upstream]).await;
     // Without an id, so that the key is the record's (source, sequence) identity.
     let conflicting = |i: u64| {
         let mut r = order(i);

@@ -40,7 +40,7 @@ use echopost_proto::v1::{AppendRequest, Record};
 use serde_json::Value;
 
 use crate::real_clients::{proto_root, say};
-use crate::support::daemon::{Daemon, echopost_async, read_lossy};
+use crate::support::daemon::{Area, Daemon, echopost_async, read_lossy};
 
 /// Upper bound for any wait in these tests: long enough for a slow, shared machine
 /// (replay backs off up to 30 s after repeated failures), short enough that a stuck
@@ -195,6 +195,34 @@ impl Drop for PyServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A fresh directory, `py/http_server.py` started with `args`, and a daemon replaying to
+/// it (`--upstream http://127.0.0.1:PORT` followed by `extra`).
+pub async fn http_setup(
+    python: &OsString,
+    args: &[String],
+    extra: &[&str],
+) -> (Area, PyServer, Daemon) {
+    let area = Area::new();
+    std::fs::create_dir_all(area.dir()).unwrap();
+    let (server, d) = http_setup_in(python, &area, args, extra).await;
+    (area, server, d)
+}
+
+/// [`http_setup`] in an existing `area`.
+pub async fn http_setup_in(
+    python: &OsString,
+    area: &Area,
+    args: &[String],
+    extra: &[&str],
+) -> (PyServer, Daemon) {
+    let server = PyServer::start(python, "http_server.py", args, area.root.path()).await;
+    let upstream = format!("http://127.0.0.1:{}", server.port);
+    let mut flags = vec!["--upstream", upstream.as_str()];
+    flags.extend_from_slice(extra);
+    let d = Daemon::start(area, &flags).await;
+    (server, d)
 }
 
 /// Polls `cond` every 20 ms until it holds; panics after [`LONG_WAIT`].

@@ -40,37 +40,30 @@ fn accepted_on(server: &PyServer, path: &str) -> Vec<(u64, String, String)> {
         .collect()
 }
 
+/// `http_server.py` flags: `/orders…` answered `status` with `Location: location…`.
+fn redirect_args(status: u16, location: &str) -> Vec<String> {
+    [
+        "--redirect-from",
+        "/orders",
+        "--redirect-to",
+        location,
+        "--redirect-status",
+        &status.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// `POST /orders` answered `status` with `Location: /v2/orders`: every record arrives at
 /// `/v2/orders`, as a POST with its body and the operator's credentials, in order, once.
 async fn same_origin_redirect_is_followed(test: &str, status: u16) {
     let Some(python) = python(test) else {
         return;
     };
-    let area = Area::new();
-    std::fs::create_dir_all(area.dir()).unwrap();
-    let server = PyServer::start(
+    let (area, server, mut d) = http_setup(
         &python,
-        "http_server.py",
-        &[
-            "--redirect-from".into(),
-            "/orders".into(),
-            "--redirect-to".into(),
-            "/v2/orders".into(),
-            "--redirect-status".into(),
-            status.to_string(),
-        ],
-        area.root.path(),
-    )
-    .await;
-    let upstream = format!("http://127.0.0.1:{}", server.port);
-    let mut d = Daemon::start(
-        &area,
-        &[
-            "--upstream",
-            &upstream,
-            "--upstream-header",
-            "Authorization: Bearer op",
-        ],
+        &redirect_args(status, "/v2/orders"),
+        &["--upstream-header", "Authorization: Bearer op"],
     )
     .await;
     append(&d, (1..=RECORDS).map(order).collect()).await;
@@ -147,29 +140,11 @@ async fn unfollowed_redirect_pauses(test: &str, status: u16, cross_origin: bool)
         Some(o) => format!("http://localhost:{}/orders", o.port),
         None => "/v2/orders".to_owned(),
     };
-    let mut server = PyServer::start(
+    let (mut server, mut d) = http_setup_in(
         &python,
-        "http_server.py",
-        &[
-            "--redirect-from".into(),
-            "/orders".into(),
-            "--redirect-to".into(),
-            location.clone(),
-            "--redirect-status".into(),
-            status.to_string(),
-        ],
-        area.root.path(),
-    )
-    .await;
-    let upstream = format!("http://127.0.0.1:{}", server.port);
-    let mut d = Daemon::start(
         &area,
-        &[
-            "--upstream",
-            &upstream,
-            "--upstream-header",
-            "Authorization: Bearer op",
-        ],
+        &redirect_args(status, &location),
+        &["--upstream-header", "Authorization: Bearer op"],
     )
     .await;
     append(&d, (1..=RECORDS).map(order).collect()).await;
@@ -280,9 +255,7 @@ async fn probes_wait_for_retry_after(test: &str, retry_after: &str, date: Option
     if let Some(date) = date {
         args.extend(["--date".to_owned(), date.to_owned()]);
     }
-    let mut server = PyServer::start(&python, "http_server.py", &args, area.root.path()).await;
-    let upstream = format!("http://127.0.0.1:{}", server.port);
-    let mut d = Daemon::start(&area, &["--upstream", &upstream]).await;
+    let (mut server, mut d) = http_setup_in(&python, &area, &args, &[]).await;
     append(&d, (1..=10).map(order).collect()).await;
     wait_until("a first health probe", || {
         !server.events_of("health").is_empty()
