@@ -11,6 +11,7 @@
 //! | [`exit`] | every error → exit code mapping, and nowhere else |
 //! | [`h2`] | every stock gRPC client on the socket: `:authority` normalised, refusals logged |
 //! | [`socket`] | the UNIX listener: permissions, stale sockets, peer credentials per connection |
+//! | [`rewind`] | a connection whose first bytes were read to tell its protocol, given back |
 //! | [`peer`] | who may talk to the daemon (the uid decision and the tower layer enforcing it) |
 //! | [`platform`] | the only platform-specific code (`cfg`-gated): peer uid, default directory |
 //! | [`session_log`] | the per-session log file `DIR/logs/<UTC>-<pid>.log` plus stderr |
@@ -23,6 +24,7 @@ pub mod linger;
 pub mod monitor;
 pub mod peer;
 pub mod platform;
+pub mod rewind;
 pub mod services;
 pub mod session_log;
 pub mod socket;

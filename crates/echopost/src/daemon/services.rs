@@ -27,6 +27,7 @@ use super::session_log::Session;
 use super::socket::{self, Previous, SocketAccess, SocketError, SocketFile};
 use super::{platform, source_id};
 use crate::config::Config;
+use crate::front_door::{self, Capture, FrontDoorLayer};
 use crate::ingest::gate::AppendGate;
 use crate::ingest::limits::{MAX_MESSAGE_BYTES, OversizeLayer};
 use crate::ingest::{Ingest, RecordRules};
@@ -166,7 +167,15 @@ impl Services {
             },
         ));
         let service = EchoPostService::new(Arc::clone(&ingest), status, shutdown_rx.clone());
-        let (health, server, server_stop) = match start_server(&config, listener, service).await {
+        let (health, server, server_stop) = match start_server(
+            &config,
+            listener,
+            service,
+            Arc::clone(&ingest),
+            shutdown_rx.clone(),
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 let _ = socket_file.remove_if_ours();
@@ -395,11 +404,13 @@ impl Services {
 }
 
 /// Builds the gRPC server (health, reflection, the EchoPost service behind the peer check
-/// and the size limit) and serves `listener` on a task.
+/// and the size limit, the front door in front of it all) and serves `listener` on a task.
 async fn start_server(
     config: &Config,
     listener: tokio::net::UnixListener,
     service: EchoPostService,
+    ingest: Arc<Ingest>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<
     (
         tonic_health::server::HealthReporter,
@@ -430,9 +441,26 @@ async fn start_server(
         platform::current_uid(),
         config.allowed_uids.iter().copied(),
     ));
-    let incoming = socket::incoming(listener, Arc::clone(&policy));
+    let door = Arc::new(config.front_door.clone());
+    let capture = Arc::new(Capture::new(
+        ingest,
+        Arc::clone(&policy),
+        config.max_record_bytes,
+    ));
+    log_front_door(config);
+    let incoming: Incoming = if door.http {
+        Box::pin(front_door::listener::incoming(
+            listener,
+            Arc::clone(&policy),
+            Arc::clone(&capture),
+            shutdown,
+        ))
+    } else {
+        Box::pin(socket::incoming(listener, Arc::clone(&policy)))
+    };
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let router = Server::builder()
+        .layer(FrontDoorLayer::new(door, capture))
         .layer(PeerCheckLayer::new(policy))
         .layer(OversizeLayer)
         .add_service(health_service)
@@ -443,6 +471,32 @@ async fn start_server(
         let _ = server_stop_rx.await;
     }));
     Ok((health, server, server_stop_tx))
+}
+
+/// Accepted connections for tonic.
+type Incoming = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = std::io::Result<socket::PeerStream>> + Send + 'static>,
+>;
+
+/// Says what the front door captures, and warns when the upstream cannot take it.
+fn log_front_door(config: &Config) {
+    let door = &config.front_door;
+    if !door.is_open() {
+        return;
+    }
+    let patterns: Vec<String> = door.grpc.iter().map(|p| p.to_string()).collect();
+    tracing::info!(accept_grpc = ?patterns, accept_http = door.http, "front door open: unmodified clients' requests are stored");
+    let forward = config.replay.as_ref().and_then(ForwardKind::of);
+    if forward == Some(ForwardKind::Grpc) && door.http {
+        tracing::warn!(
+            "--accept-http with a gRPC upstream: HTTP requests cannot be replayed as gRPC calls and are refused with 400"
+        );
+    }
+    if forward == Some(ForwardKind::Http) && !door.grpc.is_empty() {
+        tracing::warn!(
+            "--accept-grpc with an HTTP upstream: gRPC calls cannot be replayed as HTTP requests and are refused with INVALID_ARGUMENT"
+        );
+    }
 }
 
 /// Tells nothing new (the shutdown watch already did), waits for the replayer within
