@@ -25,7 +25,7 @@ use super::monitor::monitor;
 use super::peer::{PeerCheckLayer, PeerPolicy};
 use super::session_log::Session;
 use super::socket::{self, Previous, SocketAccess, SocketError, SocketFile};
-use super::{platform, source_id};
+use super::{activation, platform, source_id};
 use crate::config::Config;
 use crate::front_door::{self, Capture, FrontDoorLayer};
 use crate::ingest::gate::AppendGate;
@@ -87,6 +87,35 @@ fn bind_socket(
     }
 }
 
+/// The listening socket: the one a service manager passed ([`activation`]; its file is the
+/// manager's, `None` here), or one bound at `path`.
+fn open_listener(
+    path: &Path,
+    access: &SocketAccess,
+) -> Result<(tokio::net::UnixListener, Option<SocketFile>), DaemonError> {
+    match activation::inherited(|k| std::env::var(k).ok()).map_err(DaemonError::Config)? {
+        Some((std_listener, manager)) => {
+            let at = std_listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "an unnamed socket".to_owned());
+            tracing::info!(socket = %at, ?manager, "using the socket passed by the service manager (socket activation)");
+            let l = tokio::net::UnixListener::from_std(std_listener)
+                .map_err(|e| DaemonError::io("cannot register the socket", e))?;
+            Ok((l, None))
+        }
+        None => bind_socket(path, access).map(|(l, f)| (l, Some(f))),
+    }
+}
+
+/// Removes the socket file this process bound, if it bound one (on a failed start).
+fn remove_bound(socket_file: &Option<SocketFile>) {
+    if let Some(f) = socket_file {
+        let _ = f.remove_if_ours();
+    }
+}
+
 /// Everything [`Services::start`] started, owned until [`Services::shutdown`].
 pub(super) struct Services {
     log: Arc<Log>,
@@ -97,7 +126,8 @@ pub(super) struct Services {
     /// Ends when the commit thread ends: `Err` with the panic message if it died.
     committer: JoinHandle<Result<(), String>>,
     health: tonic_health::server::HealthReporter,
-    socket_file: SocketFile,
+    /// `None` when the socket came from a service manager (never removed by us).
+    socket_file: Option<SocketFile>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     server_stop: oneshot::Sender<()>,
     replay: Option<JoinHandle<Result<(), ReplayError>>>,
@@ -131,7 +161,7 @@ impl Services {
 
         // 5. The socket, the ingest path and the server.
         let access = SocketAccess::for_policy(platform::current_uid(), &config.allowed_uids);
-        let (listener, socket_file) = bind_socket(&config.socket, &access)?;
+        let (listener, socket_file) = open_listener(&config.socket, &access)?;
         let gate = AppendGate::new();
         let progress = Arc::new(Progress::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -148,7 +178,7 @@ impl Services {
         ) {
             Ok((i, c)) => (Arc::new(i), c),
             Err(e) => {
-                let _ = socket_file.remove_if_ours();
+                remove_bound(&socket_file);
                 return Err(DaemonError::io("cannot start the commit thread", e));
             }
         };
@@ -178,7 +208,7 @@ impl Services {
         {
             Ok(s) => s,
             Err(e) => {
-                let _ = socket_file.remove_if_ours();
+                remove_bound(&socket_file);
                 return Err(e);
             }
         };
@@ -349,13 +379,18 @@ impl Services {
             .await;
 
         // 4. The socket file.
-        match socket_file.remove_if_ours() {
-            Ok(true) => tracing::info!(socket = %socket_file.path().display(), "socket removed"),
-            Ok(false) => {
-                tracing::warn!(socket = %socket_file.path().display(), "the socket file was replaced or removed by someone else; left alone")
-            }
-            Err(e) => {
-                tracing::warn!(socket = %socket_file.path().display(), error = %e, "cannot remove the socket file")
+        // An activated socket is the service manager's: it keeps listening.
+        if let Some(socket_file) = &socket_file {
+            match socket_file.remove_if_ours() {
+                Ok(true) => {
+                    tracing::info!(socket = %socket_file.path().display(), "socket removed")
+                }
+                Ok(false) => {
+                    tracing::warn!(socket = %socket_file.path().display(), "the socket file was replaced or removed by someone else; left alone")
+                }
+                Err(e) => {
+                    tracing::warn!(socket = %socket_file.path().display(), error = %e, "cannot remove the socket file")
+                }
             }
         }
 

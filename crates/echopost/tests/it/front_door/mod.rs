@@ -6,10 +6,12 @@
 //! | [`grpc`] | grpcio generic calls (`py/grpc_call.py`) → `--accept-grpc 'acme.*'` → grpcio generic server (`py/grpc_app.py`) | unary calls (gzip-compressed, binary metadata, empty message) are answered OK and replayed with identical bytes and metadata; streaming and unmatched calls get UNIMPLEMENTED and store nothing |
 //! | [`http`] | `http.client` over the UNIX socket (`py/http_post.py`) and `curl --unix-socket` → `--accept-http` → `http.server` (`py/http_app.py`) | JSON, chunked binary with `Expect: 100-continue` and empty requests are answered 202 with their sequences and replayed identically; an oversized body gets 413 and stores nothing |
 //! | [`otel`] | the OpenTelemetry Python SDK (OTLP/gRPC, configured by environment variables only, `py/otel_export.py`) → `--accept-grpc 'opentelemetry.proto.collector.*'` → an OTLP receiver built from `opentelemetry-proto` (`py/otlp_receiver.py`) | traces, logs and metrics exported while the receiver is down, across a `kill -9` of the daemon, all arrive once it is up: every acknowledged item, once, in export order per signal |
+//! | [`activation`] | `systemd-socket-activate`, and the test as a service manager holding the socket | the daemon takes the passed socket (`LISTEN_FDS`/`LISTEN_PID`), stores and replays, exits 0 once drained, leaves the socket file alone; the next connection is served by a new daemon on the same socket |
 //!
 //! The Python programs run with the environment `scripts/test` prepares (see
 //! [`crate::real_clients`]); the main servers are [`crate::replay_policy::PyServer`]s.
 
+mod activation;
 mod grpc;
 mod http;
 mod otel;
