@@ -12,6 +12,7 @@
 //! | [`config`] | the one place settings are validated: [`config::Config`], [`config::ReplayConfig`] |
 //! | [`daemon`] | the process around the data path: lifecycle, socket, peers, session log, exit codes |
 //! | [`service`] | the `echopost.v1.EchoPost` gRPC service, one file per RPC |
+//! | [`front_door`] | unmodified gRPC and HTTP clients: captured calls and requests become records (`--accept-grpc`, `--accept-http`) |
 //! | [`ingest`] | socket → disk: checks, the gate, the group-commit thread |
 //! | [`streams`] | streams and idempotent producers: versions, deduplication, their crash-safe state, per-stream backlog |
 //! | [`replay`] | disk → main server: health, sinks, retries, dead letters |
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod front_door;
 pub mod ingest;
 pub mod replay;
 pub mod service;

@@ -24,6 +24,29 @@ pub struct RunArgs {
     #[command(flatten)]
     pub dirs: DirArgs,
 
+    /// Store every unary call to a matching gRPC service as a record, answered OK with an
+    /// empty response message once durable (repeatable): a full service name
+    /// (`acme.orders.v1.Orders`), a prefix ending in `*` (`opentelemetry.proto.collector.*`)
+    /// or `*` (any service but echopost's own, health and reflection). Streaming calls get
+    /// UNIMPLEMENTED. Makes `forward` the default --sink. In ECHOPOST_ACCEPT_GRPC, separate
+    /// patterns with commas.
+    #[arg(
+        long,
+        env = "ECHOPOST_ACCEPT_GRPC",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub accept_grpc: Vec<String>,
+
+    /// Store every HTTP/1.1 request on the socket (and every HTTP/2 request that is not
+    /// gRPC) as a record: route "METHOD /path?query", the headers, the body. Answered 202
+    /// Accepted with {"first_sequence":N,"last_sequence":N} once durable; 413 for a body
+    /// over --max-record-bytes, 503 with Retry-After when the quota is full or the daemon is
+    /// stopping, 400 for a request that cannot be stored. Makes `forward` the default
+    /// --sink.
+    #[arg(long, env = "ECHOPOST_ACCEPT_HTTP")]
+    pub accept_http: bool,
+
     /// Main server to replay to: grpc://, grpcs://, http:// or https:// URL. Without it,
     /// records are kept until a later run names one.
     #[arg(long, env = "ECHOPOST_UPSTREAM", value_name = "URL")]
@@ -83,8 +106,9 @@ pub struct RunArgs {
     )]
     pub allow_uid: Vec<u32>,
 
-    /// How replayed records are delivered. Default: `deliver` for grpc:// and grpcs://
-    /// upstreams, `forward` for http:// and https://. With `forward`, each record is sent
+    /// How replayed records are delivered. Default: `forward` with --accept-grpc or
+    /// --accept-http; otherwise `deliver` for grpc:// and grpcs:// upstreams, `forward` for
+    /// http:// and https://. With `forward`, each record is sent
     /// as the request its route names, and a record that could never be sent (no route, a
     /// route of the wrong form, a header the protocol cannot carry) is refused at append
     /// time with INVALID_ARGUMENT. HTTP: 307/308 to the same origin are followed (method

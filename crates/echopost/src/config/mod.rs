@@ -24,6 +24,7 @@ use echopost_log::{Compression, LogOptions, SyncPolicy};
 use crate::cli::{RunArgs, SinkArg};
 use crate::daemon::exit::DaemonError;
 use crate::daemon::platform;
+use crate::front_door::FrontDoor;
 use crate::ingest::limits::{MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 pub use replay::{HealthCheck, MAX_IN_FLIGHT, ReplayConfig, ReplaySettings, SinkKind, UpstreamCa};
 pub use upstream::Upstream;
@@ -73,6 +74,8 @@ pub struct Config {
     pub log_level: String,
     /// User ids accepted besides the daemon's own.
     pub allowed_uids: Vec<u32>,
+    /// What unmodified clients may store (`--accept-grpc`, `--accept-http`).
+    pub front_door: FrontDoor,
     /// Replay settings, when `--upstream` is given. `source_id` is filled in at startup,
     /// once the directory is locked (it is read from or created in the directory).
     pub replay: Option<ReplayConfig>,
@@ -145,6 +148,8 @@ impl Config {
             ..LogOptions::default()
         };
 
+        let front_door = FrontDoor::parse(&args.accept_grpc, args.accept_http).map_err(cfg_err)?;
+
         let replay = match &args.upstream {
             None => None,
             Some(u) => Some(replay_config(args, u, &dir)?),
@@ -164,6 +169,7 @@ impl Config {
             linger: args.linger,
             log_level: args.log_level.clone(),
             allowed_uids,
+            front_door,
             replay,
         })
     }
@@ -191,10 +197,13 @@ fn absolute(p: &Path, flag: &str) -> Result<PathBuf, DaemonError> {
 fn replay_config(args: &RunArgs, upstream: &str, dir: &Path) -> Result<ReplayConfig, DaemonError> {
     let settings = ReplaySettings {
         upstream: upstream.to_owned(),
-        sink: args.sink.map(|s| match s {
-            SinkArg::Deliver => SinkKind::Deliver,
-            SinkArg::Forward => SinkKind::Forward,
-        }),
+        sink: match args.sink {
+            Some(SinkArg::Deliver) => Some(SinkKind::Deliver),
+            Some(SinkArg::Forward) => Some(SinkKind::Forward),
+            // Captured requests are replayed as themselves (issue 15).
+            None if args.accept_http || !args.accept_grpc.is_empty() => Some(SinkKind::Forward),
+            None => None,
+        },
         health_service: args.health_service.clone(),
         health_url: args.health_url.clone(),
         healthy_after: args.healthy_after,

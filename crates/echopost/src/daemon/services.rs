@@ -25,8 +25,9 @@ use super::monitor::monitor;
 use super::peer::{PeerCheckLayer, PeerPolicy};
 use super::session_log::Session;
 use super::socket::{self, Previous, SocketAccess, SocketError, SocketFile};
-use super::{platform, source_id};
+use super::{activation, platform, source_id};
 use crate::config::Config;
+use crate::front_door::{self, Capture, FrontDoorLayer};
 use crate::ingest::gate::AppendGate;
 use crate::ingest::limits::{MAX_MESSAGE_BYTES, OversizeLayer};
 use crate::ingest::{Ingest, RecordRules};
@@ -86,6 +87,35 @@ fn bind_socket(
     }
 }
 
+/// The listening socket: the one a service manager passed ([`activation`]; its file is the
+/// manager's, `None` here), or one bound at `path`.
+fn open_listener(
+    path: &Path,
+    access: &SocketAccess,
+) -> Result<(tokio::net::UnixListener, Option<SocketFile>), DaemonError> {
+    match activation::inherited(|k| std::env::var(k).ok()).map_err(DaemonError::Config)? {
+        Some((std_listener, manager)) => {
+            let at = std_listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "an unnamed socket".to_owned());
+            tracing::info!(socket = %at, ?manager, "using the socket passed by the service manager (socket activation)");
+            let l = tokio::net::UnixListener::from_std(std_listener)
+                .map_err(|e| DaemonError::io("cannot register the socket", e))?;
+            Ok((l, None))
+        }
+        None => bind_socket(path, access).map(|(l, f)| (l, Some(f))),
+    }
+}
+
+/// Removes the socket file this process bound, if it bound one (on a failed start).
+fn remove_bound(socket_file: &Option<SocketFile>) {
+    if let Some(f) = socket_file {
+        let _ = f.remove_if_ours();
+    }
+}
+
 /// Everything [`Services::start`] started, owned until [`Services::shutdown`].
 pub(super) struct Services {
     log: Arc<Log>,
@@ -96,7 +126,8 @@ pub(super) struct Services {
     /// Ends when the commit thread ends: `Err` with the panic message if it died.
     committer: JoinHandle<Result<(), String>>,
     health: tonic_health::server::HealthReporter,
-    socket_file: SocketFile,
+    /// `None` when the socket came from a service manager (never removed by us).
+    socket_file: Option<SocketFile>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     server_stop: oneshot::Sender<()>,
     replay: Option<JoinHandle<Result<(), ReplayError>>>,
@@ -130,7 +161,7 @@ impl Services {
 
         // 5. The socket, the ingest path and the server.
         let access = SocketAccess::for_policy(platform::current_uid(), &config.allowed_uids);
-        let (listener, socket_file) = bind_socket(&config.socket, &access)?;
+        let (listener, socket_file) = open_listener(&config.socket, &access)?;
         let gate = AppendGate::new();
         let progress = Arc::new(Progress::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -147,7 +178,7 @@ impl Services {
         ) {
             Ok((i, c)) => (Arc::new(i), c),
             Err(e) => {
-                let _ = socket_file.remove_if_ours();
+                remove_bound(&socket_file);
                 return Err(DaemonError::io("cannot start the commit thread", e));
             }
         };
@@ -166,10 +197,18 @@ impl Services {
             },
         ));
         let service = EchoPostService::new(Arc::clone(&ingest), status, shutdown_rx.clone());
-        let (health, server, server_stop) = match start_server(&config, listener, service).await {
+        let (health, server, server_stop) = match start_server(
+            &config,
+            listener,
+            service,
+            Arc::clone(&ingest),
+            shutdown_rx.clone(),
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
-                let _ = socket_file.remove_if_ours();
+                remove_bound(&socket_file);
                 return Err(e);
             }
         };
@@ -340,13 +379,18 @@ impl Services {
             .await;
 
         // 4. The socket file.
-        match socket_file.remove_if_ours() {
-            Ok(true) => tracing::info!(socket = %socket_file.path().display(), "socket removed"),
-            Ok(false) => {
-                tracing::warn!(socket = %socket_file.path().display(), "the socket file was replaced or removed by someone else; left alone")
-            }
-            Err(e) => {
-                tracing::warn!(socket = %socket_file.path().display(), error = %e, "cannot remove the socket file")
+        // An activated socket is the service manager's: it keeps listening.
+        if let Some(socket_file) = &socket_file {
+            match socket_file.remove_if_ours() {
+                Ok(true) => {
+                    tracing::info!(socket = %socket_file.path().display(), "socket removed")
+                }
+                Ok(false) => {
+                    tracing::warn!(socket = %socket_file.path().display(), "the socket file was replaced or removed by someone else; left alone")
+                }
+                Err(e) => {
+                    tracing::warn!(socket = %socket_file.path().display(), error = %e, "cannot remove the socket file")
+                }
             }
         }
 
@@ -395,11 +439,13 @@ impl Services {
 }
 
 /// Builds the gRPC server (health, reflection, the EchoPost service behind the peer check
-/// and the size limit) and serves `listener` on a task.
+/// and the size limit, the front door in front of it all) and serves `listener` on a task.
 async fn start_server(
     config: &Config,
     listener: tokio::net::UnixListener,
     service: EchoPostService,
+    ingest: Arc<Ingest>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<
     (
         tonic_health::server::HealthReporter,
@@ -430,9 +476,26 @@ async fn start_server(
         platform::current_uid(),
         config.allowed_uids.iter().copied(),
     ));
-    let incoming = socket::incoming(listener, Arc::clone(&policy));
+    let door = Arc::new(config.front_door.clone());
+    let capture = Arc::new(Capture::new(
+        ingest,
+        Arc::clone(&policy),
+        config.max_record_bytes,
+    ));
+    log_front_door(config);
+    let incoming: Incoming = if door.http {
+        Box::pin(front_door::listener::incoming(
+            listener,
+            Arc::clone(&policy),
+            Arc::clone(&capture),
+            shutdown,
+        ))
+    } else {
+        Box::pin(socket::incoming(listener, Arc::clone(&policy)))
+    };
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let router = Server::builder()
+        .layer(FrontDoorLayer::new(door, capture))
         .layer(PeerCheckLayer::new(policy))
         .layer(OversizeLayer)
         .add_service(health_service)
@@ -443,6 +506,32 @@ async fn start_server(
         let _ = server_stop_rx.await;
     }));
     Ok((health, server, server_stop_tx))
+}
+
+/// Accepted connections for tonic.
+type Incoming = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = std::io::Result<socket::PeerStream>> + Send + 'static>,
+>;
+
+/// Says what the front door captures, and warns when the upstream cannot take it.
+fn log_front_door(config: &Config) {
+    let door = &config.front_door;
+    if !door.is_open() {
+        return;
+    }
+    let patterns: Vec<String> = door.grpc.iter().map(|p| p.to_string()).collect();
+    tracing::info!(accept_grpc = ?patterns, accept_http = door.http, "front door open: unmodified clients' requests are stored");
+    let forward = config.replay.as_ref().and_then(ForwardKind::of);
+    if forward == Some(ForwardKind::Grpc) && door.http {
+        tracing::warn!(
+            "--accept-http with a gRPC upstream: HTTP requests cannot be replayed as gRPC calls and are refused with 400"
+        );
+    }
+    if forward == Some(ForwardKind::Http) && !door.grpc.is_empty() {
+        tracing::warn!(
+            "--accept-grpc with an HTTP upstream: gRPC calls cannot be replayed as HTTP requests and are refused with INVALID_ARGUMENT"
+        );
+    }
 }
 
 /// Tells nothing new (the shutdown watch already did), waits for the replayer within

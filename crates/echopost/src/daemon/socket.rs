@@ -43,6 +43,7 @@ use tonic::transport::server::Connected;
 use crate::daemon::h2::H2Stream;
 use crate::daemon::peer::{PeerInfo, PeerPolicy};
 use crate::daemon::platform;
+use crate::daemon::rewind::Rewind;
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -330,31 +331,49 @@ fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
 /// through the [`H2Stream`] layer that lets every stock gRPC client in.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: H2Stream<tokio::net::UnixStream>,
+    inner: H2Stream<Rewind<tokio::net::UnixStream>>,
     info: PeerInfo,
+}
+
+/// Who is on the other end of `stream`: the uid from the kernel (`None`, refused, if it
+/// cannot tell), and a name for log lines.
+pub fn peer_of(stream: &tokio::net::UnixStream) -> (PeerInfo, String) {
+    let uid = match platform::peer_uid(stream) {
+        Ok(uid) => Some(uid),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the peer's credentials; the connection will be refused");
+            None
+        }
+    };
+    // For log lines only (the uid is the gate): the pid tells two connections of one
+    // user apart.
+    let pid = stream.peer_cred().ok().and_then(|c| c.pid());
+    let peer = match (uid, pid) {
+        (Some(u), Some(p)) => format!("uid {u} pid {p}"),
+        (Some(u), None) => format!("uid {u}"),
+        (None, _) => "uid unknown".to_owned(),
+    };
+    (PeerInfo { uid }, peer)
 }
 
 impl PeerStream {
     /// Reads the peer's uid from the kernel.
     pub fn new(inner: tokio::net::UnixStream) -> PeerStream {
-        let uid = match platform::peer_uid(&inner) {
-            Ok(uid) => Some(uid),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the peer's credentials; the connection will be refused");
-                None
-            }
-        };
-        // For log lines only (the uid is the gate): the pid tells two connections of one
-        // user apart.
-        let pid = inner.peer_cred().ok().and_then(|c| c.pid());
-        let peer = match (uid, pid) {
-            (Some(u), Some(p)) => format!("uid {u} pid {p}"),
-            (Some(u), None) => format!("uid {u}"),
-            (None, _) => "uid unknown".to_owned(),
-        };
+        let (info, peer) = peer_of(&inner);
+        PeerStream::with_prefix(inner, bytes::Bytes::new(), info, peer)
+    }
+
+    /// A connection whose first bytes (`prefix`) were already read to tell its protocol
+    /// (`--accept-http`), from the peer `peer_of` described.
+    pub fn with_prefix(
+        inner: tokio::net::UnixStream,
+        prefix: bytes::Bytes,
+        info: PeerInfo,
+        peer: String,
+    ) -> PeerStream {
         PeerStream {
-            inner: H2Stream::new(inner, peer),
-            info: PeerInfo { uid },
+            inner: H2Stream::new(Rewind::new(prefix, inner), peer),
+            info,
         }
     }
 

@@ -92,6 +92,9 @@ mod rate;
 mod reporter;
 mod tls;
 
+/// Messages as opaque bytes; the front door receives captured calls with it too.
+pub(crate) use forward_grpc::RawCodec;
+
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};

@@ -77,6 +77,16 @@ impl PyServer {
     /// Starts `py/<script>` with `args` and waits until it listens. Its stderr goes to a
     /// file in `dir` (shown when a test fails).
     pub async fn start(python: &OsString, script_name: &str, args: &[String], dir: &Path) -> Self {
+        PyServer::start_script(python, &script(script_name), args, dir).await
+    }
+
+    /// Starts the Python program at `path` (another suite's server) like [`PyServer::start`].
+    pub async fn start_script(python: &OsString, path: &Path, args: &[String], dir: &Path) -> Self {
+        let script_name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let script_name = script_name.as_str();
         let stderr_path = dir.join(format!(
             "{}-{}.stderr",
             script_name.trim_end_matches(".py"),
@@ -84,7 +94,7 @@ impl PyServer {
         ));
         let mut cmd = Command::new(python);
         cmd.arg("-u")
-            .arg(script(script_name))
+            .arg(path)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
