@@ -351,6 +351,14 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_IN_FLIGHT)))]
     pub in_flight: u32,
 
+    /// Ingest through the front door instead of `Append`: the daemon runs with
+    /// `--accept-grpc bench.v1.Bench` and each producer makes unary calls to
+    /// `/bench.v1.Bench/Send` whose request message is one record's payload, as an
+    /// unmodified gRPC client would (issue 15). Each call is one record, so compare with
+    /// `--batch 1` without this flag (the same load shape over `Append`). Needs `--batch 1`.
+    #[arg(long)]
+    pub front_door: bool,
+
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

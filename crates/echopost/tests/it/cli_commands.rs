@@ -571,6 +571,39 @@ fn bench_drains_verbatim_http_through_a_window() {
     ));
 }
 
+/// `--front-door`: the producers make unary calls to an application method the daemon
+/// captures with `--accept-grpc`; every call is one stored record, and all of them drain.
+#[test]
+fn bench_ingests_through_the_front_door() {
+    let j = echopost(
+        &[
+            "bench",
+            "--front-door",
+            "--batch",
+            "1",
+            "--producers",
+            "2",
+            "--sync",
+            "never",
+            "--total-bytes",
+            "64KiB",
+            "--json",
+        ],
+        None,
+    )
+    .expect_code(0)
+    .json();
+    assert_eq!(j["load"]["front_door"], true, "{j}");
+    let records = j["ingest"]["records"].as_u64().unwrap();
+    assert_eq!(records, 256, "64 KiB of 256-byte calls: {j}");
+    assert_eq!(j["ingest"]["appends"], records, "one call per record: {j}");
+    assert_eq!(j["drain"]["records"], records, "{j}");
+    assert_eq!(j["daemon"]["exit_code"], 0, "{j}");
+    // Other load shapes are refused with a reason.
+    let out = echopost(&["bench", "--front-door", "--batch", "10"], None).expect_code(2);
+    assert!(out.stderr.contains("--batch 1"), "{}", out.stderr);
+}
+
 #[tokio::test]
 async fn bench_against_a_running_daemon_skips_the_drain_without_an_upstream() {
     let area = Area::new();

@@ -132,6 +132,10 @@ impl SpawnedDaemon {
             .arg(max_record.to_string())
             .arg("--log-level")
             .arg("warn");
+        if args.front_door {
+            cmd.arg("--accept-grpc")
+                .arg(super::wire::FRONT_DOOR_SERVICE);
+        }
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("ECHOPOST_") {
                 cmd.env_remove(k);

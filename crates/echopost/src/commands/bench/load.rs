@@ -76,6 +76,8 @@ struct ProducerConfig {
     record_bytes: usize,
     window: usize,
     total_bytes: Option<u64>,
+    /// Unary calls to an application method through the front door instead of `Append`.
+    front_door: bool,
 }
 
 /// One batch of records with pseudo-random payloads (incompressible, different per
@@ -124,8 +126,13 @@ async fn producer(
     given: Option<WireConn>,
     mut hist: Histogram<u64>,
 ) -> ProducerResult {
+    let records = template(id, &cfg);
+    let front_door_message = records
+        .first()
+        .map(|r| bytes::Bytes::from(r.payload.clone()))
+        .unwrap_or_default();
     let batch = PreEncoded::new(&AppendRequest {
-        records: template(id, &cfg),
+        records,
         ..AppendRequest::default()
     });
     let batch_payload = (cfg.batch * cfg.record_bytes) as u64;
@@ -146,7 +153,25 @@ async fn producer(
             };
         }
     };
-    let error = if cfg.window <= 1 {
+    let error = if cfg.front_door {
+        let mut conn = conn;
+        let mut error = None;
+        while shared.claim(batch_payload, cfg.total_bytes) {
+            let t0 = Instant::now();
+            match conn.front_door_call(front_door_message.clone()).await {
+                Ok(()) => {
+                    hist.saturating_record(t0.elapsed().as_nanos() as u64);
+                    shared.acked(1, batch_payload);
+                }
+                Err(e) => {
+                    error = Some(format!("producer {id}: front-door call failed: {e}"));
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        error
+    } else if cfg.window <= 1 {
         let mut conn = conn;
         let mut error = None;
         while shared.claim(batch_payload, cfg.total_bytes) {
@@ -276,6 +301,7 @@ pub async fn ingest(
         record_bytes: usize::try_from(args.record_bytes).unwrap_or(usize::MAX),
         window: args.window as usize,
         total_bytes: args.total_bytes,
+        front_door: args.front_door,
     };
     let duration = args.duration.or(args
         .total_bytes
@@ -401,6 +427,7 @@ mod tests {
             record_bytes: 256,
             window: 1,
             total_bytes: None,
+            front_door: false,
         };
         let a = template(0, &cfg);
         let b = template(1, &cfg);

@@ -107,6 +107,13 @@ pub fn run(args: &BenchArgs) -> CommandResult {
             fmt_bytes(MAX_APPEND_BYTES)
         )));
     }
+    if args.front_door
+        && (args.batch != 1 || args.window != 1 || args.sink != crate::cli::BenchSinkArg::Deliver)
+    {
+        return Err(CommandError::usage(
+            "--front-door makes one unary call per record, one at a time per producer (use --producers for concurrency), replayed to the deliver sink: use it with --batch 1, --window 1 and --sink deliver",
+        ));
+    }
     if args.duration.is_some_and(|d| d.is_zero()) || args.total_bytes == Some(0) {
         return Err(CommandError::usage(
             "--duration and --total-bytes must be above zero",
@@ -207,6 +214,7 @@ async fn measure(
         batch_records: args.batch,
         record_bytes: args.record_bytes,
         window: args.window,
+        front_door: args.front_door,
         duration_seconds: args
             .duration
             .or(args.total_bytes.is_none().then_some(DEFAULT_DURATION))

@@ -23,6 +23,9 @@ pub struct LoadSettings {
     pub batch_records: u32,
     pub record_bytes: u64,
     pub window: u32,
+    /// Unary calls to an application method through the front door (`--front-door`)
+    /// instead of `Append`.
+    pub front_door: bool,
     pub duration_seconds: Option<f64>,
     pub total_bytes: Option<u64>,
 }
@@ -192,7 +195,9 @@ pub fn human(r: &BenchReport) -> String {
         },
         fmt_count(u64::from(l.batch_records)),
         l.record_bytes,
-        if l.window <= 1 {
+        if l.front_door {
+            "one call in flight each (unary /bench.v1.Bench/Send through the front door, --accept-grpc)".to_owned()
+        } else if l.window <= 1 {
             "one append in flight each (unary Append)".to_owned()
         } else {
             format!("{} appends in flight each (AppendStream)", l.window)

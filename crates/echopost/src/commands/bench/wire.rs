@@ -41,6 +41,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// most: far above any durable append, short enough that a stuck daemon ends the run.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const APPEND_STREAM: &str = "/echopost.v1.EchoPost/AppendStream";
+/// The application service `--front-door` calls (the daemon captures it with
+/// `--accept-grpc`), and its method.
+pub const FRONT_DOOR_SERVICE: &str = "bench.v1.Bench";
+const FRONT_DOOR_METHOD: &str = "/bench.v1.Bench/Send";
 
 /// An `AppendRequest` already in protobuf form; encoding it copies the bytes.
 #[derive(Debug, Clone, Default)]
@@ -124,6 +128,24 @@ impl WireConn {
                 )
                 .await
                 .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// One unary call to [`FRONT_DOOR_METHOD`] carrying `message` as its request, as an
+    /// application's own client sends it; returns when the daemon answered (the record is
+    /// durable).
+    pub async fn front_door_call(&mut self, message: Bytes) -> Result<(), Status> {
+        within_call_timeout(async {
+            self.ready().await?;
+            self.grpc
+                .unary(
+                    Request::new(message),
+                    PathAndQuery::from_static(FRONT_DOOR_METHOD),
+                    crate::replay::RawCodec,
+                )
+                .await
+                .map(|_| ())
         })
         .await
     }
