@@ -37,6 +37,9 @@ pub struct VerifyReport {
     pub torn_tail: Option<TornTail>,
     /// An interrupted segment roll that the next open will complete (not corruption).
     pub unfinished_roll: bool,
+    /// The cursor is missing or unreadable; the next open resumes as this says (not
+    /// corruption: issue 13).
+    pub cursor_reset: Option<Box<crate::recovery::CursorReset>>,
 }
 
 /// Checks the whole log in `dir` offline: the rules recovery applies ([`crate::analyze`]),
@@ -68,6 +71,7 @@ pub fn verify_with_fs(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<
         acked: layout.acked,
         torn_tail: layout.torn_tail.clone(),
         unfinished_roll: layout.unfinished_seal_at.is_some(),
+        cursor_reset: layout.cursor_reset.clone().map(Box::new),
     };
     let n = layout.segments.len();
     for (i, seg) in layout.segments.iter().enumerate() {

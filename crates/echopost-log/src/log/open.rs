@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use crate::cursor::{self, CURSOR_TMP_FILE};
+use crate::cursor::{CURSOR_TMP_FILE, CursorFile};
 use crate::error::{Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN};
 use crate::fs::{FileSystem, OpenMode, RealFs};
@@ -82,9 +82,10 @@ impl Log {
             fs.remove_file(&tmp)
                 .map_err(|e| Error::io("remove", &tmp, e))?;
         }
-        if !layout.cursor_exists {
-            cursor::write_cursor(&*fs, &dir, layout.acked)?;
-        }
+        // Reported in `recovery_report().cursor_reset`; the caller says it in its own words
+        // (the daemon adds what it means for the main server).
+        report.cursor_reset = layout.cursor_reset.clone().map(Box::new);
+        let cursor = CursorFile::open(&*fs, &dir, &layout.cursor_found, layout.acked)?;
 
         let mut sealed: VecDeque<SealedSegment> = VecDeque::new();
         let active = match layout.segments.split_last() {
@@ -186,7 +187,7 @@ impl Log {
             segment_bytes,
             state: Mutex::new(state),
             changed: Condvar::new(),
-            ack_lock: Mutex::new(()),
+            ack_lock: Mutex::new(cursor),
             stop: AtomicBool::new(false),
             _lock: lock,
         });

@@ -6,6 +6,8 @@
 //!   writes, kill), checked against a model of what the API acknowledged.
 //! * `io_faults`: every file operation of a workload failed in turn (EIO, ENOSPC).
 //! * `corruption`: files damaged at random; recovery is exact or names the damage.
+//! * `cursor_recovery`: an unreadable or old-format cursor, a full disk drained with zero
+//!   free bytes, and a crash at every step of that drain.
 //! * `never_panic`: property tests over arbitrary directory contents.
 //!
 //! Run one suite by its module path: `cargo test -p echopost-log -- crash_simulation::`.
@@ -17,6 +19,7 @@ mod support;
 
 mod corruption;
 mod crash_simulation;
+mod cursor_recovery;
 mod io_faults;
 mod log;
 mod never_panic;

@@ -47,6 +47,9 @@ pub struct LogSummary {
     pub backlog_records: u64,
     pub torn_tail: Option<TornTailJson>,
     pub unfinished_roll: bool,
+    /// The cursor is missing or unreadable (not damage: the next start resumes from the
+    /// oldest segment and delivers these records, some again); issue 13.
+    pub cursor_reset: Option<String>,
 }
 
 impl From<&VerifyReport> for LogSummary {
@@ -68,6 +71,7 @@ impl From<&VerifyReport> for LogSummary {
                 reason: t.reason.to_string(),
             }),
             unfinished_roll: r.unfinished_roll,
+            cursor_reset: r.cursor_reset.as_ref().map(|c| c.to_string()),
         }
     }
 }
@@ -229,6 +233,11 @@ fn notes(r: &VerifyReport) -> String {
     }
     if r.unfinished_roll {
         out.push_str("  note       a segment switch was interrupted by a crash; the next start completes it.\n");
+    }
+    if let Some(c) = &r.cursor_reset {
+        out.push_str(&format!(
+            "  note       {c}. Not damage: the cursor only says what may be skipped; the next start rewrites it.\n"
+        ));
     }
     out
 }

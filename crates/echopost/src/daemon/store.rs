@@ -84,11 +84,20 @@ pub(super) async fn open_log(config: &Config) -> Result<Arc<Log>, DaemonError> {
         completed_roll = r.completed_roll,
         recreated_segment_header = r.recreated_segment_header,
         removed_acked_segments = r.removed_acked_segments,
+        cursor_reset = r.cursor_reset.is_some(),
         duration_ms = r.duration.as_millis() as u64,
         "log recovered"
     );
     // A torn tail's details (file, byte range, dropped sequences) are logged by the engine
     // itself, into the same session log.
+    if let Some(reset) = &r.cursor_reset {
+        // Not corruption (issue 13): the cursor only says what may be skipped.
+        tracing::warn!(
+            redelivered_first = reset.redelivered.map(|(a, _)| a),
+            redelivered_last = reset.redelivered.map(|(_, b)| b),
+            "{reset}; the main server may receive these records again (at-least-once)"
+        );
+    }
     Ok(Arc::new(log))
 }
 

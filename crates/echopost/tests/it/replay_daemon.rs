@@ -179,6 +179,65 @@ async fn daemon_killed_mid_replay_then_restarted_delivers_everything_in_order() 
     server.stop().await;
 }
 
+/// Issue 13: a missing or unreadable cursor is not corruption. The daemon starts from the
+/// oldest segment on disk, warns with the records it will deliver again, and delivers
+/// them all in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_with_an_unreadable_cursor_redelivers_from_the_oldest_segment() {
+    for how in ["missing", "empty", "bad checksum"] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("dir");
+        let n = 6000;
+        let opts = LogOptions {
+            segment_bytes: 64 << 10,
+            ..LogOptions::default()
+        };
+        prefill(&dir, n, opts.clone());
+        let acked = 2950;
+        open_log_with(&dir, opts).ack(acked).unwrap();
+        let first_on_disk = first_seq(&segments(&dir)[0]);
+        assert!(
+            first_on_disk > 1 && first_on_disk <= acked,
+            "a delivered part is still on disk: {first_on_disk}"
+        );
+        let cursor = dir.join("cursor");
+        match how {
+            "missing" => std::fs::remove_file(&cursor).unwrap(),
+            "empty" => std::fs::write(&cursor, b"").unwrap(),
+            _ => {
+                let mut b = std::fs::read(&cursor).unwrap();
+                for at in [18, 512 + 18] {
+                    b[at] ^= 0x40;
+                }
+                std::fs::write(&cursor, b).unwrap();
+            }
+        }
+        let state = Arc::new(GrpcState::default());
+        let server = GrpcServer::start(Arc::clone(&state), None, None).await;
+        let mut d = run_daemon(root.path(), &dir, &server.url(), &[], "run");
+        let status = wait_exit(&mut d, WAIT).await;
+        let logs = all_logs(root.path(), &dir);
+        assert_eq!(status.code(), Some(0), "{how}: {logs}");
+        assert_eq!(
+            state.delivered_seqs(),
+            (first_on_disk..=n).collect::<Vec<_>>(),
+            "{how}: everything from the oldest segment, in order"
+        );
+        let said = format!("records {first_on_disk}..={n}");
+        assert!(
+            logs.contains("acknowledgement cursor") && logs.contains(&said),
+            "{how}: the warning names what is delivered again ({said}): {logs}"
+        );
+        assert_eq!(open_log(&dir).stats().acked, n, "{how}");
+        println!(
+            "cursor {how}: {} records delivered from the oldest segment ({} of them delivered before)",
+            n - first_on_disk + 1,
+            acked + 1 - first_on_disk
+        );
+        server.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_exits_4_on_corruption_in_the_middle_of_the_backlog() {
     let root = tempfile::tempdir().unwrap();
