@@ -19,11 +19,19 @@
 //! counter is needed. A new file holds the same value in both slots, so every slot of a
 //! current-format file is valid unless a crash tore its update or the file was damaged.
 //!
+//! # A reserve for the one step that needs a block
+//! Deleting a fully delivered *active* segment needs its successor created first (a new
+//! file, a block). When the whole backlog fits one segment, a full disk could never give
+//! it back. So the cursor file is created [`CURSOR_RESERVE_LEN`] long, its tail written
+//! (allocated); when that roll hits `ENOSPC`, the tail is truncated away
+//! ([`CursorFile::release_reserve`]), which frees enough for the roll, and the next open
+//! writes it again when there is room.
+//!
 //! ```text
-//! file (CURSOR_FILE_LEN = 1024 bytes)
+//! file (at least CURSOR_FILE_LEN = 1024 bytes; created CURSOR_RESERVE_LEN = 64 KiB)
 //!   0    slot 0 (32 bytes)
 //!   512  slot 1 (32 bytes)
-//!   everything else zero
+//!   everything else zero (from 1024 on: the reserve)
 //!
 //! slot
 //! offset size field
@@ -58,8 +66,10 @@ pub const CURSOR_FILE: &str = "cursor";
 pub const CURSOR_TMP_FILE: &str = "cursor.tmp";
 /// Length of one slot, and of a whole cursor file in the earlier, single-slot format.
 pub const CURSOR_SLOT_LEN: usize = 32;
-/// Length of a cursor file in the current format.
+/// Least length of a cursor file in the current format (the slots).
 pub const CURSOR_FILE_LEN: u64 = 1024;
+/// Length a cursor file is created with: the slots plus the reserve.
+pub const CURSOR_RESERVE_LEN: u64 = 64 << 10;
 /// Byte offsets of the two slots (separate 512-byte sectors).
 pub const CURSOR_SLOT_OFFSETS: [u64; 2] = [0, 512];
 const CURSOR_MAGIC: [u8; 8] = *b"ECHOPCUR";
@@ -147,7 +157,7 @@ pub fn inspect_cursor(fs: &dyn FileSystem, dir: &Path) -> Result<CursorRead> {
     };
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     let legacy = len == CURSOR_SLOT_LEN as u64;
-    if !legacy && len != CURSOR_FILE_LEN {
+    if !legacy && !(CURSOR_FILE_LEN..=CURSOR_RESERVE_LEN).contains(&len) {
         return Ok(CursorRead::Unreadable(DamagedSlot {
             offset: 0,
             kind: CorruptionKind::Truncated {
@@ -225,14 +235,14 @@ pub fn write_cursor(fs: &dyn FileSystem, dir: &Path, acked: u64) -> Result<()> {
 
 fn create_cursor(fs: &dyn FileSystem, dir: &Path, acked: u64) -> Result<Arc<dyn FileHandle>> {
     let path = cursor_path(dir);
-    let mut content = vec![0u8; CURSOR_FILE_LEN as usize];
+    let mut content = vec![0u8; CURSOR_RESERVE_LEN as usize];
     for at in CURSOR_SLOT_OFFSETS {
         let at = at as usize;
         content[at..at + CURSOR_SLOT_LEN].copy_from_slice(&encode_slot(acked));
     }
     match fs.open(&path, OpenMode::ReadWrite) {
         Ok(file) => {
-            file.set_len(CURSOR_FILE_LEN)
+            file.set_len(CURSOR_RESERVE_LEN)
                 .and_then(|()| file.write_all_at(&content, 0))
                 .and_then(|()| file.sync_data())
                 .map_err(|e| Error::io("rewrite", &path, e))?;
@@ -321,6 +331,7 @@ impl CursorFile {
                     cursor.update(acked)?;
                     tracing::info!(file = %cursor.path.display(), "migrated the cursor to the in-place format");
                 }
+                cursor.restore_reserve();
                 Ok(cursor)
             }
             _ => {
@@ -331,6 +342,35 @@ impl CursorFile {
                     slot: 0,
                 })
             }
+        }
+    }
+
+    /// Frees the reserve (see the module documentation) by truncating the file to its
+    /// slots. True if there was a reserve to free and the truncation worked.
+    pub(crate) fn release_reserve(&mut self) -> bool {
+        match self.file.len() {
+            Ok(len) if len > CURSOR_FILE_LEN => self.file.set_len(CURSOR_FILE_LEN).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Writes the reserve again if it is missing (released, or a migrated file), when
+    /// there is room. Best effort: without it only the `ENOSPC` case of reclaiming a
+    /// fully delivered active segment is lost, so a failure is logged, and whatever
+    /// length it leaves (at least the slots) still reads back.
+    fn restore_reserve(&mut self) {
+        let len = match self.file.len() {
+            Ok(len) if len < CURSOR_RESERVE_LEN => len,
+            _ => return,
+        };
+        let zeros = vec![0u8; (CURSOR_RESERVE_LEN - len) as usize];
+        if let Err(e) = self
+            .file
+            .write_all_at(&zeros, len)
+            .and_then(|()| self.file.sync_data())
+        {
+            let _ = self.file.set_len(len);
+            tracing::warn!(file = %self.path.display(), error = %e, "could not write the cursor's disk-space reserve; a full disk may then keep one delivered segment");
         }
     }
 
@@ -426,7 +466,7 @@ mod tests {
             }
             assert_eq!(
                 fs.read_file(&cursor_path(dir())).unwrap().len() as u64,
-                CURSOR_FILE_LEN
+                CURSOR_RESERVE_LEN
             );
         }
     }

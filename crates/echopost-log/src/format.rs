@@ -13,8 +13,9 @@
 //! bytes by the engine would report.
 
 pub use crate::cursor::{
-    CURSOR_FILE, CURSOR_FILE_LEN, CURSOR_SLOT_LEN, CURSOR_SLOT_OFFSETS, CURSOR_TMP_FILE,
-    cursor_path, encode_slot as encode_cursor_slot, read_cursor, write_cursor, write_legacy_cursor,
+    CURSOR_FILE, CURSOR_FILE_LEN, CURSOR_RESERVE_LEN, CURSOR_SLOT_LEN, CURSOR_SLOT_OFFSETS,
+    CURSOR_TMP_FILE, cursor_path, encode_slot as encode_cursor_slot, read_cursor, write_cursor,
+    write_legacy_cursor,
 };
 pub use crate::frame::{
     DecodedBody, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, FrameKind,

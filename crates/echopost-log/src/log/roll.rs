@@ -47,7 +47,10 @@ impl Inner {
         let file = match create_segment(&*self.fs, &self.dir, new_first) {
             Ok(f) => f,
             Err(e) => {
-                if undo_on_no_space && e.is_no_space() && self.discard_successor(&new_path) {
+                // Remove what was created of it: left empty or torn, the next open would
+                // have to write its header again, which a full disk cannot do.
+                let discarded = self.discard_successor(&new_path);
+                if undo_on_no_space && e.is_no_space() && discarded {
                     return Err(e);
                 }
                 self.poison(

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::support::common::*;
-use echopost_log::format::{self, CURSOR_FILE_LEN};
+use echopost_log::format::{self, CURSOR_RESERVE_LEN};
 use echopost_log::sim::{Fault, FaultError, SimFs};
 use echopost_log::{Log, LogOptions, verify, verify_with_fs};
 
@@ -124,7 +124,7 @@ fn a_cursor_in_the_earlier_single_slot_format_is_read_and_migrated_in_place() {
     assert_eq!(log.stats().acked, 40);
     assert_eq!(
         fs.read_file(&path).expect("cursor").len() as u64,
-        CURSOR_FILE_LEN
+        CURSOR_RESERVE_LEN
     );
     log.ack(60).expect("ack");
     drop(log);
@@ -198,6 +198,59 @@ fn a_full_disk_is_drained_with_zero_free_bytes() {
          and acknowledged in {acks} acks with zero free bytes, {freed} bytes freed",
         records.len(),
         got.len()
+    );
+}
+
+/// The whole backlog in the one, active segment: giving it back needs a new segment file,
+/// for which the cursor's reserve is released; the next open writes the reserve again.
+#[test]
+fn a_full_disk_whose_backlog_is_one_segment_is_given_back_through_the_reserve() {
+    let capacity = 256 << 10;
+    let fs = SimFs::new(6);
+    fs.set_capacity(Some(capacity));
+    let opts = LogOptions {
+        segment_bytes: 4 << 20,
+        ..LogOptions::default()
+    };
+    let log = open_sim(&fs, opts.clone()).expect("open");
+    let mut n = 0;
+    while log.append(&[rec(n, 900)]).is_ok() {
+        n += 1;
+    }
+    drop(log);
+    let segments = fs
+        .files()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .count();
+    assert_eq!(segments, 1, "the backlog is one segment");
+    let used = fs.used_bytes();
+    let log = open_sim(&fs, opts.clone()).expect("open on the full disk");
+    let got = read_all(&log, 0, 100).expect("read");
+    assert_eq!(got.len() as u64, n);
+    log.ack(n).expect("ack");
+    assert!(
+        log.reclaim_delivered().expect("reclaim"),
+        "the drained active segment is given back"
+    );
+    let freed = used - fs.used_bytes();
+    assert!(
+        freed > capacity / 2,
+        "the delivered active segment was given back: {freed} bytes freed"
+    );
+    let cursor = format::cursor_path(&sim_dir());
+    assert!(fs.read_file(&cursor).expect("cursor").len() as u64 <= 1024);
+    drop(log);
+    let log = open_sim(&fs, opts).expect("reopen");
+    assert_eq!(log.stats().acked, n);
+    assert_eq!(
+        fs.read_file(&cursor).expect("cursor").len() as u64,
+        CURSOR_RESERVE_LEN,
+        "the reserve is back"
+    );
+    assert!(log.append(&[b"again".to_vec()]).is_ok());
+    println!(
+        "one-segment full disk: {n} records delivered, {freed} bytes freed through the reserve"
     );
 }
 

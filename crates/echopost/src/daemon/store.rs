@@ -121,7 +121,22 @@ pub(super) async fn close_log(mut log: Arc<Log>) -> Option<echopost_log::Error> 
     let deadline = Instant::now() + CLOSE_WAIT;
     let res = loop {
         match Arc::try_unwrap(log) {
-            Ok(l) => break tokio::task::spawn_blocking(move || l.close()).await,
+            Ok(l) => {
+                break tokio::task::spawn_blocking(move || {
+                    // A drained log leaves no delivered data behind, even the active
+                    // segment: on a full disk that is what lets the next start store
+                    // again (issue 13).
+                    if l.stats().backlog_records == 0 && l.stats().poisoned.is_none() {
+                        match l.reclaim_delivered() {
+                            Ok(true) => tracing::info!("gave back the delivered active segment"),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "could not give back the delivered active segment"),
+                        }
+                    }
+                    l.close()
+                })
+                .await;
+            }
             Err(shared) if Instant::now() >= deadline => {
                 tracing::warn!(
                     "the log is still in use by a finishing task; syncing without closing"
