@@ -41,8 +41,9 @@
 //! start that is not followed by a successful append doubles the least time before the
 //! helper's next start ([`RESPAWN_PACE`], then 400 ms, 800 ms, … up to
 //! [`MAX_RESPAWN_BACKOFF`]); a successful append resets it. When the next start would
-//! come after the start timeout, the helper returns the daemon's error (or
-//! [`ClientError::StartBackoff`]) to the application at once (issue 13).
+//! come after the start timeout, or after two starts that stored nothing, the helper
+//! returns the daemon's error (or [`ClientError::StartBackoff`]) to the application at
+//! once instead of waiting (issue 13).
 //!
 //! # Why it may start the daemon more than once
 //! The daemon holding the lock when ours exited with code 3 is not necessarily one that is
@@ -321,7 +322,9 @@ impl Fallback {
             if ours.is_none() && !lock_held {
                 let (next, starts) = self.with_pacer(|p| (p.next_allowed(), p.unproductive));
                 match next {
-                    Some(t) if t >= deadline => {
+                    // After two starts that stored nothing, or when the next start would
+                    // come too late, the application gets the error now.
+                    Some(t) if t >= deadline || (t > Instant::now() && starts >= 2) => {
                         return Err(ClientError::StartBackoff {
                             dir: s.dir.clone(),
                             starts,

@@ -25,6 +25,7 @@ mod client_fallback;
 mod daemon_bad_input;
 mod daemon_ingest;
 mod daemon_lifecycle;
+mod full_disk;
 mod other_uid;
 mod python_example;
 mod real_clients;
