@@ -233,6 +233,12 @@ pub fn write_cursor(fs: &dyn FileSystem, dir: &Path, acked: u64) -> Result<()> {
     create_cursor(fs, dir, acked).map(|_| ())
 }
 
+/// [`write_cursor`] for the engine's own use (salvage moving the cursor): the same
+/// crash-safe create-or-rewrite.
+pub(crate) fn write_cursor_in_place(fs: &dyn FileSystem, dir: &Path, acked: u64) -> Result<()> {
+    create_cursor(fs, dir, acked).map(|_| ())
+}
+
 fn create_cursor(fs: &dyn FileSystem, dir: &Path, acked: u64) -> Result<Arc<dyn FileHandle>> {
     let path = cursor_path(dir);
     let mut content = vec![0u8; CURSOR_RESERVE_LEN as usize];

@@ -19,8 +19,8 @@ pub use crate::cursor::{
 };
 pub use crate::frame::{
     DecodedBody, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, FrameKind,
-    MAX_BODY_LEN, MAX_SEQ, PreparedFrame, check_crc, decode_body, decode_header, encode_seal,
-    parse_frame, split_records,
+    MAX_BODY_LEN, MAX_SEQ, PreparedFrame, check_crc, decode_body, decode_header, encode_gap,
+    encode_seal, parse_frame, split_records,
 };
 pub use crate::segment::{
     SEGMENT_HEADER_LEN, encode_segment_header, parse_segment_name, segment_name,

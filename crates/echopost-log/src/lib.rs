@@ -83,6 +83,7 @@ mod group;
 mod log;
 mod reader;
 mod recovery;
+mod salvage;
 mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
@@ -96,10 +97,13 @@ pub use log::{
 };
 pub use reader::{Reader, StoredRecord};
 pub use recovery::{CursorReset, Layout, SegmentOnDisk, TornTail, analyze};
+pub use salvage::{SalvageReport, salvage};
 pub use verify::{VerifyReport, verify};
 
 // The file-system seam: only the simulation plugs into it.
 #[cfg(feature = "sim")]
 pub use fs::{FileHandle, FileSystem, LockGuard, OpenMode, RealFs};
+#[cfg(feature = "sim")]
+pub use salvage::salvage_with_fs;
 #[cfg(feature = "sim")]
 pub use verify::verify_with_fs;

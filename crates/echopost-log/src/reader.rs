@@ -50,6 +50,8 @@ pub struct Reader {
     next: u64,
     seg: Option<OpenSegment>,
     frame: Option<CurrentFrame>,
+    /// Lost ranges (`first..=last`) passed since the last [`Reader::take_gaps`].
+    gaps: Vec<(u64, u64)>,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -66,7 +68,15 @@ impl Reader {
             next: from_seq.max(1),
             seg: None,
             frame: None,
+            gaps: Vec::new(),
         }
+    }
+
+    /// The ranges of sequences (`first..=last`, in order) that `salvage` recorded as lost
+    /// and this reader skipped since the last call: the records returned after one
+    /// continue past it. Empty for a log that was never salvaged.
+    pub fn take_gaps(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.gaps)
     }
 
     /// Sequence of the next record this reader returns.
@@ -235,6 +245,16 @@ impl Reader {
                                 ));
                             }
                             self.seg = None;
+                        }
+                        FrameKind::Gap => {
+                            // Sequences salvage recorded as lost: nothing to hand out,
+                            // and the next record due is after them.
+                            seg.expect = header.end_seq();
+                            if header.end_seq() > self.next {
+                                self.gaps
+                                    .push((self.next.max(header.first_seq), header.end_seq() - 1));
+                                self.next = header.end_seq();
+                            }
                         }
                         FrameKind::Batch => {
                             seg.expect = header.end_seq();

@@ -248,6 +248,8 @@ pub struct SegmentScan {
     pub frames: u64,
     pub records: u64,
     pub payload_bytes: u64,
+    /// Sequences recorded as lost by `salvage` (gap frames), `first..=last` each.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 /// Scans a whole segment, checking every frame's CRC and sequence continuity. With
@@ -290,6 +292,10 @@ pub fn scan_segment(
                 }
                 match header.kind {
                     FrameKind::Seal => out.sealed = Some(header.first_seq),
+                    FrameKind::Gap => {
+                        out.next_seq = header.end_seq();
+                        out.gaps.push((header.first_seq, header.end_seq() - 1));
+                    }
                     FrameKind::Batch => {
                         if decode {
                             let d = frame::decode_body(&header, &scanner.bytes()[body])

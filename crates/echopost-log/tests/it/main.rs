@@ -23,3 +23,4 @@ mod cursor_recovery;
 mod io_faults;
 mod log;
 mod never_panic;
+mod salvage;

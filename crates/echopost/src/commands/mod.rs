@@ -48,6 +48,7 @@
 pub mod bench;
 pub mod dead_letters;
 pub mod inspect;
+pub mod salvage;
 pub mod send;
 pub mod status;
 pub mod verify;
