@@ -337,7 +337,7 @@ impl CursorFile {
                     cursor.update(acked)?;
                     tracing::info!(file = %cursor.path.display(), "migrated the cursor to the in-place format");
                 }
-                cursor.restore_reserve();
+                cursor.restore_reserve()?;
                 Ok(cursor)
             }
             _ => {
@@ -361,22 +361,33 @@ impl CursorFile {
     }
 
     /// Writes the reserve again if it is missing (released, or a migrated file), when
-    /// there is room. Best effort: without it only the `ENOSPC` case of reclaiming a
-    /// fully delivered active segment is lost, so a failure is logged, and whatever
-    /// length it leaves (at least the slots) still reads back.
-    fn restore_reserve(&mut self) {
-        let len = match self.file.len() {
-            Ok(len) if len < CURSOR_RESERVE_LEN => len,
-            _ => return,
-        };
+    /// there is room. Lack of space is not an error (without the reserve only the
+    /// `ENOSPC` case of reclaiming a fully delivered active segment is lost; it is
+    /// logged, and whatever length the file keeps, at least the slots, reads back).
+    ///
+    /// # Errors
+    /// [`Error::Io`] for any other failure (the cursor file's device is failing).
+    fn restore_reserve(&mut self) -> Result<()> {
+        let len = self
+            .file
+            .len()
+            .map_err(|e| Error::io("stat", &self.path, e))?;
+        if len >= CURSOR_RESERVE_LEN {
+            return Ok(());
+        }
         let zeros = vec![0u8; (CURSOR_RESERVE_LEN - len) as usize];
-        if let Err(e) = self
+        match self
             .file
             .write_all_at(&zeros, len)
             .and_then(|()| self.file.sync_data())
         {
-            let _ = self.file.set_len(len);
-            tracing::warn!(file = %self.path.display(), error = %e, "could not write the cursor's disk-space reserve; a full disk may then keep one delivered segment");
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(28) => {
+                let _ = self.file.set_len(len);
+                tracing::warn!(file = %self.path.display(), "no room to write the cursor's disk-space reserve; a full disk may then keep one delivered segment");
+                Ok(())
+            }
+            Err(e) => Err(Error::io("write", &self.path, e)),
         }
     }
 

@@ -600,7 +600,7 @@ fn run_workloads(label: &str, workloads: std::ops::Range<u64>) {
         "io_faults[{label}]: {n_workloads} workloads, {ops_total} operation indexes, {} cases; \
          {} injected errors, {} calls failed, {} poisoned appends refused, {} appends \
          acknowledged, {} records verified byte for byte, {} healthy reopens checked, {} \
-         reclaiming rolls skipped on ENOSPC with the ack durable; {:.1?}",
+         reclaiming rolls that hit ENOSPC with the ack durable (undone, or retried with the cursor reserve); {:.1?}",
         total.cases,
         total.injected_errors,
         total.failed_calls,
