@@ -81,6 +81,24 @@ pub enum ClientError {
         timeout_ms: u128,
     },
 
+    /// The helper started daemons for the directory that did not store the append (they
+    /// exited, or refused it as unavailable), and backs off: the next start would come
+    /// after the start timeout. Handed to the application instead of starting daemons in
+    /// a loop (issue 13).
+    #[error(
+        "{starts} echopost daemon(s) started for {} did not store the append; not starting another for {wait_ms} ms (back-off). Check `echopost status --dir {}` and its session log in {}/logs",
+        dir.display(),
+        dir.display(),
+        dir.display()
+    )]
+    StartBackoff {
+        dir: PathBuf,
+        /// Daemons started since the last append that succeeded.
+        starts: u32,
+        /// How long until the next start is allowed, in milliseconds.
+        wait_ms: u128,
+    },
+
     /// A daemon holds the directory (its lock) but did not answer on the socket within the
     /// fallback helper's start timeout: it is stopped, stuck, or listens on another socket.
     /// No second daemon is started for a directory whose lock is held.

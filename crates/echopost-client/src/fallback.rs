@@ -35,6 +35,16 @@
 //! was not stored) and starts a new one. Retrying in these cases cannot lose or duplicate
 //! data: nothing was acknowledged.
 //!
+//! # Why it never starts daemons in a loop
+//! A daemon that starts but cannot store anything (a full disk: it answers the append
+//! with `RESOURCE_EXHAUSTED` and exits 5) must not be replaced again and again. Each
+//! start that is not followed by a successful append doubles the least time before the
+//! helper's next start ([`RESPAWN_PACE`], then 400 ms, 800 ms, … up to
+//! [`MAX_RESPAWN_BACKOFF`]); a successful append resets it. When the next start would
+//! come after the start timeout, or after two starts that stored nothing, the helper
+//! returns the daemon's error (or [`ClientError::StartBackoff`]) to the application at
+//! once instead of waiting (issue 13).
+//!
 //! # Why it may start the daemon more than once
 //! The daemon holding the lock when ours exited with code 3 is not necessarily one that is
 //! starting: it may be one on its way out (its linger time passed, it closed its socket
@@ -58,8 +68,11 @@ use echopost_proto::v1::Record;
 const EXIT_LOCKED: i32 = 3;
 /// How often the helper looks for a starting daemon.
 const POLL: Duration = Duration::from_millis(25);
-/// Least time between two starts by one helper while it waits for a daemon to answer.
-const RESPAWN_PACE: Duration = Duration::from_millis(200);
+/// Least time between two starts by one helper; doubled by each start that stores
+/// nothing, up to [`MAX_RESPAWN_BACKOFF`].
+pub const RESPAWN_PACE: Duration = Duration::from_millis(200);
+/// The longest back-off between two starts by one helper.
+pub const MAX_RESPAWN_BACKOFF: Duration = Duration::from_secs(30);
 /// Name of the daemon's lock file in its directory (`echopost_log::LOCK_FILE`).
 const LOCK_FILE: &str = "LOCK";
 /// The longest one health check (connect included) may take while the helper looks for
@@ -153,6 +166,29 @@ impl DaemonSettings {
 pub struct Fallback {
     settings: DaemonSettings,
     client: tokio::sync::Mutex<Option<Client>>,
+    pacer: Mutex<StartPacer>,
+}
+
+/// When the helper may start a daemon again (see the module documentation).
+#[derive(Debug, Default)]
+struct StartPacer {
+    last: Option<Instant>,
+    /// Starts since the last append that succeeded.
+    unproductive: u32,
+}
+
+impl StartPacer {
+    /// The least time after the last start before the next one.
+    fn wait(&self) -> Duration {
+        let doublings = self.unproductive.saturating_sub(1).min(16);
+        RESPAWN_PACE
+            .saturating_mul(1 << doublings)
+            .min(MAX_RESPAWN_BACKOFF)
+    }
+
+    fn next_allowed(&self) -> Option<Instant> {
+        self.last.map(|t| t + self.wait())
+    }
 }
 
 /// A daemon this helper started, and where its exit status will appear.
@@ -172,6 +208,7 @@ impl Fallback {
         Fallback {
             settings,
             client: tokio::sync::Mutex::new(None),
+            pacer: Mutex::new(StartPacer::default()),
         }
     }
 
@@ -217,10 +254,16 @@ impl Fallback {
         loop {
             let client = self.ensure_running_until(deadline).await?;
             match client.append(records.clone()).await {
-                Ok(a) => return Ok(a),
+                Ok(a) => {
+                    self.with_pacer(|p| p.unproductive = 0);
+                    return Ok(a);
+                }
                 Err(e) if e.daemon_unavailable() => {
                     *self.client.lock().await = None;
-                    if Instant::now() >= deadline {
+                    let next_start = self.with_pacer(|p| p.next_allowed());
+                    if Instant::now() >= deadline || next_start.is_some_and(|t| t >= deadline) {
+                        // Hand the daemon's error to the application rather than wait
+                        // for (or make) the next start (issue 13).
                         return Err(e);
                     }
                     tokio::time::sleep(POLL).await;
@@ -230,7 +273,16 @@ impl Fallback {
         }
     }
 
+    fn with_pacer<T>(&self, f: impl FnOnce(&mut StartPacer) -> T) -> T {
+        let mut g = self.pacer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
     fn spawn(&self) -> Result<Started, ClientError> {
+        self.with_pacer(|p| {
+            p.last = Some(Instant::now());
+            p.unproductive = p.unproductive.saturating_add(1);
+        });
         let s = &self.settings;
         let child = s.command().spawn().map_err(|e| ClientError::Spawn {
             binary: s.binary.clone(),
@@ -246,7 +298,6 @@ impl Fallback {
     async fn find_or_start(&self, socket: &Path, deadline: Instant) -> Result<Client, ClientError> {
         let s = &self.settings;
         let mut ours: Option<Started> = None;
-        let mut last_start: Option<Instant> = None;
         loop {
             if let Some(c) = self.try_healthy(socket, deadline).await? {
                 return Ok(c);
@@ -268,13 +319,22 @@ impl Fallback {
             // another. A free lock with nothing answering means nobody is starting one
             // (a daemon that exited 3 was racing one on its way out): start one.
             let lock_held = ours.is_none() && lock_is_held(&s.dir);
-            if ours.is_none()
-                && !lock_held
-                && last_start.is_none_or(|t| t.elapsed() >= RESPAWN_PACE)
-                && Instant::now() < deadline
-            {
-                ours = Some(self.spawn()?);
-                last_start = Some(Instant::now());
+            if ours.is_none() && !lock_held {
+                let (next, starts) = self.with_pacer(|p| (p.next_allowed(), p.unproductive));
+                match next {
+                    // After two starts that stored nothing, or when the next start would
+                    // come too late, the application gets the error now.
+                    Some(t) if t >= deadline || (t > Instant::now() && starts >= 2) => {
+                        return Err(ClientError::StartBackoff {
+                            dir: s.dir.clone(),
+                            starts,
+                            wait_ms: t.saturating_duration_since(Instant::now()).as_millis(),
+                        });
+                    }
+                    Some(t) if t > Instant::now() => {}
+                    _ if Instant::now() < deadline => ours = Some(self.spawn()?),
+                    _ => {}
+                }
             }
             let now = Instant::now();
             if now >= deadline {

@@ -244,8 +244,6 @@ pub enum CorruptionKind {
         /// The first sequence the header says.
         header_seq: u64,
     },
-    /// The acknowledgement cursor is missing although the log holds segments.
-    CursorMissing,
     /// The acknowledgement cursor is inconsistent with the segments on disk.
     CursorOutOfRange {
         /// The sequence the cursor says was delivered last.
@@ -309,10 +307,6 @@ impl fmt::Display for CorruptionKind {
             } => write!(
                 f,
                 "file name says first sequence {name_seq} but its header says {header_seq}"
-            ),
-            CorruptionKind::CursorMissing => write!(
-                f,
-                "acknowledgement cursor is missing although segments exist"
             ),
             CorruptionKind::CursorOutOfRange {
                 acked,

@@ -66,6 +66,10 @@ pub enum FrameKind {
     Batch,
     /// The end of a segment; `first_seq` is the first sequence of the next segment.
     Seal,
+    /// `count` sequences from `first_seq` that are lost: written only by
+    /// [`crate::salvage`] in place of damaged data, so that the records after the damage
+    /// keep their sequences and the log stays continuous. No body; readers skip it.
+    Gap,
 }
 
 /// A decoded and validated frame header.
@@ -290,6 +294,19 @@ impl PreparedFrame {
     }
 }
 
+/// A gap frame: `count` sequences from `first_seq` are lost (see [`FrameKind::Gap`]).
+pub fn encode_gap(first_seq: u64, count: u32) -> [u8; FRAME_HEADER_LEN] {
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[0..4].copy_from_slice(&FRAME_MAGIC);
+    h[4] = FORMAT_VERSION;
+    h[5] = 3;
+    h[12..16].copy_from_slice(&count.to_le_bytes());
+    h[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&[]), &h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 /// The seal frame that closes a segment whose successor starts at `next_seq`.
 pub fn encode_seal(next_seq: u64) -> [u8; FRAME_HEADER_LEN] {
     let mut h = [0u8; FRAME_HEADER_LEN];
@@ -332,6 +349,7 @@ pub fn decode_header(h: &[u8]) -> Result<FrameHeader, CorruptionKind> {
     let kind = match h[5] {
         1 => FrameKind::Batch,
         2 => FrameKind::Seal,
+        3 => FrameKind::Gap,
         _ => return Err(CorruptionKind::InvalidHeader("unknown frame kind")),
     };
     if h[6] & !(FLAG_ZSTD | FLAG_META) != 0 || h[7] != 0 {
@@ -353,6 +371,20 @@ pub fn decode_header(h: &[u8]) -> Result<FrameHeader, CorruptionKind> {
         ));
     }
     match kind {
+        FrameKind::Gap => {
+            if header.body_len != 0 || header.raw_len != 0 || header.compressed {
+                return Err(CorruptionKind::InvalidHeader("gap frame with a body"));
+            }
+            if header.count == 0
+                || header.first_seq == 0
+                || header
+                    .first_seq
+                    .checked_add(u64::from(header.count))
+                    .is_none_or(|end| end > MAX_SEQ)
+            {
+                return Err(CorruptionKind::InvalidHeader("sequence out of range"));
+            }
+        }
         FrameKind::Seal => {
             if header.body_len != 0
                 || header.count != 0

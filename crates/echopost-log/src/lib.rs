@@ -23,7 +23,7 @@
 //! ```text
 //! DIR/
 //!   LOCK                          flock'ed by the one process that owns the log
-//!   cursor                        last acknowledged sequence (atomically replaced)
+//!   cursor                        last acknowledged sequence (two slots, updated in place)
 //!   checkpoint                    the caller's state as of a sequence (optional,
 //!                                 atomically replaced; see `src/checkpoint.rs`)
 //!   00000000000000000001.seg      sealed segment: header, frames…, seal(next = 7001)
@@ -45,9 +45,12 @@
 //! sequence continuity, decode, hand out bounded batches. Readers stop at the durable end.
 //!
 //! # Delete path ([`Log::ack`])
-//! Write the cursor (temp file, sync, rename, sync directory), then delete every segment
+//! Write the cursor in place (the slot not holding the current value, then `fdatasync`:
+//! no new block is needed, so a full disk can be drained), then delete every segment
 //! that holds only acknowledged records, then sync the directory. A fully acknowledged
-//! active segment is rolled first so that it, too, can go.
+//! active segment is then rolled so that it, too, can go (skipped on `ENOSPC`).
+//! A missing or unreadable cursor is not corruption: open resumes from the oldest
+//! segment on disk and says so ([`RecoveryReport::cursor_reset`]).
 //!
 //! # Public API
 //! Everything is re-exported here; the modules are private.
@@ -87,6 +90,7 @@ mod group;
 mod log;
 mod reader;
 mod recovery;
+mod salvage;
 mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
@@ -100,11 +104,14 @@ pub use log::{
     Appended, LOCK_FILE, Log, LogOptions, LogStats, PreparedBatch, RecoveryReport, SyncPolicy,
 };
 pub use reader::{Reader, StoredFrame, StoredRecord};
-pub use recovery::{Layout, SegmentOnDisk, TornTail, analyze};
+pub use recovery::{CursorReset, Layout, SegmentOnDisk, TornTail, analyze};
+pub use salvage::{SalvageReport, salvage};
 pub use verify::{VerifyReport, verify};
 
 // The file-system seam: only the simulation plugs into it.
 #[cfg(feature = "sim")]
 pub use fs::{FileHandle, FileSystem, LockGuard, OpenMode, RealFs};
+#[cfg(feature = "sim")]
+pub use salvage::salvage_with_fs;
 #[cfg(feature = "sim")]
 pub use verify::verify_with_fs;

@@ -65,6 +65,8 @@ pub struct Reader {
     /// Also return acknowledged records still on disk (see
     /// [`crate::Log::reader_including_acked`]).
     include_acked: bool,
+    /// Lost ranges (`first..=last`) passed since the last [`Reader::take_gaps`].
+    gaps: Vec<(u64, u64)>,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -82,6 +84,7 @@ impl Reader {
             seg: None,
             frame: None,
             include_acked,
+            gaps: Vec::new(),
         }
     }
 
@@ -114,6 +117,13 @@ impl Reader {
                 return Ok(None);
             }
         }
+    }
+
+    /// The ranges of sequences (`first..=last`, in order) that `salvage` recorded as lost
+    /// and this reader skipped since the last call: the records returned after one
+    /// continue past it. Empty for a log that was never salvaged.
+    pub fn take_gaps(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.gaps)
     }
 
     /// Sequence of the next record this reader returns.
@@ -292,6 +302,16 @@ impl Reader {
                                 ));
                             }
                             self.seg = None;
+                        }
+                        FrameKind::Gap => {
+                            // Sequences salvage recorded as lost: nothing to hand out,
+                            // and the next record due is after them.
+                            seg.expect = header.end_seq();
+                            if header.end_seq() > self.next {
+                                self.gaps
+                                    .push((self.next.max(header.first_seq), header.end_seq() - 1));
+                                self.next = header.end_seq();
+                            }
                         }
                         FrameKind::Batch => {
                             seg.expect = header.end_seq();

@@ -21,12 +21,19 @@
 //!   crash before the seal is durable leaves exactly this, possibly with a torn prefix of
 //!   the seal (never anything else) after the last frame. The seal is written.
 //! * fully acknowledged segments whose deletion had not reached the disk, and a stale
-//!   `cursor.tmp`: removed.
+//!   `cursor.tmp` (left by earlier versions): removed.
+//!
+//! An unreadable acknowledgement cursor (missing, empty, no valid slot; or a damaged slot
+//! whose valid twin is older than the oldest segment) is not corruption either: the
+//! cursor only says what may be skipped, so recovery starts from the oldest segment on
+//! disk and reports what will be delivered again ([`CursorReset`]; issue 13). With a
+//! fully readable cursor, a cursor before the oldest segment still means a segment is
+//! missing, and is corruption.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cursor::{self, CURSOR_TMP_FILE};
+use crate::cursor::{self, CURSOR_TMP_FILE, CursorRead};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN, FrameKind};
 use crate::fs::{FileHandle, FileSystem, OpenMode, RealFs, read_exact_at};
@@ -59,6 +66,62 @@ pub struct TornTail {
     pub reason: CorruptionKind,
 }
 
+/// The acknowledgement cursor was missing or (partly) unreadable, so recovery resumes from
+/// what is certain: the oldest segment on disk, or a still valid older slot of the cursor
+/// when that is within the segments. Already delivered records in `redelivered` will be
+/// delivered again (at-least-once allows it; none is skipped). Issue 13.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorReset {
+    /// The cursor file.
+    pub file: PathBuf,
+    /// Why it was not used as it is: `None` when the file is missing, else where (byte
+    /// offset) and what is wrong.
+    pub damage: Option<(u64, CorruptionKind)>,
+    /// The value of the cursor's remaining valid slot, if any (possibly older than the
+    /// damaged one).
+    pub valid_slot: Option<u64>,
+    /// The acknowledgement recovery resumes after.
+    pub acked: u64,
+    /// Sequences on disk that will be delivered, some of them again: `first..=last`;
+    /// `None` when the segments hold no record after `acked`.
+    pub redelivered: Option<(u64, u64)>,
+}
+
+impl std::fmt::Display for CursorReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.damage {
+            None => write!(
+                f,
+                "the acknowledgement cursor {} is missing",
+                self.file.display()
+            )?,
+            Some((offset, kind)) => write!(
+                f,
+                "the acknowledgement cursor {} is unreadable at byte {offset}: {kind}",
+                self.file.display()
+            )?,
+        }
+        match self.valid_slot {
+            Some(v) if v == self.acked => {
+                write!(f, "; resuming after its other, valid slot ({v})")?
+            }
+            Some(v) => write!(
+                f,
+                "; its other slot ({v}) is older than the oldest segment, so resuming from the oldest segment on disk"
+            )?,
+            None => write!(f, "; resuming from the oldest segment on disk")?,
+        }
+        match self.redelivered {
+            Some((first, last)) => write!(
+                f,
+                ": records {first}..={last} ({} records) will be delivered, those already delivered again",
+                last - first + 1
+            ),
+            None => write!(f, ": no record is waiting"),
+        }
+    }
+}
+
 /// What is in a log directory, as [`analyze`] found it: the segments, where valid data
 /// ends, and the crash leftovers opening the log would repair. Offsets and lengths are in
 /// bytes.
@@ -70,6 +133,10 @@ pub struct Layout {
     pub acked: u64,
     /// Whether the cursor file exists.
     pub cursor_exists: bool,
+    /// The cursor was unreadable: recovery starts from the oldest segment on disk.
+    pub cursor_reset: Option<CursorReset>,
+    /// What the cursor file held (for opening it for in-place updates).
+    pub(crate) cursor_found: CursorRead,
     /// The sequence the next append gets (after the repairs).
     pub next_seq: u64,
     /// End of valid data in the last segment (where the next frame goes); 0 without
@@ -181,6 +248,8 @@ pub struct SegmentScan {
     pub frames: u64,
     pub records: u64,
     pub payload_bytes: u64,
+    /// Sequences recorded as lost by `salvage` (gap frames), `first..=last` each.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 /// Scans a whole segment, checking every frame's CRC and sequence continuity. With
@@ -223,6 +292,10 @@ pub fn scan_segment(
                 }
                 match header.kind {
                     FrameKind::Seal => out.sealed = Some(header.first_seq),
+                    FrameKind::Gap => {
+                        out.next_seq = header.end_seq();
+                        out.gaps.push((header.first_seq, header.end_seq() - 1));
+                    }
                     FrameKind::Batch => {
                         if decode {
                             let d = frame::decode_body(&header, &scanner.bytes()[body])
@@ -298,12 +371,22 @@ pub fn analyze(dir: impl AsRef<Path>) -> Result<Layout> {
 /// [`analyze`] on any file system: what [`crate::Log::open`] and [`crate::verify()`] use.
 pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout> {
     let (segments, stale_cursor_tmp) = list_segments(fs, dir)?;
-    let cursor = cursor::read_cursor(fs, dir)?;
+    let found = cursor::inspect_cursor(fs, dir)?;
     let cursor_path = cursor::cursor_path(dir);
+    let (cursor, damage) = match &found {
+        CursorRead::Absent => (None, None),
+        CursorRead::Valid { acked, damaged, .. } => (
+            Some(*acked),
+            damaged.as_ref().map(|d| (d.offset, d.kind.clone())),
+        ),
+        CursorRead::Unreadable(d) => (None, Some((d.offset, d.kind.clone()))),
+    };
     let mut layout = Layout {
         segments: segments.clone(),
         acked: cursor.unwrap_or(0),
-        cursor_exists: cursor.is_some(),
+        cursor_exists: !matches!(found, CursorRead::Absent),
+        cursor_reset: None,
+        cursor_found: found,
         next_seq: cursor.map_or(1, |a| a + 1),
         active_valid_len: 0,
         torn_tail: None,
@@ -312,15 +395,15 @@ pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout>
         stale_cursor_tmp,
     };
     let Some(last) = segments.last() else {
+        if cursor.is_none()
+            && let Some((offset, kind)) = damage
+        {
+            // Without segments the cursor is the only record of where sequences
+            // continue; guessing 1 could reuse delivered sequences.
+            return Err(Error::corrupt(cursor_path, offset, kind));
+        }
         return Ok(layout);
     };
-    if cursor.is_none() {
-        return Err(Error::corrupt(
-            cursor_path,
-            0,
-            CorruptionKind::CursorMissing,
-        ));
-    }
     let last_is_empty = last.len <= SEGMENT_HEADER_LEN;
     let n = segments.len();
     for (i, seg) in segments.iter().enumerate().take(n - 1) {
@@ -410,6 +493,23 @@ pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout>
     }
 
     let first = segments[0].first_seq;
+    // A missing or unreadable cursor, or a damaged slot: resume from what is certain (the
+    // valid slot if it lies within the segments, else the oldest segment) and say so.
+    if cursor.is_none() || damage.is_some() {
+        if cursor.is_none() || layout.acked + 1 < first {
+            layout.acked = first.saturating_sub(1);
+        }
+        if layout.acked < layout.next_seq {
+            layout.cursor_reset = Some(CursorReset {
+                file: cursor_path,
+                damage,
+                valid_slot: cursor,
+                acked: layout.acked,
+                redelivered: (layout.acked + 1 < layout.next_seq)
+                    .then(|| (layout.acked + 1, layout.next_seq - 1)),
+            });
+        }
+    }
     if layout.acked + 1 < first || layout.acked >= layout.next_seq {
         return Err(Error::corrupt(
             cursor::cursor_path(dir),

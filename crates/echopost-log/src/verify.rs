@@ -37,6 +37,11 @@ pub struct VerifyReport {
     pub torn_tail: Option<TornTail>,
     /// An interrupted segment roll that the next open will complete (not corruption).
     pub unfinished_roll: bool,
+    /// The cursor is missing or unreadable; the next open resumes as this says (not
+    /// corruption: issue 13).
+    pub cursor_reset: Option<Box<crate::recovery::CursorReset>>,
+    /// Sequences recorded as lost by an earlier `salvage` (`first..=last` each).
+    pub lost: Vec<(u64, u64)>,
 }
 
 /// Checks the whole log in `dir` offline: the rules recovery applies ([`crate::analyze`]),
@@ -68,6 +73,8 @@ pub fn verify_with_fs(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<
         acked: layout.acked,
         torn_tail: layout.torn_tail.clone(),
         unfinished_roll: layout.unfinished_seal_at.is_some(),
+        cursor_reset: layout.cursor_reset.clone().map(Box::new),
+        lost: Vec::new(),
     };
     let n = layout.segments.len();
     for (i, seg) in layout.segments.iter().enumerate() {
@@ -99,6 +106,7 @@ pub fn verify_with_fs(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<
         report.frames += scan.frames;
         report.records += scan.records;
         report.payload_bytes += scan.payload_bytes;
+        report.lost.extend(scan.gaps);
     }
     Ok(report)
 }

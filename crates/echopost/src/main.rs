@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => Ok(finish("inspect", commands::inspect::run(&args))),
         Command::Streams(args) => Ok(finish("streams", commands::streams::run(&args))),
         Command::Verify(args) => Ok(finish("verify", commands::verify::run(&args))),
+        Command::Salvage(args) => Ok(finish("salvage", commands::salvage::run(&args))),
         Command::Send(args) => Ok(finish("send", commands::send::run(&args))),
         Command::Bench(args) => Ok(finish("bench", commands::bench::run(&args))),
         Command::DeadLetters(cmd) => Ok(finish("dead-letters", commands::dead_letters::run(&cmd))),

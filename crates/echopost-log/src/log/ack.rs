@@ -1,10 +1,16 @@
 //! Acknowledgements: the durable cursor, then deleting the segments it fully covers
 //! (and giving their bytes back to the quota). The cursor always reaches the disk before
 //! any deletion, so a crash never loses an undelivered record.
+//!
+//! None of it needs free disk space (issue 13): the cursor is overwritten in place
+//! (`cursor.rs`), deleting only frees, and rolling past a fully delivered active segment
+//! (which needs a new file) uses the cursor's reserve on `ENOSPC`, and is skipped if that
+//! is not enough.
 
-use crate::cursor;
+use crate::cursor::CursorFile;
 use crate::error::{Error, Result};
 use crate::segment;
+use crate::segment::SEGMENT_HEADER_LEN;
 
 #[cfg(doc)]
 use super::LogOptions;
@@ -12,7 +18,7 @@ use super::{Inner, Log, SealedSegment};
 
 impl Log {
     /// Records that every sequence up to and including `seq` was delivered: persists the
-    /// cursor atomically, then deletes segments holding only acknowledged records (rolling
+    /// cursor (in place, allocating nothing), then deletes segments holding only acknowledged records (rolling
     /// the active segment first once it is fully acknowledged and at least a quarter of
     /// [`LogOptions::segment_bytes`], clamped to 4 KiB..1 MiB). Acknowledging an already
     /// acknowledged sequence is a no-op.
@@ -21,10 +27,12 @@ impl Log {
     /// * [`Error::AckBeyondDurable`]: `seq` is not durable yet; nothing changes.
     /// * [`Error::Io`]: writing the cursor, rolling or deleting failed. The cursor on disk
     ///   is the old or the new one; segments left behind are deleted by a later `ack` or
-    ///   at the next open. A failed roll poisons the log.
+    ///   at the next open. A failed roll poisons the log, except one that could not
+    ///   create the next segment for lack of space: that roll is undone and skipped
+    ///   (the active segment is reclaimed by a later `ack`), and `ack` succeeds.
     pub fn ack(&self, seq: u64) -> Result<()> {
         let inner = &*self.inner;
-        let _serial = inner.ack_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cursor = inner.ack_lock.lock().unwrap_or_else(|p| p.into_inner());
         {
             let st = inner.lock_state();
             if seq <= st.acked {
@@ -37,18 +45,64 @@ impl Log {
                 });
             }
         }
-        cursor::write_cursor(&*inner.fs, &inner.dir, seq)?;
+        cursor.update(seq)?;
+        inner.lock_state().acked = seq;
+        // Free what can be freed first: the roll below needs room for a new file.
+        inner.delete_acked_segments()?;
+        // The active segment can only be given back by rolling past it. Do that once it
+        // is fully delivered and big enough to be worth a new file.
+        let reclaim_at = (inner.segment_bytes / 4).clamp(4096, 1 << 20);
+        inner.reclaim_active(&mut cursor, reclaim_at)?;
+        Ok(())
+    }
+
+    /// Gives back the active segment if every record in it is delivered, whatever its
+    /// size (what [`Log::ack`] does only for one of at least a quarter segment), so that
+    /// a drained log leaves no delivered data on disk: the daemon calls it before a clean
+    /// exit, which matters on a full disk (issue 13). Uses the cursor's reserve on
+    /// `ENOSPC`. Returns whether a segment was given back.
+    ///
+    /// # Errors
+    /// As [`Log::ack`]'s roll and deletion; a roll that fails for lack of space even
+    /// after the reserve is not an error (false).
+    pub fn reclaim_delivered(&self) -> Result<bool> {
+        let inner = &*self.inner;
+        let mut cursor = inner.ack_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let before = inner.lock_state().disk_bytes;
+        inner.reclaim_active(&mut cursor, SEGMENT_HEADER_LEN + 1)?;
+        Ok(inner.lock_state().disk_bytes < before)
+    }
+}
+
+impl Inner {
+    /// Rolls past the active segment when it is fully delivered and at least `min_len`
+    /// long, then deletes it. On `ENOSPC` the cursor's reserve is released and the roll
+    /// tried once more; if that fails too, the segment stays (logged, not an error).
+    fn reclaim_active(&self, cursor: &mut CursorFile, min_len: u64) -> Result<()> {
         {
-            let mut st = inner.lock_state();
-            st.acked = seq;
-            // The active segment can only be given back by rolling past it. Do that once
-            // it is fully delivered and big enough to be worth a new file.
-            let reclaim_at = (inner.segment_bytes / 4).clamp(4096, 1 << 20);
-            if st.poisoned.is_none() && seq + 1 == st.next_seq && st.active.len >= reclaim_at {
-                inner.roll(&mut st)?;
+            let mut st = self.lock_state();
+            if st.poisoned.is_some() || st.acked + 1 != st.next_seq || st.active.len < min_len {
+                return Ok(());
+            }
+            let mut rolled = self.roll_to_reclaim(&mut st);
+            if matches!(&rolled, Err(e) if e.is_no_space() && st.poisoned.is_none())
+                && cursor.release_reserve()
+            {
+                tracing::warn!(
+                    "the disk is full: released the cursor's reserve to give back the delivered active segment"
+                );
+                rolled = self.roll_to_reclaim(&mut st);
+            }
+            match rolled {
+                Ok(()) => {}
+                Err(e) if e.is_no_space() && st.poisoned.is_none() => {
+                    tracing::warn!(error = %e, "the disk is full: the delivered active segment stays until a later acknowledgement");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             }
         }
-        inner.delete_acked_segments()?;
+        self.delete_acked_segments()?;
         Ok(())
     }
 }

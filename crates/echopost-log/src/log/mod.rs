@@ -122,8 +122,9 @@ pub(crate) struct Inner {
     /// Signalled whenever `durable_next` advances, the writer is poisoned, or the
     /// background syncer should stop.
     changed: Condvar,
-    /// Serialises acknowledgements (cursor writes) without blocking appends.
-    ack_lock: Mutex<()>,
+    /// The cursor, updated in place; its lock serialises acknowledgements without
+    /// blocking appends.
+    ack_lock: Mutex<crate::cursor::CursorFile>,
     stop: AtomicBool,
     _lock: Box<dyn LockGuard>,
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crate::checkpoint;
-use crate::cursor::{self, CURSOR_TMP_FILE};
+use crate::cursor::{CURSOR_TMP_FILE, CursorFile};
 use crate::error::{Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN};
 use crate::fs::{FileSystem, OpenMode, RealFs};
@@ -83,9 +83,10 @@ impl Log {
             fs.remove_file(&tmp)
                 .map_err(|e| Error::io("remove", &tmp, e))?;
         }
-        if !layout.cursor_exists {
-            cursor::write_cursor(&*fs, &dir, layout.acked)?;
-        }
+        // Reported in `recovery_report().cursor_reset`; the caller says it in its own words
+        // (the daemon adds what it means for the main server).
+        report.cursor_reset = layout.cursor_reset.clone().map(Box::new);
+        let cursor = CursorFile::open(&*fs, &dir, &layout.cursor_found, layout.acked)?;
         checkpoint::remove_stale_tmp(&*fs, &dir)?;
         let keep_from = checkpoint::read_checkpoint(&*fs, &dir)?.map(|c| c.seq);
         if let Some(k) = keep_from
@@ -202,7 +203,7 @@ impl Log {
             segment_bytes,
             state: Mutex::new(state),
             changed: Condvar::new(),
-            ack_lock: Mutex::new(()),
+            ack_lock: Mutex::new(cursor),
             stop: AtomicBool::new(false),
             _lock: lock,
         });

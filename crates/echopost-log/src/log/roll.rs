@@ -16,6 +16,18 @@ impl Inner {
     /// Seals the active segment and starts a new one at `next_seq`. Called with the state
     /// locked; rare (once per segment), so holding the lock through its syncs is fine.
     pub(crate) fn roll(&self, st: &mut State) -> Result<()> {
+        self.roll_with(st, false)
+    }
+
+    /// [`Inner::roll`] for reclaiming a fully delivered active segment: if the successor
+    /// cannot be created for lack of space (`ENOSPC`), what was created of it is removed
+    /// and the error returned without poisoning the log (nothing else changed: the old
+    /// segment is still active and unsealed). Any other failure poisons, as in `roll`.
+    pub(crate) fn roll_to_reclaim(&self, st: &mut State) -> Result<()> {
+        self.roll_with(st, true)
+    }
+
+    fn roll_with(&self, st: &mut State, undo_on_no_space: bool) -> Result<()> {
         let old_path = st.active.path.clone();
         // 1. Everything in the old segment becomes durable before a successor exists.
         if let Err(e) = st.active.file.sync_data() {
@@ -35,6 +47,12 @@ impl Inner {
         let file = match create_segment(&*self.fs, &self.dir, new_first) {
             Ok(f) => f,
             Err(e) => {
+                // Remove what was created of it: left empty or torn, the next open would
+                // have to write its header again, which a full disk cannot do.
+                let discarded = self.discard_successor(&new_path);
+                if undo_on_no_space && e.is_no_space() && discarded {
+                    return Err(e);
+                }
                 self.poison(
                     st,
                     format!("could not start segment {}: {e}", new_path.display()),
@@ -67,6 +85,19 @@ impl Inner {
         st.durable_len = SEGMENT_HEADER_LEN;
         st.disk_bytes += FRAME_HEADER_LEN as u64 + SEGMENT_HEADER_LEN;
         Ok(())
+    }
+}
+
+impl Inner {
+    /// Removes a successor segment whose creation failed, durably; false if that failed
+    /// too (left behind next to an active segment that keeps growing, it would read as
+    /// corruption at the next open, so the caller must then poison).
+    fn discard_successor(&self, path: &Path) -> bool {
+        let removed = match self.fs.remove_file(path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        removed && self.fs.sync_dir(&self.dir).is_ok()
     }
 }
 

@@ -30,6 +30,9 @@ pub struct RecoveryReport {
     pub removed_acked_segments: usize,
     /// The directory was new.
     pub created: bool,
+    /// The cursor was unreadable (missing, empty, damaged) and recovery started from the
+    /// oldest segment on disk; says what will be delivered again.
+    pub cursor_reset: Option<Box<crate::recovery::CursorReset>>,
     /// How long opening took (lock, analysis and repairs).
     pub duration: Duration,
 }

@@ -91,6 +91,9 @@ impl FileHandle for SimHandle {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_writable()?;
         let mut st = self.state()?;
+        let end = usize_of(offset).saturating_add(buf.len());
+        let new_len = st.file_mut(self.inode)?.current.len().max(end);
+        st.check_space(self.inode, new_len)?;
         if let Err(e) = st.tick(OpKind::Mutate) {
             // A failing write may still have put a prefix of its bytes in the file.
             let cut = if buf.is_empty() {
@@ -133,6 +136,7 @@ impl FileHandle for SimHandle {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.check_writable()?;
         let mut st = self.state()?;
+        st.check_space(self.inode, usize_of(len))?;
         st.tick(OpKind::Mutate)?;
         let file = st.file_mut(self.inode)?;
         let op = PendingOp::SetLen(len);

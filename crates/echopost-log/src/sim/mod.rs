@@ -11,6 +11,10 @@
 //! * the directory namespace has a durable copy too, updated only by `sync_dir`: a file
 //!   created, renamed or removed without a directory sync is back to its old state after
 //!   a crash;
+//! * a capacity ([`SimFs::set_capacity`]) makes it a device that fills up: a write or
+//!   extension that needs a new block beyond it fails with `ENOSPC` and changes nothing
+//!   (blocks of [`SIM_BLOCK_BYTES`], as ext4 and tmpfs allocate; overwriting allocated
+//!   bytes and removing files need no space);
 //! * [`Fault`]s fail the N-th operation (counted over every call on the file system and
 //!   its handles) with EIO or ENOSPC, once or from then on; a failed write may leave a
 //!   prefix of its bytes behind, as a real short write does.
@@ -43,7 +47,7 @@ pub use fault::{Fault, FaultError};
 use file::{PendingOp, SimFile, apply, write_into};
 pub use rng::SimRng;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SimState {
     generation: u64,
     next_inode: u64,
@@ -55,10 +59,44 @@ struct SimState {
     op_count: u64,
     fault: Option<Fault>,
     faults_hit: u64,
+    capacity: Option<u64>,
     rng: SimRng,
 }
 
+/// Allocation unit of the simulated device, in bytes.
+pub const SIM_BLOCK_BYTES: u64 = 4096;
+
+fn blocks(len: usize) -> u64 {
+    (len as u64).div_ceil(SIM_BLOCK_BYTES)
+}
+
 impl SimState {
+    /// Blocks in use by the files that have a name.
+    fn used_blocks(&self) -> u64 {
+        let live: HashSet<u64> = self.entries.values().copied().collect();
+        live.iter()
+            .filter_map(|i| self.files.get(i))
+            .map(|f| blocks(f.current.len()))
+            .sum()
+    }
+
+    /// Fails with `ENOSPC` if growing file `inode` to `new_len` bytes needs blocks beyond
+    /// the capacity.
+    fn check_space(&self, inode: u64, new_len: usize) -> io::Result<()> {
+        let Some(cap) = self.capacity else {
+            return Ok(());
+        };
+        let old = self
+            .files
+            .get(&inode)
+            .map_or(0, |f| blocks(f.current.len()));
+        let new = blocks(new_len);
+        if new > old && (self.used_blocks() + new - old) * SIM_BLOCK_BYTES > cap {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        Ok(())
+    }
+
     fn file_mut(&mut self, inode: u64) -> io::Result<&mut SimFile> {
         self.files
             .get_mut(&inode)
@@ -94,6 +132,7 @@ impl SimFs {
                 op_count: 0,
                 fault: None,
                 faults_hit: 0,
+                capacity: None,
                 rng: SimRng::new(seed),
             })),
         }
@@ -118,6 +157,32 @@ impl SimFs {
     /// Installs (or with `None`, removes) the fault.
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.lock().fault = fault;
+    }
+
+    /// An independent copy of the whole file system as it is now (durable and unsynced
+    /// content, faults, capacity), without its locks and with its randomness from `seed`:
+    /// a test can run one prepared state many times, each differently torn. Handles
+    /// opened on `self` keep using `self`.
+    pub fn deep_clone(&self, seed: u64) -> SimFs {
+        let mut st = self.lock().clone();
+        st.locks.clear();
+        st.rng = SimRng::new(seed);
+        SimFs {
+            state: Arc::new(Mutex::new(st)),
+        }
+    }
+
+    /// Makes the device hold at most `bytes` (rounded down to whole blocks of
+    /// [`SIM_BLOCK_BYTES`]), or with `None` unlimited. Writes and extensions that need
+    /// more fail with `ENOSPC`; what is already stored stays. Survives crashes.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.lock().capacity = bytes;
+    }
+
+    /// Bytes in use, in whole blocks of [`SIM_BLOCK_BYTES`] (what [`SimFs::set_capacity`]
+    /// counts against).
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used_blocks() * SIM_BLOCK_BYTES
     }
 
     /// Simulates power loss: everything not made durable is lost. With `torn`, each file

@@ -23,11 +23,15 @@
 //!   (no file records where the log should end), so the rest must come back exactly; a
 //!   truncated header is reported as `recreated_segment_header`. This is the one case that
 //!   is not detected, by design; it is counted separately;
+//! * **cursor reset** (the cursor file damaged, truncated, grown or deleted): not
+//!   corruption (issue 13). Open and `verify` both report the same `cursor_reset`, resume
+//!   after a sequence no later than the original cursor and no earlier than the oldest
+//!   segment, and every record from there comes back exactly (some delivered ones again);
 //! * **corruption**: open, read or verify returns `Error::Corruption`, and `verify` fails
-//!   too, whose `file` is the damaged file. For a deleted file the error names what
-//!   revealed the absence: `CursorMissing` (the cursor), `MissingSuccessor` or `SegmentGap`
-//!   whose expected first sequence is the deleted segment's, or `CursorOutOfRange` whose
-//!   first stored sequence is past the cursor (the oldest segment was deleted).
+//!   too, whose `file` is the damaged file (never the cursor). For a deleted segment the
+//!   error names what revealed the absence: `MissingSuccessor` or `SegmentGap` whose
+//!   expected first sequence is the deleted segment's, or `CursorOutOfRange` whose first
+//!   stored sequence is past the cursor (the oldest segment was deleted).
 //!
 //! And `verify` agrees with open+read: it passes exactly when they succeed, reporting the
 //! same torn tail. Nothing else is acceptable: in particular a damaged byte of a record
@@ -68,8 +72,11 @@ struct FrameInfo {
 struct Base {
     opts: LogOptions,
     files: Vec<(PathBuf, Vec<u8>)>,
+    /// Every record on disk, delivered or not.
     records: BTreeMap<u64, Vec<u8>>,
     acked: u64,
+    /// First sequence of the oldest segment.
+    first_on_disk: u64,
     next_seq: u64,
     /// Frames of each segment file, by path.
     frames: BTreeMap<PathBuf, Vec<FrameInfo>>,
@@ -168,12 +175,14 @@ fn build_base(variant: u64) -> Base {
         frames[&active].len() >= 2,
         "active segment needs several frames"
     );
-    records.retain(|&s, _| s > acked);
+    let first_on_disk = seg_firsts[1];
+    records.retain(|&s, _| s >= first_on_disk);
     Base {
         opts,
         files,
         records,
         acked,
+        first_on_disk,
         next_seq: st.next_seq,
         frames,
         active,
@@ -215,6 +224,7 @@ struct Counts {
     torn_tail: u64,
     shorter_log: u64,
     corruption: u64,
+    cursor_reset: u64,
     records_verified: u64,
 }
 
@@ -399,13 +409,36 @@ fn run_case_seed(seed: u64) -> Result<Counts, String> {
                 o.report.torn_tail
             );
             ensure!(
-                o.acked == base.acked,
-                "{ctx}: cursor came back as {} instead of {}",
-                o.acked,
-                base.acked
+                v.cursor_reset == o.report.cursor_reset,
+                "{ctx}: verify reports cursor reset {:?}, open {:?}",
+                v.cursor_reset,
+                o.report.cursor_reset
             );
+            if let Some(reset) = &o.report.cursor_reset {
+                ensure!(
+                    target == Target::Cursor,
+                    "{ctx}: cursor reset ({reset}) though the cursor was not touched"
+                );
+                ensure!(
+                    o.acked == reset.acked
+                        && o.acked <= base.acked
+                        && o.acked + 1 >= base.first_on_disk,
+                    "{ctx}: cursor reset to {} (report {reset}), outside {}..={}",
+                    o.acked,
+                    base.first_on_disk - 1,
+                    base.acked
+                );
+                c.cursor_reset += 1;
+            } else {
+                ensure!(
+                    o.acked == base.acked,
+                    "{ctx}: cursor came back as {} instead of {}",
+                    o.acked,
+                    base.acked
+                );
+            }
             // Records: exactly the original ones, up to where the log now ends.
-            let mut want = base.acked + 1;
+            let mut want = o.acked + 1;
             for r in &o.records {
                 ensure!(
                     r.seq == want,
@@ -519,11 +552,15 @@ fn run_case_seed(seed: u64) -> Result<Counts, String> {
             }
         }
         (Err(Error::Corruption(vc)), Err(Error::Corruption(oc))) => {
+            ensure!(
+                target != Target::Cursor,
+                "{ctx}: damage to the cursor reported as corruption ({oc}): an unreadable \
+                 cursor means starting from the oldest segment"
+            );
             for (who, cor) in [("verify", vc), ("open/read", oc)] {
                 if matches!(action, Action::Delete) {
                     let first = parse_segment_name(&name(&path));
                     let ok = match (&cor.kind, first) {
-                        (CorruptionKind::CursorMissing, _) => path == cursor_path(&dir()),
                         (
                             CorruptionKind::MissingSuccessor { expected_first_seq }
                             | CorruptionKind::SegmentGap {
@@ -626,17 +663,20 @@ fn random_damage_is_recovered_exactly_or_reported() {
         t.torn_tail += c.torn_tail;
         t.shorter_log += c.shorter_log;
         t.corruption += c.corruption;
+        t.cursor_reset += c.cursor_reset;
         t.records_verified += c.records_verified;
     }
     let msg = format!(
         "corruption: {} corruptions tried: {} recovered exactly, {} reported corruption naming \
          the file, {} dropped a torn last frame with a report, {} undetectable truncations of \
-         the active segment (a shorter log); {} records verified byte for byte; {:.1?}",
+         the active segment (a shorter log), {} of the exact recoveries resumed from a damaged \
+         or missing cursor with a report; {} records verified byte for byte; {:.1?}",
         t.cases,
         t.exact,
         t.corruption,
         t.torn_tail,
         t.shorter_log,
+        t.cursor_reset,
         t.records_verified,
         started.elapsed()
     );
@@ -647,7 +687,10 @@ fn random_damage_is_recovered_exactly_or_reported() {
         "{msg}"
     );
     assert!(t.cases >= cases && t.corruption > cases / 3, "{msg}");
-    assert!(t.torn_tail > 0 && t.exact > 0, "{msg}");
+    assert!(
+        t.torn_tail > 0 && t.exact > 0 && t.cursor_reset > 0,
+        "{msg}"
+    );
 }
 
 /// Replays one case as a named regression test.

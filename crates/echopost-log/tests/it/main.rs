@@ -6,6 +6,8 @@
 //!   writes, kill), checked against a model of what the API acknowledged.
 //! * `io_faults`: every file operation of a workload failed in turn (EIO, ENOSPC).
 //! * `corruption`: files damaged at random; recovery is exact or names the damage.
+//! * `cursor_recovery`: an unreadable or old-format cursor, a full disk drained with zero
+//!   free bytes, and a crash at every step of that drain.
 //! * `never_panic`: property tests over arbitrary directory contents.
 //! * `checkpoint`: a caller's state rebuilt from its checkpoint and the frames after it
 //!   agrees with what survived crashes and I/O faults.
@@ -20,6 +22,8 @@ mod support;
 mod checkpoint;
 mod corruption;
 mod crash_simulation;
+mod cursor_recovery;
 mod io_faults;
 mod log;
 mod never_panic;
+mod salvage;

@@ -387,18 +387,32 @@ fn open_err(fs: &SimFs) -> Error {
 
 #[test]
 fn regression_cursor_at_u64_max_is_corruption_not_an_overflow() {
+    // Without segments the cursor is the only record of where sequences continue: an
+    // impossible one is corruption. With a segment it is an unreadable cursor (issue 13):
+    // resume from the oldest segment, without overflowing anywhere.
     for with_segment in [false, true] {
         let fs = fresh_fs();
         format::write_cursor(&fs, &dir(), u64::MAX).expect("cursor");
         if with_segment {
             fs.write_file(&dir().join(segment_name(1)), &encode_segment_header(1));
+            let log = open(&fs, &opts()).expect("an unreadable cursor is not corruption");
+            let reset = log
+                .recovery_report()
+                .cursor_reset
+                .clone()
+                .expect("reported");
+            assert_eq!((reset.acked, reset.redelivered), (0, None), "{reset}");
+            assert_eq!(log.append(&[b"a"]).expect("append").first_seq, 1);
+            drop(log);
+            assert!(verify_with_fs(Arc::new(fs.clone()), dir()).is_ok());
+        } else {
+            let e = open_err(&fs);
+            assert!(
+                matches!(&e, Error::Corruption(c) if c.file == format::cursor_path(&dir())),
+                "{e}"
+            );
+            assert!(verify_with_fs(Arc::new(fs.clone()), dir()).is_err());
         }
-        let e = open_err(&fs);
-        assert!(
-            matches!(&e, Error::Corruption(c) if c.file == format::cursor_path(&dir())),
-            "{e}"
-        );
-        assert!(verify_with_fs(Arc::new(fs.clone()), dir()).is_err());
     }
 }
 

@@ -68,6 +68,17 @@ pub enum Command {
     #[command(after_help = crate::commands::EXIT_CODES)]
     Verify(VerifyArgs),
 
+    /// Keep every readable record of a damaged log; move the damaged files aside.
+    ///
+    /// Refuses while a daemon owns the directory (exit 3). Moves each damaged segment,
+    /// every byte kept, into DIR/quarantine/, rewrites it with every record still
+    /// readable before and after the damage (in order, under their own sequences), and
+    /// prints the exact sequence ranges lost (also appended to
+    /// DIR/quarantine/salvage.log). Then `echopost run` delivers the rest. `verify`
+    /// recommends it when it finds damage.
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    Salvage(SalvageArgs),
+
     /// Append records from stdin or a file, one per line; print the sequences they got.
     ///
     /// For scripts and tests. With --start-daemon, a daemon is started for --dir when none
@@ -221,6 +232,17 @@ pub struct InspectArgs {
 /// Flags of `echopost verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `echopost salvage`.
+#[derive(Debug, Clone, Args)]
+pub struct SalvageArgs {
     #[command(flatten)]
     pub dirs: DirArgs,
 

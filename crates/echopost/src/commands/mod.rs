@@ -48,6 +48,7 @@
 pub mod bench;
 pub mod dead_letters;
 pub mod inspect;
+pub mod salvage;
 pub mod send;
 pub mod status;
 pub mod streams;
@@ -261,7 +262,9 @@ pub fn pending_repairs(layout: &echopost_log::Layout) -> Vec<String> {
     if layout.stale_cursor_tmp {
         out.push("remove a temporary cursor file left by a crash".to_owned());
     }
-    if !layout.cursor_exists {
+    if let Some(reset) = &layout.cursor_reset {
+        out.push(format!("rewrite the cursor: {reset}"));
+    } else if !layout.cursor_exists {
         out.push("create the missing cursor file".to_owned());
     }
     if layout.segments.is_empty() {

@@ -47,6 +47,9 @@ pub struct LogSummary {
     pub backlog_records: u64,
     pub torn_tail: Option<TornTailJson>,
     pub unfinished_roll: bool,
+    /// The cursor is missing or unreadable (not damage: the next start resumes from the
+    /// oldest segment and delivers these records, some again); issue 13.
+    pub cursor_reset: Option<String>,
 }
 
 impl From<&VerifyReport> for LogSummary {
@@ -68,6 +71,7 @@ impl From<&VerifyReport> for LogSummary {
                 reason: t.reason.to_string(),
             }),
             unfinished_roll: r.unfinished_roll,
+            cursor_reset: r.cursor_reset.as_ref().map(|c| c.to_string()),
         }
     }
 }
@@ -230,6 +234,11 @@ fn notes(r: &VerifyReport) -> String {
     if r.unfinished_roll {
         out.push_str("  note       a segment switch was interrupted by a crash; the next start completes it.\n");
     }
+    if let Some(c) = &r.cursor_reset {
+        out.push_str(&format!(
+            "  note       {c}. Not damage: the cursor only says what may be skipped; the next start rewrites it.\n"
+        ));
+    }
     out
 }
 
@@ -279,19 +288,14 @@ fn next_steps(dir: &Path, log: &str, c: &Corruption) -> Vec<String> {
     let a = aside.display();
     if log == "log" {
         vec![
+            "Nothing was changed. `echopost run` refuses this directory (exit 4) until it is dealt with; EchoPost never repairs damage by guessing.".to_owned(),
             format!(
-                "Nothing was changed. `echopost run` refuses this directory (exit 4) until it is dealt with; EchoPost never repairs damage by guessing."
+                "Recommended: stop any echopost on it, then run `echopost salvage --dir {d}`: it moves {} aside into {d}/quarantine/ (every byte kept), keeps every record still readable before and after byte {}, prints the exact sequences lost, and the next `echopost run --dir {d}` delivers the rest.",
+                c.file.display(),
+                c.offset
             ),
             format!(
-                "Stop any echopost on it, then move the directory aside to keep the evidence and the undelivered records: mv {d} {a}"
-            ),
-            format!(
-                "Resume buffering: the next `echopost run --dir {d}` creates a fresh, empty directory (applications using the fallback helper do this by themselves)."
-            ),
-            format!(
-                "Salvage: records stored before byte {} of {} are intact; `echopost inspect --dir {a} --limit 0 > salvaged.jsonl` prints the readable ones and stops at the damage. Re-send them with `echopost send` if the main server still needs them.",
-                c.offset,
-                c.file.display()
+                "Or keep the whole directory as evidence: stop any echopost on it and move it aside (mv {d} {a}); the next `echopost run --dir {d}` then starts a fresh, empty directory (applications using the fallback helper do this by themselves)."
             ),
             "Check the disk and the file system (dmesg, smartctl, fsck): damage in a checksummed log usually means the storage lost or altered data.".to_owned(),
         ]

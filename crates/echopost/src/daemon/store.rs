@@ -122,11 +122,20 @@ pub(super) async fn open_log(config: &Config) -> Result<Arc<Log>, DaemonError> {
         completed_roll = r.completed_roll,
         recreated_segment_header = r.recreated_segment_header,
         removed_acked_segments = r.removed_acked_segments,
+        cursor_reset = r.cursor_reset.is_some(),
         duration_ms = r.duration.as_millis() as u64,
         "log recovered"
     );
     // A torn tail's details (file, byte range, dropped sequences) are logged by the engine
     // itself, into the same session log.
+    if let Some(reset) = &r.cursor_reset {
+        // Not corruption (issue 13): the cursor only says what may be skipped.
+        tracing::warn!(
+            redelivered_first = reset.redelivered.map(|(a, _)| a),
+            redelivered_last = reset.redelivered.map(|(_, b)| b),
+            "{reset}; the main server may receive these records again (at-least-once)"
+        );
+    }
     Ok(Arc::new(log))
 }
 
@@ -150,7 +159,22 @@ pub(super) async fn close_log(mut log: Arc<Log>) -> Option<echopost_log::Error> 
     let deadline = Instant::now() + CLOSE_WAIT;
     let res = loop {
         match Arc::try_unwrap(log) {
-            Ok(l) => break tokio::task::spawn_blocking(move || l.close()).await,
+            Ok(l) => {
+                break tokio::task::spawn_blocking(move || {
+                    // A drained log leaves no delivered data behind, even the active
+                    // segment: on a full disk that is what lets the next start store
+                    // again (issue 13).
+                    if l.stats().backlog_records == 0 && l.stats().poisoned.is_none() {
+                        match l.reclaim_delivered() {
+                            Ok(true) => tracing::info!("gave back the delivered active segment"),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "could not give back the delivered active segment"),
+                        }
+                    }
+                    l.close()
+                })
+                .await;
+            }
             Err(shared) if Instant::now() >= deadline => {
                 tracing::warn!(
                     "the log is still in use by a finishing task; syncing without closing"

@@ -65,6 +65,9 @@ pub struct Ingest {
     full_reported: AtomicBool,
     /// A fatal storage error was already logged.
     fatal_reported: AtomicBool,
+    /// The fatal error was a full device: later appends (refused as `Poisoned`) are
+    /// answered as the first one was.
+    fatal_no_space: AtomicBool,
     /// Writes and group-commits every append (see [`committer`]).
     committer: Committer,
 }
@@ -98,6 +101,7 @@ impl Ingest {
                 fatal,
                 full_reported: AtomicBool::new(false),
                 fatal_reported: AtomicBool::new(false),
+                fatal_no_space: AtomicBool::new(false),
                 committer,
             },
             thread,
@@ -243,13 +247,18 @@ impl Ingest {
                 "batch of {size} bytes exceeds the limit of {limit} bytes per append; split it into smaller appends"
             )),
             e if e.is_fatal() => {
+                if e.is_no_space() {
+                    self.fatal_no_space.store(true, Ordering::SeqCst);
+                }
+                let no_space = self.fatal_no_space.load(Ordering::SeqCst);
+                let detail = e.to_string();
                 let msg =
                     format!("echopost cannot store records any more and is shutting down: {e}");
                 if !self.fatal_reported.swap(true, Ordering::SeqCst) {
                     let stats = self.log.stats();
                     tracing::error!(
                         error = %e,
-                        no_space = e.is_no_space(),
+                        no_space,
                         records,
                         bytes,
                         next_seq = stats.next_seq,
@@ -261,7 +270,16 @@ impl Ingest {
                     // Capacity is ample and only the first error matters.
                     let _ = self.fatal.try_send(e);
                 }
-                Status::unavailable(msg)
+                if no_space {
+                    // Not UNAVAILABLE: a client (or `Fallback`) would answer that by
+                    // starting another daemon on the same full disk (issue 13).
+                    Status::resource_exhausted(format!(
+                        "no space left on the device holding {}: echopost cannot store records and is shutting down (exit 5); free space on that device (the next start drains what the main server accepts): {detail}",
+                        self.log.dir().display()
+                    ))
+                } else {
+                    Status::unavailable(msg)
+                }
             }
             other => Status::internal(format!("append failed: {other}")),
         }
@@ -313,8 +331,9 @@ mod tests {
         RawAppendRequest::from_records(&[rec(p)])
     }
 
-    /// An fsync failure poisons the log: that append and every later one get UNAVAILABLE,
-    /// and the lifecycle is told (it exits with code 5).
+    /// An fsync failure poisons the log: that append gets UNAVAILABLE (RESOURCE_EXHAUSTED
+    /// naming the directory for ENOSPC), every later one UNAVAILABLE, and the lifecycle
+    /// is told (it exits with code 5).
     #[tokio::test]
     async fn storage_failure_is_unavailable_for_every_later_append_and_escalated() {
         use echopost_log::sim::{Fault, FaultError, SimFs};
@@ -336,7 +355,17 @@ mod tests {
                 persistent: true,
             }));
             let e = ingest.append(one(b"fails")).await.unwrap_err();
-            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            if error == FaultError::Enospc {
+                // A full device is RESOURCE_EXHAUSTED naming the directory (issue 13).
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    e.message()
+                        .contains("no space left on the device holding /sim"),
+                    "{e:?}"
+                );
+            } else {
+                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            }
             let reported = fatal.try_recv().expect("the lifecycle must be told");
             assert!(reported.is_fatal());
             assert_eq!(reported.is_no_space(), error == FaultError::Enospc);
@@ -345,10 +374,15 @@ mod tests {
                     .exit_code();
             assert_eq!(code, crate::daemon::exit::ExitCode::Fatal);
 
-            // Poisoned: later appends are refused too, and reported only once.
+            // Poisoned: later appends are refused too (the same way), and reported only once.
             fs.set_fault(None);
             let e = ingest.append(one(b"after")).await.unwrap_err();
-            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            let later = if error == FaultError::Enospc {
+                Code::ResourceExhausted
+            } else {
+                Code::Unavailable
+            };
+            assert_eq!(e.code(), later, "{e:?}");
             assert!(fatal.try_recv().is_err());
             assert!(ingest.log.stats().poisoned.is_some());
         }

@@ -279,7 +279,13 @@ async fn verify_reports_intact_then_names_file_offset_and_next_steps() {
         text.contains(&format!("mv {}", area.dir().display())),
         "{text}"
     );
-    assert!(text.contains("echopost inspect --dir"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "`echopost salvage --dir {}`",
+            area.dir().display()
+        )),
+        "verify recommends salvage with the exact command: {text}"
+    );
 
     let out = run(&with("verify", &area, &["--json"]), None).expect_code(4);
     let j = out.json();
@@ -731,6 +737,7 @@ fn every_command_has_help_with_dir_socket_env_twins_and_exit_codes() {
         &["status"][..],
         &["inspect"],
         &["verify"],
+        &["salvage"],
         &["send"],
         &["bench"],
         &["dead-letters", "list"],
@@ -756,6 +763,7 @@ fn every_command_has_help_with_dir_socket_env_twins_and_exit_codes() {
         "status",
         "inspect",
         "verify",
+        "salvage",
         "send",
         "bench",
         "dead-letters",

@@ -26,6 +26,7 @@ mod daemon_bad_input;
 mod daemon_ingest;
 mod daemon_lifecycle;
 mod front_door;
+mod full_disk;
 mod other_uid;
 mod python_example;
 mod real_clients;

@@ -179,6 +179,152 @@ async fn daemon_killed_mid_replay_then_restarted_delivers_everything_in_order() 
     server.stop().await;
 }
 
+/// Issue 13: a missing or unreadable cursor is not corruption. The daemon starts from the
+/// oldest segment on disk, warns with the records it will deliver again, and delivers
+/// them all in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_with_an_unreadable_cursor_redelivers_from_the_oldest_segment() {
+    for how in ["missing", "empty", "bad checksum"] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("dir");
+        let n = 6000;
+        let opts = LogOptions {
+            segment_bytes: 64 << 10,
+            ..LogOptions::default()
+        };
+        prefill(&dir, n, opts.clone());
+        let acked = 2950;
+        open_log_with(&dir, opts).ack(acked).unwrap();
+        let first_on_disk = first_seq(&segments(&dir)[0]);
+        assert!(
+            first_on_disk > 1 && first_on_disk <= acked,
+            "a delivered part is still on disk: {first_on_disk}"
+        );
+        let cursor = dir.join("cursor");
+        match how {
+            "missing" => std::fs::remove_file(&cursor).unwrap(),
+            "empty" => std::fs::write(&cursor, b"").unwrap(),
+            _ => {
+                let mut b = std::fs::read(&cursor).unwrap();
+                for at in [18, 512 + 18] {
+                    b[at] ^= 0x40;
+                }
+                std::fs::write(&cursor, b).unwrap();
+            }
+        }
+        let state = Arc::new(GrpcState::default());
+        let server = GrpcServer::start(Arc::clone(&state), None, None).await;
+        let mut d = run_daemon(root.path(), &dir, &server.url(), &[], "run");
+        let status = wait_exit(&mut d, WAIT).await;
+        let logs = all_logs(root.path(), &dir);
+        assert_eq!(status.code(), Some(0), "{how}: {logs}");
+        assert_eq!(
+            state.delivered_seqs(),
+            (first_on_disk..=n).collect::<Vec<_>>(),
+            "{how}: everything from the oldest segment, in order"
+        );
+        let said = format!("records {first_on_disk}..={n}");
+        assert!(
+            logs.contains("acknowledgement cursor") && logs.contains(&said),
+            "{how}: the warning names what is delivered again ({said}): {logs}"
+        );
+        assert_eq!(open_log(&dir).stats().acked, n, "{how}");
+        println!(
+            "cursor {how}: {} records delivered from the oldest segment ({} of them delivered before)",
+            n - first_on_disk + 1,
+            acked + 1 - first_on_disk
+        );
+        server.stop().await;
+    }
+}
+
+/// Issue 13: `verify` recommends `echopost salvage` with the exact command; salvage
+/// refuses while the directory is owned, then quarantines the damaged segment byte for
+/// byte, prints the exact lost range, and `run` delivers every other record in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salvage_keeps_every_readable_record_and_run_delivers_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dir");
+    let n = 6000;
+    prefill(
+        &dir,
+        n,
+        LogOptions {
+            segment_bytes: 64 << 10,
+            ..LogOptions::default()
+        },
+    );
+    let segs = segments(&dir);
+    assert!(segs.len() >= 4, "{} segments", segs.len());
+    let victim = segs[segs.len() / 2].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    // The frame in the middle of the victim: flip a byte of its body.
+    let mut at = echopost_log::format::SEGMENT_HEADER_LEN as usize;
+    let mut frames = Vec::new();
+    while let Ok((h, _)) = echopost_log::format::parse_frame(&bytes[at..]) {
+        if h.kind == echopost_log::format::FrameKind::Batch {
+            frames.push((h.first_seq, h.end_seq() - 1, at));
+        }
+        at += h.frame_len() as usize;
+    }
+    let (lost_a, lost_b, off) = frames[frames.len() / 2];
+    bytes[off + echopost_log::format::FRAME_HEADER_LEN + 2] ^= 0x20;
+    std::fs::write(&victim, &bytes).unwrap();
+    let d = dir.to_str().unwrap();
+    let cli = |args: &[&str], tag: &str| {
+        let out = echopost(args, &root.path().join(format!("{tag}.stderr")))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr_of(root.path(), tag),
+        )
+    };
+
+    let (code, out, _) = cli(&["verify", "--dir", d], "verify");
+    assert_eq!(code, Some(4), "{out}");
+    assert!(
+        out.contains(&format!("`echopost salvage --dir {d}`")),
+        "{out}"
+    );
+
+    // Owned by another process (as a daemon holds it): refused, nothing changed.
+    let lock = std::fs::File::open(dir.join("LOCK")).unwrap();
+    lock.lock().unwrap();
+    let (code, _, err) = cli(&["salvage", "--dir", d], "salvage-locked");
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), bytes);
+    lock.unlock().unwrap();
+
+    let (code, out, err) = cli(&["salvage", "--dir", d], "salvage");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("lost         sequences {lost_a}..={lost_b} (")),
+        "exact lost range {lost_a}..={lost_b}: {out}"
+    );
+    let aside = dir.join("quarantine").join(victim.file_name().unwrap());
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes, "every byte kept");
+    let logged = std::fs::read_to_string(dir.join("quarantine/salvage.log")).unwrap();
+    assert!(logged.contains(&format!("{lost_a}..={lost_b}")), "{logged}");
+    let (code, out, _) = cli(&["verify", "--dir", d], "verify-after");
+    assert_eq!(code, Some(0), "{out}");
+
+    let state = Arc::new(GrpcState::default());
+    let server = GrpcServer::start(Arc::clone(&state), None, None).await;
+    let mut r = run_daemon(root.path(), &dir, &server.url(), &[], "run");
+    let status = wait_exit(&mut r, WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", all_logs(root.path(), &dir));
+    let want: Vec<u64> = (1..=n).filter(|s| !(lost_a..=lost_b).contains(s)).collect();
+    assert_eq!(state.delivered_seqs(), want, "everything else, in order");
+    println!(
+        "salvage: lost {lost_a}..={lost_b} ({} records), {} delivered in order after it",
+        lost_b - lost_a + 1,
+        want.len()
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_exits_4_on_corruption_in_the_middle_of_the_backlog() {
     let root = tempfile::tempdir().unwrap();
