@@ -168,6 +168,18 @@ pub fn write_checkpoint(fs: &dyn FileSystem, dir: &Path, seq: u64, data: &[u8]) 
         .map_err(|e| Error::io("sync directory", dir, e))
 }
 
+/// Removes the checkpoint file (none is fine) and makes that durable.
+pub fn remove_checkpoint(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let path = checkpoint_path(dir);
+    match fs.remove_file(&path) {
+        Ok(()) => fs
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
 /// Removes a `checkpoint.tmp` an interrupted write left (it never counts).
 pub fn remove_stale_tmp(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP_FILE);

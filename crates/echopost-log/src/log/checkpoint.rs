@@ -38,8 +38,32 @@ impl Log {
                 });
             }
         }
-        checkpoint::write_checkpoint(&*inner.fs, &inner.dir, seq, data)?;
+        if let Err(e) = checkpoint::write_checkpoint(&*inner.fs, &inner.dir, seq, data) {
+            // A half-written temporary file would hold on to space a full disk needs.
+            let _ = checkpoint::remove_stale_tmp(&*inner.fs, &inner.dir);
+            return Err(e);
+        }
         inner.lock_state().keep_from = Some(seq);
+        inner.delete_acked_segments()?;
+        Ok(())
+    }
+
+    /// Removes the checkpoint and the deletion floor it set, then deletes every delivered
+    /// segment. For a caller that cannot write a newer checkpoint because the device is
+    /// full: delivered data must be freed, and a checkpoint that cannot move would keep
+    /// it. The caller's state is then rebuilt as if no checkpoint had ever been written.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`]; [`Error::Io`] if removing the file or deleting segments failed.
+    pub fn remove_checkpoint(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let _serial = inner.ack_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = inner.lock_state().poisoned() {
+            return Err(Error::Poisoned(p));
+        }
+        checkpoint::remove_stale_tmp(&*inner.fs, &inner.dir)?;
+        checkpoint::remove_checkpoint(&*inner.fs, &inner.dir)?;
+        inner.lock_state().keep_from = None;
         inner.delete_acked_segments()?;
         Ok(())
     }

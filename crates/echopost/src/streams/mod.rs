@@ -169,10 +169,27 @@ pub fn recover(
     if write {
         let durable = log.stats().durable_next;
         if !had_checkpoint || frames > 0 || durable != from_seq {
-            log.write_checkpoint(durable, &codec::encode_tables(&tables))?;
+            match log.write_checkpoint(durable, &codec::encode_tables(&tables)) {
+                Ok(()) => {}
+                Err(e) if e.is_no_space() => give_way_on_full_disk(log, &e),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok((tables, Recovered { from_seq, frames }))
+}
+
+/// The device is full and the stream state checkpoint cannot be written: an old
+/// checkpoint would keep delivered segments from being deleted (its deletion floor), and
+/// freeing delivered data comes first (issue 13: a full disk must drain). So the
+/// checkpoint is removed; the next start rebuilds the tables as for a log that never had
+/// one (versions and producer numbers count from there; a retry of an older batch may be
+/// stored again, which at-least-once allows).
+fn give_way_on_full_disk(log: &Log, e: &echopost_log::Error) {
+    tracing::warn!(error = %e, "the device is full: cannot write the stream state checkpoint; removing it so that delivered segments can be deleted (stream versions and producer numbers restart at the next start)");
+    if let Err(e) = log.remove_checkpoint() {
+        tracing::warn!(error = %e, "cannot remove the stream state checkpoint either; delivered segments are kept until one can be written");
+    }
 }
 
 /// Decides when the committer writes a checkpoint, and writes it.
@@ -229,6 +246,10 @@ impl Checkpointer {
             Ok(()) => {
                 self.since_bytes = 0;
                 self.since_frames = 0;
+                self.last = Instant::now();
+            }
+            Err(e) if e.is_no_space() => {
+                give_way_on_full_disk(log, &e);
                 self.last = Instant::now();
             }
             Err(e) => {
