@@ -15,7 +15,7 @@
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -126,7 +126,12 @@ impl LockGuard for RealLock {}
 
 impl FileSystem for RealFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        // Private, like every file in it (0600): records are the application's data
+        // (issue 13). An existing directory keeps its mode.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {

@@ -122,6 +122,7 @@ async fn run_once(
         Arc::clone(&log),
         cfg,
         Arc::clone(&progress),
+        Arc::new(echopost::disk_quota::DiskQuota::unlimited()),
         rx,
     ));
     while log.stats().backlog_records > 0 {

@@ -16,12 +16,15 @@
 //! | [`ingest`] | socket → disk: checks, the gate, the group-commit thread |
 //! | [`streams`] | streams and idempotent producers: versions, deduplication, their crash-safe state, per-stream backlog |
 //! | [`replay`] | disk → main server: health, sinks, retries, dead letters |
+//! | [`escape`] | control characters escaped in human output, JSON and the session log |
 //! | [`commands`] | the operator subcommands: `status`, `inspect`, `verify`, `send`, `bench`, `dead-letters`; [`commands::bench::noop_sink`] is the main server that accepts everything, the upstream of `echopost bench` and of the drain benchmark |
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod disk_quota;
+pub mod escape;
 pub mod front_door;
 pub mod ingest;
 pub mod replay;

@@ -412,6 +412,32 @@ pub enum DeadLettersCommand {
     /// A dead letter is removed only once its record is durable in the backlog.
     #[command(after_help = crate::commands::EXIT_CODES)]
     Requeue(DeadLettersArgs),
+
+    /// Delete dead letters for good, oldest first, after reviewing them with `list`.
+    ///
+    /// Without --through, every dead letter present when the purge starts is deleted;
+    /// with --through SEQ, those up to and including the one of sequence SEQ (as `list`
+    /// shows it), so that dead letters written after the review are kept. Works with the
+    /// daemon running. Frees their space under --max-disk; a replay paused because the
+    /// dead letters filled it goes on within a second.
+    #[command(after_help = crate::commands::EXIT_CODES)]
+    Purge(DeadLettersPurgeArgs),
+}
+
+/// Flags of `echopost dead-letters purge`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLettersPurgeArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+
+    /// Delete the dead letters up to and including the one of this sequence (the
+    /// `sequence` that `list` prints); it must exist.
+    #[arg(long, value_name = "SEQ")]
+    pub through: Option<u64>,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `echopost dead-letters list|requeue`.

@@ -96,6 +96,12 @@ pub struct RunArgs {
     )]
     pub log_level: String,
 
+    /// Session logs (`DIR/logs/*.log`) to keep, this run's included: older ones are
+    /// deleted when the daemon starts (never while it runs). A start that finds another
+    /// daemon owning the directory writes no log at all.
+    #[arg(long, env = "ECHOPOST_KEEP_SESSION_LOGS", value_name = "N", default_value_t = crate::daemon::session_log::DEFAULT_KEEP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub keep_session_logs: usize,
+
     /// Also accept connections from this user id (repeatable; the daemon's own uid is
     /// always accepted). In ECHOPOST_ALLOW_UID, separate uids with commas.
     #[arg(

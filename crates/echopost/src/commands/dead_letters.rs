@@ -1,4 +1,5 @@
-//! `echopost dead-letters list|requeue`: the records the main server rejected for good.
+//! `echopost dead-letters list|requeue|purge`: the records the main server rejected for
+//! good.
 //!
 //! Both work on the dead-letter log in `DIR/dead-letters/` through
 //! [`crate::replay::dead_letters`], which owns its format and its crash-safety rules.
@@ -11,6 +12,11 @@
 //!   dedupe identity) and only then removes it from the dead-letter log. With a daemon
 //!   running on the directory it goes through the daemon's `Append`; otherwise straight
 //!   into the main log. Either way the replayer delivers the records with the rest.
+//! * `purge` deletes dead letters, oldest first, all or `--through SEQ`, beside a running
+//!   daemon too; their space counts under `--max-disk` no more.
+//!
+//! Text output escapes control characters in stored and server-provided text
+//! ([`crate::escape`]); JSON output escapes them as JSON does.
 
 use echopost_log::{Log, LogOptions};
 use serde::Serialize;
@@ -21,8 +27,9 @@ use super::{
     CommandError, CommandResult, RecordJson, Target, connect_live, fmt_count, log_error,
     print_stdout, resolve, runtime, utc_rfc3339,
 };
-use crate::cli::{DeadLettersArgs, DeadLettersCommand};
+use crate::cli::{DeadLettersArgs, DeadLettersCommand, DeadLettersPurgeArgs};
 use crate::daemon::exit::ExitCode;
+use crate::escape::{json_string, terminal_safe};
 use crate::replay::dead_letters::{self, DeadLetterError};
 
 /// One dead letter in `list --json`: the record's fields, then why and when.
@@ -43,6 +50,7 @@ pub fn run(cmd: &DeadLettersCommand) -> CommandResult {
     match cmd {
         DeadLettersCommand::List(a) => list(a),
         DeadLettersCommand::Requeue(a) => requeue(a),
+        DeadLettersCommand::Purge(a) => purge(a),
     }
 }
 
@@ -57,6 +65,7 @@ fn dl_error(target: &Target, e: DeadLetterError, locked_hint: &str) -> CommandEr
             ExitCode::Fatal,
             format!("the daemon refused the requeued records (they are still dead letters): {why}"),
         ),
+        e @ DeadLetterError::NoSuchSequence { .. } => CommandError::usage(e.to_string()),
         other @ (DeadLetterError::Decode { .. } | DeadLetterError::Empty { .. }) => {
             CommandError::new(
                 ExitCode::Corruption,
@@ -92,7 +101,7 @@ fn list(args: &DeadLettersArgs) -> CommandResult {
                 dead_lettered_at: utc_rfc3339(l.dead_lettered_unix_nanos),
             };
             out.push_str(
-                &serde_json::to_string(&line).map_err(|e| {
+                &json_string(&line).map_err(|e| {
                     CommandError::fatal(format!("cannot encode a dead letter: {e}"))
                 })?,
             );
@@ -103,10 +112,12 @@ fn list(args: &DeadLettersArgs) -> CommandResult {
             if shown.len() < payload.len() {
                 shown.push('…');
             }
+            // `{:?}` escapes control characters in the record's fields; the reason
+            // (the main server's words) is escaped explicitly.
             out.push_str(&format!(
                 "sequence {seq}  dead-lettered {}\n  reason   {}\n  record   id={:?} stream={:?} route={:?} payload({encoding})={shown:?}\n",
                 utc_rfc3339(l.dead_lettered_unix_nanos),
-                l.reason,
+                terminal_safe(&l.reason),
                 record.id,
                 record.stream,
                 record.route,
@@ -148,6 +159,39 @@ fn requeue(args: &DeadLettersArgs) -> CommandResult {
             "requeued {} record(s) at the end of the backlog of {} (after the records stored before them, in their own order, each with its original sequence in the echopost-original-sequence header); they are replayed with the rest\n",
             fmt_count(n as u64),
             target.dir.display()
+        )
+    };
+    print_stdout(&text)?;
+    Ok(ExitCode::Clean)
+}
+
+fn purge(args: &DeadLettersPurgeArgs) -> CommandResult {
+    let target = resolve(&args.dirs)?;
+    let purged = dead_letters::purge(&target.dir, args.through).map_err(|e| {
+        dl_error(
+            &target,
+            e,
+            "the daemon's replayer is holding the dead-letter log; try again in a moment",
+        )
+    })?;
+    let text = if args.json {
+        format!(
+            "{}\n",
+            serde_json::json!({
+                "purged": purged.records,
+                "dead_letter_records": purged.left.records,
+                "dead_letter_bytes": purged.left.bytes,
+            })
+        )
+    } else if purged.records == 0 {
+        format!("no dead letters to purge in {}\n", target.dir.display())
+    } else {
+        format!(
+            "purged {} dead letter(s) from {}; {} left ({})\n",
+            fmt_count(purged.records),
+            target.dir.display(),
+            fmt_count(purged.left.records),
+            super::fmt_bytes(purged.left.bytes)
         )
     };
     print_stdout(&text)?;

@@ -121,12 +121,16 @@ impl fmt::Display for CommandError {
 pub type CommandResult = Result<ExitCode, CommandError>;
 
 /// Prints a command's error (if any) on stderr, prefixed with the command's name, and
-/// returns the exit code.
+/// returns the exit code. The message may quote a daemon's or a record's text: its
+/// control characters are escaped.
 pub fn finish(name: &str, result: CommandResult) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("echopost {name}: {}", e.message);
+            eprintln!(
+                "echopost {name}: {}",
+                crate::escape::terminal_safe(&e.message)
+            );
             e.code
         }
     }

@@ -56,9 +56,10 @@ impl RecordJson {
     }
 }
 
-/// [`RecordJson`] as one line of JSON (without the newline).
+/// [`RecordJson`] as one line of JSON (without the newline), control characters escaped
+/// (C1 and DEL too: [`crate::escape::json_string`]).
 pub fn record_json(sequence: u64, r: &Record) -> String {
-    serde_json::to_string(&RecordJson::new(sequence, r))
+    crate::escape::json_string(&RecordJson::new(sequence, r))
         // A struct of strings and integers always serialises.
         .unwrap_or_default()
 }

@@ -77,7 +77,7 @@ pub fn run(args: &SalvageArgs) -> CommandResult {
             lost_records: report.lost_records(),
             kept_records: report.kept_records,
         };
-        let mut s = serde_json::to_string_pretty(&doc)
+        let mut s = crate::escape::json_pretty(&doc)
             .map_err(|e| CommandError::fatal(format!("cannot encode the report: {e}")))?;
         s.push('\n');
         s

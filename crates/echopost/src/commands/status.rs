@@ -22,6 +22,7 @@ use super::{
 };
 use crate::cli::StatusArgs;
 use crate::daemon::exit::ExitCode;
+use crate::escape::{json_pretty, terminal_safe};
 
 /// Everything `status` reports, in the shape of `--json`. Figures a mode cannot know are
 /// `null` (e.g. the delivery rate offline).
@@ -59,7 +60,18 @@ pub struct StatusReport {
     /// succeeded (or offline). Tells a stuck replay from a slow one.
     pub failing: Option<FailingReport>,
     pub delivered_records: Option<u64>,
+    /// Records moved to the dead-letter log by this session (online only).
     pub dead_lettered_records: Option<u64>,
+    /// Dead letters held (not yet requeued or purged) and the bytes of their files, live
+    /// and offline; `null` when the dead-letter log cannot be read.
+    pub dead_letter_records: Option<u64>,
+    pub dead_letter_bytes: Option<u64>,
+    /// Bytes of the session logs in `DIR/logs`. `--max-disk` counts `disk_bytes`,
+    /// `dead_letter_bytes` and this together.
+    pub session_log_bytes: u64,
+    /// Why replay is paused while it could deliver (the dead letters reached
+    /// `--max-disk`); `null` when it is not (or offline).
+    pub replay_paused: Option<String>,
     pub delivery_records_per_second: Option<f64>,
     pub delivery_bytes_per_second: Option<f64>,
     /// 0 with nothing to drain; `null` when unknown (offline, or no recent deliveries).
@@ -162,7 +174,7 @@ pub fn run(args: &StatusArgs) -> CommandResult {
             Some(Ok(t)) => t.iter().map(super::streams::stream_json).collect(),
             _ => serde_json::Value::Array(Vec::new()),
         };
-        let mut s = serde_json::to_string_pretty(&v)
+        let mut s = json_pretty(&v)
             .map_err(|e| CommandError::fatal(format!("cannot encode the report: {e}")))?;
         s.push('\n');
         s
@@ -246,6 +258,10 @@ pub fn from_status(target: &Target, st: &StatusResponse, now: i64) -> StatusRepo
         failing: FailingReport::from_status(st, now),
         delivered_records: Some(st.delivered_records),
         dead_lettered_records: Some(st.dead_lettered_records),
+        dead_letter_records: Some(st.dead_letter_records),
+        dead_letter_bytes: Some(st.dead_letter_bytes),
+        session_log_bytes: st.session_log_bytes,
+        replay_paused: non_empty(&st.replay_paused),
         delivery_records_per_second: Some(st.delivery_records_per_second),
         delivery_bytes_per_second: Some(st.delivery_bytes_per_second),
         estimated_drain_seconds: if st.backlog_records == 0 {
@@ -288,8 +304,10 @@ fn offline(target: &Target, rpc_error: Option<String>) -> Result<StatusReport, C
     report
 }
 
-/// An existing directory without a log: nothing has ever been stored there.
+/// An existing directory without a log: nothing has ever been stored there. The dead
+/// letters and session logs are read from the directory all the same.
 fn empty_report(target: &Target) -> StatusReport {
+    let dead_letters = crate::replay::dead_letters::figures(&target.dir).ok();
     StatusReport {
         mode: "offline",
         dir: target.dir.display().to_string(),
@@ -314,6 +332,10 @@ fn empty_report(target: &Target) -> StatusReport {
         failing: None,
         delivered_records: None,
         dead_lettered_records: None,
+        dead_letter_records: dead_letters.map(|f| f.records),
+        dead_letter_bytes: dead_letters.map(|f| f.bytes),
+        session_log_bytes: crate::daemon::session_log::logs_bytes_in(&target.dir),
+        replay_paused: None,
         delivery_records_per_second: None,
         delivery_bytes_per_second: None,
         estimated_drain_seconds: Some(0.0),
@@ -392,8 +414,10 @@ pub fn report_from_log(target: &Target, log: &Log, now: i64) -> Result<StatusRep
 /// The text form of the report.
 pub fn human(r: &StatusReport) -> String {
     let mut out = String::new();
+    // Values carry stored and server-provided text (a main server's error body):
+    // control characters are escaped so that they cannot reach the terminal.
     let mut line = |label: &str, value: String| {
-        out.push_str(&format!("  {label:<11}{value}\n"));
+        out.push_str(&format!("  {label:<11}{}\n", terminal_safe(&value)));
     };
     let header = if r.mode == "online" {
         format!(
@@ -451,6 +475,25 @@ pub fn human(r: &StatusReport) -> String {
         None => fmt_bytes(r.disk_bytes),
     };
     line("disk", disk);
+    line(
+        "dead ltrs",
+        match (r.dead_letter_records, r.dead_letter_bytes) {
+            (Some(0), _) => "none".to_owned(),
+            (Some(n), Some(b)) => format!(
+                "{} held, {} (`echopost dead-letters list`, then `requeue` or `purge`)",
+                fmt_count(n),
+                fmt_bytes(b)
+            ),
+            _ => "cannot be read (`echopost verify` tells why)".to_owned(),
+        },
+    );
+    line(
+        "logs",
+        format!("{} of session logs", fmt_bytes(r.session_log_bytes)),
+    );
+    if let Some(p) = &r.replay_paused {
+        line("replay", p.clone());
+    }
     if r.mode == "online" {
         if let Some(s) = &r.sync_policy {
             line("sync", s.clone());
@@ -558,6 +601,10 @@ mod tests {
             upstream_failed_attempts: 3,
             stuck_sequence: 11,
             failing_since_unix_nanos: 1_000_000_000,
+            dead_letter_records: 4,
+            dead_letter_bytes: 5000,
+            session_log_bytes: 700,
+            replay_paused: String::new(),
             next_attempt_unix_nanos: 6_000_000_000,
         };
         let r = from_status(&target(), &st, 4_000_000_000);

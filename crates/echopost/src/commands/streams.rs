@@ -15,6 +15,7 @@ use super::{
 };
 use crate::cli::StreamsArgs;
 use crate::daemon::exit::ExitCode;
+use crate::escape::{json_string, terminal_safe};
 use crate::streams::{backlog, recover};
 
 /// Runs `echopost streams`.
@@ -24,7 +25,7 @@ pub fn run(args: &StreamsArgs) -> CommandResult {
     let mut out = String::new();
     if args.json {
         for s in &infos {
-            out.push_str(&stream_json(s).to_string());
+            out.push_str(&json_string(&stream_json(s)).unwrap_or_default());
             out.push('\n');
         }
     } else {
@@ -128,7 +129,7 @@ pub fn table(infos: &[StreamInfo]) -> String {
         };
         out.push_str(&format!(
             "{:<24} {:>10} {:>10} {:>10} {:>21} {:<30} {:>6}\n",
-            escape(&s.stream),
+            terminal_safe(&s.stream),
             s.version,
             s.backlog_records,
             fmt_bytes(s.backlog_bytes),
@@ -138,12 +139,6 @@ pub fn table(infos: &[StreamInfo]) -> String {
         ));
     }
     out
-}
-
-/// A stream name as printed in text: control characters escaped, so a name cannot
-/// move the cursor or forge lines.
-fn escape(name: &str) -> String {
-    name.chars().flat_map(char::escape_debug).collect()
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
     let target = resolve(&args.dirs)?;
     let (doc, text) = check(&target)?;
     let out = if args.json {
-        let mut s = serde_json::to_string_pretty(&doc)
+        let mut s = crate::escape::json_pretty(&doc)
             .map_err(|e| CommandError::fatal(format!("cannot encode the report: {e}")))?;
         s.push('\n');
         s

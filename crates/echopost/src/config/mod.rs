@@ -72,6 +72,8 @@ pub struct Config {
     pub linger: Duration,
     /// Tracing filter directive for stderr and the session log.
     pub log_level: String,
+    /// Session logs kept, this run's included (`--keep-session-logs`).
+    pub keep_session_logs: usize,
     /// User ids accepted besides the daemon's own.
     pub allowed_uids: Vec<u32>,
     /// What unmodified clients may store (`--accept-grpc`, `--accept-http`).
@@ -168,6 +170,7 @@ impl Config {
             max_streams: args.max_streams,
             linger: args.linger,
             log_level: args.log_level.clone(),
+            keep_session_logs: args.keep_session_logs,
             allowed_uids,
             front_door,
             replay,

@@ -5,12 +5,15 @@
 //! travels in one `Services` value, so no step takes a long argument list.
 //!
 //! # Startup
-//! 1. Create the directory (`0700`) and start the session log.
+//! 1. Create the directory (`0700`) and start logging (stderr; the session log's lines
+//!    are held until step 3 succeeds, see [`session_log`]).
 //! 2. Install the SIGTERM/SIGINT handlers (a signal during recovery then means "stop after
 //!    recovery", not "die half-way").
 //! 3. Open the log: take `DIR/LOCK` (held by a running instance → exit 3) and recover
 //!    (corruption → exit 4). This happens *before* the socket exists, so no client can
-//!    reach a daemon whose storage is not ready.
+//!    reach a daemon whose storage is not ready. With the lock held, the session log file
+//!    is created (older ones beyond `--keep-session-logs` are deleted); a start that lost
+//!    the lock leaves no file.
 //! 4. Read or create the source id.
 //! 5. Bind the socket (a live one → exit 3, a stale one is replaced), start the commit
 //!    thread, and serve at once.
@@ -113,9 +116,11 @@ pub fn run(config: Config, runtime: &tokio::runtime::Runtime) -> ExitCode {
         eprintln!("echopost: {e}");
         return e.exit_code();
     }
-    let session = session_log::init(&config.dir, &config.log_level);
+    let dir = config.dir.clone();
+    let keep = config.keep_session_logs;
+    let mut session = session_log::init(&config.log_level);
     let started = Instant::now();
-    match runtime.block_on(daemon(config, session.clone())) {
+    match runtime.block_on(daemon(config, &mut session)) {
         Ok(()) => {
             tracing::info!(
                 session = %session.id,
@@ -127,6 +132,14 @@ pub fn run(config: Config, runtime: &tokio::runtime::Runtime) -> ExitCode {
         }
         Err(e) => {
             let code = e.exit_code();
+            if session.log_file.is_none() {
+                if code == ExitCode::Locked {
+                    // Another daemon owns the directory: leave no file in it.
+                    session.discard_file();
+                } else {
+                    session.attach_file(&dir, keep);
+                }
+            }
             tracing::error!(
                 session = %session.id,
                 exit_code = code.code(),
@@ -137,14 +150,16 @@ pub fn run(config: Config, runtime: &tokio::runtime::Runtime) -> ExitCode {
         }
     }
 }
-async fn daemon(config: Config, session: Session) -> Result<(), DaemonError> {
+async fn daemon(config: Config, session: &mut Session) -> Result<(), DaemonError> {
     let dir = config.dir.clone();
-    log_start(&config, &session);
+    log_start(&config, session);
     warn_if_shared(&dir);
     let mut signals = Signals::install()?;
     // Lock and recover before anything can connect.
     let log = open_log(&config).await?;
-    let services = match Services::start(config, session, Arc::clone(&log)).await {
+    // The directory is ours: its session log may exist now.
+    session.attach_file(&dir, config.keep_session_logs);
+    let services = match Services::start(config, session.clone(), Arc::clone(&log)).await {
         Ok(s) => s,
         Err(e) => {
             close_log(log).await;
@@ -168,7 +183,7 @@ fn log_start(config: &Config, session: &Session) {
         max_record_bytes = config.max_record_bytes,
         linger_ms = config.linger.as_millis() as u64,
         upstream = config.replay.as_ref().map_or("", |r| r.upstream().display.as_str()),
-        log_file = %session.log_file.as_ref().map_or_else(String::new, |p| p.display().to_string()),
+        keep_session_logs = config.keep_session_logs,
         "echopost starting"
     );
 }

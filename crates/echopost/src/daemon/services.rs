@@ -27,6 +27,7 @@ use super::session_log::Session;
 use super::socket::{self, Previous, SocketAccess, SocketError, SocketFile};
 use super::{activation, platform, source_id};
 use crate::config::Config;
+use crate::disk_quota::DiskQuota;
 use crate::front_door::{self, Capture, FrontDoorLayer};
 use crate::ingest::gate::AppendGate;
 use crate::ingest::limits::{MAX_MESSAGE_BYTES, OversizeLayer};
@@ -164,12 +165,21 @@ impl Services {
         let (listener, socket_file) = open_listener(&config.socket, &access)?;
         let gate = AppendGate::new();
         let progress = Arc::new(Progress::default());
+        let quota = Arc::new(DiskQuota::new(
+            config.log.max_disk_bytes,
+            Arc::clone(&session.log_bytes),
+        ));
+        match crate::replay::dead_letters::figures(&config.dir) {
+            Ok(f) => quota.set_dead_letters(f.records, f.bytes),
+            Err(e) => tracing::warn!(error = %e, "cannot read the dead-letter log's size"),
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (fatal_tx, fatal_rx) = mpsc::channel::<echopost_log::Error>(4);
         let (ingest, committer) = match Ingest::new(
             Arc::clone(&log),
             streams,
             Arc::clone(&gate),
+            Arc::clone(&quota),
             RecordRules {
                 max_record_bytes: config.max_record_bytes,
                 forward: config.replay.as_ref().and_then(ForwardKind::of),
@@ -186,8 +196,10 @@ impl Services {
         let status = Arc::new(StatusReporter::new(
             Arc::clone(&log),
             Arc::clone(&progress),
+            Arc::clone(&quota),
             StaticInfo {
                 dir: config.dir.display().to_string(),
+                dir_path: config.dir.clone(),
                 sync_policy: config.sync_policy_name(),
                 upstream: config.replay.as_ref().map(|r| r.upstream().display.clone()),
                 max_disk_bytes: config.log.max_disk_bytes.unwrap_or(0),
@@ -237,6 +249,7 @@ impl Services {
                 Arc::clone(&log),
                 cfg,
                 Arc::clone(&progress),
+                Arc::clone(&quota),
                 shutdown_rx.clone(),
             ))
         });

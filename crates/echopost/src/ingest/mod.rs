@@ -46,6 +46,7 @@ use committer::{Chain, CommitError, Committer, CommitterThread, PendingAppend};
 use gate::{AppendGate, GateClosed};
 use prost::Message;
 
+use crate::disk_quota::DiskQuota;
 use crate::streams::codec::FrameMeta;
 use crate::streams::tables::{BatchIdentity, Refusal};
 use crate::streams::{MAX_NAME_BYTES, Streams};
@@ -57,6 +58,8 @@ pub struct Ingest {
     /// The producer and stream tables the committer decides with.
     streams: Arc<Streams>,
     gate: Arc<AppendGate>,
+    /// `--max-disk` over the segments, the dead letters and the session logs.
+    quota: Arc<DiskQuota>,
     rules: RecordRules,
     /// Fatal storage errors go to the lifecycle, which shuts down with exit code 5 (or 4).
     fatal: mpsc::Sender<echopost_log::Error>,
@@ -88,6 +91,7 @@ impl Ingest {
         log: Arc<Log>,
         streams: Arc<Streams>,
         gate: Arc<AppendGate>,
+        quota: Arc<DiskQuota>,
         rules: RecordRules,
         fatal: mpsc::Sender<echopost_log::Error>,
     ) -> std::io::Result<(Ingest, CommitterThread)> {
@@ -97,6 +101,7 @@ impl Ingest {
                 log,
                 streams,
                 gate,
+                quota,
                 rules,
                 fatal,
                 full_reported: AtomicBool::new(false),
@@ -159,6 +164,16 @@ impl Ingest {
         };
         let identity = (!identity.is_plain()).then_some(identity);
         let bytes = usize::try_from(body.raw_len()).unwrap_or(usize::MAX);
+        // The dead letters and session logs share the quota with the segments (the
+        // engine checks the segments alone).
+        if let Err(over) = self.quota.admit(self.log.stats().disk_bytes, bytes as u64) {
+            if !self.full_reported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%over, records = count, bytes, "disk quota reached (--max-disk): refusing appends until replay frees space or dead letters are purged");
+            }
+            return Err(Status::resource_exhausted(format!(
+                "buffer full: {over}; this append needs {bytes} more. Appends succeed again once replay frees space or dead letters are purged (`echopost dead-letters`)"
+            )));
+        }
         // Encoding and checksumming happen here, on the request's task, so that the
         // committer thread only writes and syncs.
         let batch = self
@@ -320,6 +335,7 @@ mod tests {
             Arc::new(log),
             streams,
             AppendGate::new(),
+            Arc::new(crate::disk_quota::DiskQuota::unlimited()),
             RecordRules::sized(1 << 20),
             fatal_tx,
         )

@@ -7,9 +7,12 @@
 //!
 //! # Contracts
 //! * **Replayer** ([`Writer`]): a rejected record is appended here, durably, *before* its
-//!   sequence is acknowledged in the main log. A crash in between leaves the record in
-//!   both logs: it is replayed again, rejected again and dead-lettered a second time.
-//!   Duplicates are possible, loss is not.
+//!   sequence is acknowledged in the main log, so loss is not possible. Each record is
+//!   held **once** (issue 13): a crash (or a failed `fdatasync`, after which the frame may
+//!   still reach the disk) between the two leaves the record in both logs, and it is
+//!   replayed and rejected again; the writer then finds its sequence among the dead
+//!   letters it read when it opened the log (those above the main log's acknowledged
+//!   sequence) and does not write it a second time.
 //! * **`echopost dead-letters list`** ([`list`]): every dead letter not yet requeued, oldest
 //!   first. Reads only; but opening the log takes its lock, so it fails with
 //!   [`DeadLetterError::Log`]`(Locked)` at the moment a running replayer is writing one
@@ -22,6 +25,7 @@
 //!   records go through its `Append` (the command does that); without one, straight into
 //!   the main log ([`requeue`]).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +63,36 @@ pub enum DeadLetterError {
     /// are still dead letters.
     #[error("the daemon did not store the requeued records: {0}")]
     Refused(String),
+    /// `purge --through SEQ` names a sequence no dead letter has.
+    #[error(
+        "no dead letter has sequence {through} (`echopost dead-letters list` shows them); nothing was purged"
+    )]
+    NoSuchSequence { through: u64 },
+}
+
+/// The dead-letter log's size: what `status` shows and the disk quota counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Dead letters not yet requeued or purged.
+    pub records: u64,
+    /// Bytes of its segment files.
+    pub bytes: u64,
+}
+
+/// The figures of the dead-letter log in `dir` (zero without one), read without its lock
+/// and without changing anything, so beside a running replayer too (a write in progress
+/// may then be missing from them). Costs a header read per segment and one scan of the
+/// last segment.
+pub fn figures(dir: &Path) -> Result<Figures, DeadLetterError> {
+    let dl_dir = dead_letter_dir(dir);
+    if !dl_dir.is_dir() {
+        return Ok(Figures::default());
+    }
+    let layout = echopost_log::analyze(&dl_dir)?;
+    Ok(Figures {
+        records: layout.next_seq.saturating_sub(layout.acked + 1),
+        bytes: layout.segments.iter().map(|s| s.len).sum(),
+    })
 }
 
 /// `DIR/dead-letters`.
@@ -128,9 +162,11 @@ pub fn original_sequence(record: &Record, seq: u64) -> u64 {
 }
 
 /// Moves every dead letter back into `main_log` (the daemon is not running); returns how
-/// many. See [`requeue_with`].
+/// many. A dead letter whose record is still in `main_log`'s backlog is removed instead
+/// (see the module documentation). See [`requeue_with`].
 pub fn requeue(dir: &Path, main_log: &Log) -> Result<usize, DeadLetterError> {
-    requeue_with(dir, |records| {
+    let st = main_log.stats();
+    requeue_filtered(dir, st.first_unacked_seq..st.next_seq, |records| {
         let encoded: Vec<Vec<u8>> = records.iter().map(Message::encode_to_vec).collect();
         main_log.append(&encoded)?;
         // Durable in the main log first (whatever its sync policy), then forgotten here.
@@ -156,6 +192,16 @@ pub fn requeue(dir: &Path, main_log: &Log) -> Result<usize, DeadLetterError> {
 /// writes after this started are left for the next requeue.
 pub fn requeue_with(
     dir: &Path,
+    store: impl FnMut(&[Record]) -> Result<(), DeadLetterError>,
+) -> Result<usize, DeadLetterError> {
+    requeue_filtered(dir, 0..0, store)
+}
+
+/// [`requeue_with`], leaving out (but removing) the dead letters whose sequence is in
+/// `still_buffered`: their records are still in the main log's backlog.
+fn requeue_filtered(
+    dir: &Path,
+    still_buffered: std::ops::Range<u64>,
     mut store: impl FnMut(&[Record]) -> Result<(), DeadLetterError>,
 ) -> Result<usize, DeadLetterError> {
     let dl_dir = dead_letter_dir(dir);
@@ -182,6 +228,9 @@ pub fn requeue_with(
                 dir: dl_dir.clone(),
                 seq: r.seq,
             })?;
+            if still_buffered.contains(&stored.sequence) {
+                continue;
+            }
             let mut record = stored.record.ok_or_else(|| DeadLetterError::Empty {
                 dir: dl_dir.clone(),
                 seq: r.seq,
@@ -192,7 +241,9 @@ pub fn requeue_with(
                 .insert(ORIGINAL_SEQUENCE_HEADER.to_owned(), original.to_string());
             records.push(record);
         }
-        store(&records)?;
+        if !records.is_empty() {
+            store(&records)?;
+        }
         log.ack(last)?;
         log.close()?;
         total += records.len();
@@ -201,6 +252,70 @@ pub fn requeue_with(
         }
     }
     Ok(total)
+}
+
+/// What [`purge`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Dead letters deleted.
+    pub records: u64,
+    /// The log's figures after the purge.
+    pub left: Figures,
+}
+
+/// Deletes dead letters for good, oldest first: all of them present when it starts, or,
+/// with `through`, those up to and including the dead letter of (original) sequence
+/// `through` as `list` shows it, which must exist ([`DeadLetterError::NoSuchSequence`]
+/// otherwise, and nothing is deleted). Works beside a running replayer: the log is held
+/// only for the purge, and dead letters written after it began are kept. Segments that
+/// hold only purged dead letters are deleted, which frees their space.
+pub fn purge(dir: &Path, through: Option<u64>) -> Result<Purged, DeadLetterError> {
+    let dl_dir = dead_letter_dir(dir);
+    if !dl_dir.is_dir() {
+        return match through {
+            Some(t) => Err(DeadLetterError::NoSuchSequence { through: t }),
+            None => Ok(Purged::default()),
+        };
+    }
+    let log = open_waiting(&dl_dir)?;
+    let stats = log.stats();
+    let end = match through {
+        None => stats.next_seq.saturating_sub(1),
+        Some(t) => {
+            let mut reader = log.reader(0);
+            let mut found = None;
+            'scan: loop {
+                let batch = reader.next_batch(REQUEUE_BATCH_RECORDS, REQUEUE_BATCH_BYTES)?;
+                if batch.is_empty() {
+                    break;
+                }
+                for r in &batch {
+                    let letter = decode(&dl_dir, r.seq, &r.data)?;
+                    if letter.record.as_ref().map(|s| s.sequence) == Some(t) {
+                        found = Some(r.seq);
+                        break 'scan;
+                    }
+                }
+            }
+            match found {
+                Some(seq) => seq,
+                None => {
+                    log.close()?;
+                    return Err(DeadLetterError::NoSuchSequence { through: t });
+                }
+            }
+        }
+    };
+    let records = end.saturating_sub(stats.acked);
+    if records > 0 {
+        log.ack(end)?;
+        log.reclaim_delivered()?;
+    }
+    log.close()?;
+    Ok(Purged {
+        records,
+        left: figures(dir)?,
+    })
 }
 
 /// Opens the dead-letter log, waiting up to [`LOCK_WAIT`] while a running replayer holds
@@ -231,6 +346,23 @@ fn decode(dir: &Path, seq: u64, data: &[u8]) -> Result<DeadLetter, DeadLetterErr
 pub struct Writer {
     dir: PathBuf,
     log: Option<Log>,
+    /// Main-log sequences held as dead letters and not yet acknowledged in the main log:
+    /// read from the log when it is opened after a start or a failed write, then kept up
+    /// to date. Small: a dead letter's sequence is acknowledged right after it is written.
+    present: Option<BTreeSet<u64>>,
+    /// The simulated file system of the crash and fault tests.
+    #[cfg(test)]
+    fs: Option<std::sync::Arc<dyn echopost_log::FileSystem>>,
+}
+
+/// What [`Writer::write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The dead letter is stored (durably).
+    Stored,
+    /// The record was already a dead letter (written before a crash or a failed sync);
+    /// nothing was written.
+    AlreadyThere,
 }
 
 impl Writer {
@@ -239,20 +371,65 @@ impl Writer {
         Writer {
             dir: dead_letter_dir(dir),
             log: None,
+            present: None,
+            #[cfg(test)]
+            fs: None,
         }
     }
 
-    /// Appends `letter` durably (returns only once it is on stable storage).
-    pub fn write(&mut self, letter: &DeadLetter) -> Result<(), echopost_log::Error> {
+    /// Appends `letter` durably (returns only once it is on stable storage), unless its
+    /// record is already a dead letter. `main_acked` is the main log's acknowledged
+    /// sequence: dead letters at or below it can no longer come back.
+    pub fn write(
+        &mut self,
+        letter: &DeadLetter,
+        main_acked: u64,
+    ) -> Result<Written, DeadLetterError> {
         let log = match self.log.take() {
             Some(log) => log,
             None => self.open()?,
         };
-        log.append(&[letter.encode_to_vec()])?;
-        // Kept only after a success: a log that failed a write is poisoned; the next
-        // attempt reopens (and recovers) it.
-        self.log = Some(log);
-        Ok(())
+        if self.present.is_none() {
+            match present_above(&self.dir, &log, main_acked) {
+                Ok(p) => self.present = Some(p),
+                Err(e) => {
+                    let _ = log.close();
+                    return Err(e);
+                }
+            }
+        }
+        let seq = letter.record.as_ref().map_or(0, |r| r.sequence);
+        let present = self.present.get_or_insert_with(BTreeSet::new);
+        *present = present.split_off(&(main_acked + 1));
+        if present.contains(&seq) {
+            self.log = Some(log);
+            return Ok(Written::AlreadyThere);
+        }
+        match log.append(&[letter.encode_to_vec()]) {
+            Ok(_) => {
+                present.insert(seq);
+                self.log = Some(log);
+                Ok(Written::Stored)
+            }
+            Err(e) => {
+                // A log that failed a write is poisoned; the next attempt reopens (and
+                // recovers) it, and reads again what it holds: the failed frame may
+                // have reached the disk after all.
+                self.present = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The figures of the open log (`None` when it is closed).
+    pub fn figures(&self) -> Option<Figures> {
+        self.log.as_ref().map(|log| {
+            let st = log.stats();
+            Figures {
+                records: st.backlog_records,
+                bytes: st.disk_bytes,
+            }
+        })
     }
 
     /// Releases the log (and its lock).
@@ -264,13 +441,29 @@ impl Writer {
     }
 
     fn open(&self) -> Result<Log, echopost_log::Error> {
-        let started = Instant::now();
-        loop {
-            match Log::open(&self.dir, LogOptions::default()) {
-                Err(echopost_log::Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => return other,
+        #[cfg(test)]
+        if let Some(fs) = &self.fs {
+            return Log::open_with_fs(std::sync::Arc::clone(fs), &self.dir, LogOptions::default());
+        }
+        open_waiting(&self.dir)
+    }
+}
+
+/// The main-log sequences above `main_acked` among the dead letters in `log`.
+fn present_above(dir: &Path, log: &Log, main_acked: u64) -> Result<BTreeSet<u64>, DeadLetterError> {
+    let mut out = BTreeSet::new();
+    let mut reader = log.reader(0);
+    loop {
+        let batch = reader.next_batch(REQUEUE_BATCH_RECORDS, REQUEUE_BATCH_BYTES)?;
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        for r in &batch {
+            let letter = decode(dir, r.seq, &r.data)?;
+            if let Some(seq) = letter.record.map(|s| s.sequence)
+                && seq > main_acked
+            {
+                out.insert(seq);
             }
         }
     }
@@ -302,7 +495,7 @@ mod tests {
         let mut w = Writer::new(dir.path());
         for i in [5u64, 9, 12] {
             let l = make_dead_letter(i, &rec(i).encode_to_vec(), &format!("rejected {i}")).unwrap();
-            w.write(&l).unwrap();
+            assert_eq!(w.write(&l, 0).unwrap(), Written::Stored);
         }
         // While the writer holds it, list waits for nobody: it reports the lock.
         assert!(matches!(
@@ -343,12 +536,26 @@ mod tests {
             })
             .collect();
         assert_eq!(back, want);
-        // Dead-lettered again and requeued again, a record keeps its first sequence.
+        // Dead-lettered again (and acknowledged in the main log, as the replayer does) and
+        // requeued again, a record keeps its first sequence.
         let mut w = Writer::new(dir.path());
-        w.write(&make_dead_letter(3, &back[1].encode_to_vec(), "again").unwrap())
-            .unwrap();
+        w.write(
+            &make_dead_letter(3, &back[1].encode_to_vec(), "again").unwrap(),
+            0,
+        )
+        .unwrap();
+        main.ack(3).unwrap();
+        // A dead letter whose acknowledgement a crash lost: its record (4) is still in the
+        // backlog, so requeue removes the dead letter and leaves the record where it is.
+        w.write(
+            &make_dead_letter(4, &back[2].encode_to_vec(), "crashed").unwrap(),
+            3,
+        )
+        .unwrap();
         w.close().unwrap();
         assert_eq!(requeue(dir.path(), &main).unwrap(), 1);
+        assert!(list(dir.path()).unwrap().is_empty());
+        assert_eq!(main.stats().next_seq, 6, "only the one record went back");
         let again = main.reader(5).next_batch(1, 1 << 20).unwrap();
         let again = Record::decode(again[0].data.as_slice()).unwrap();
         assert_eq!(again.headers[ORIGINAL_SEQUENCE_HEADER], "9");
@@ -375,5 +582,104 @@ mod tests {
         let main = Log::open(main_dir.path(), LogOptions::default()).unwrap();
         assert!(requeue(dir.path(), &main).is_err());
         assert_eq!(main.stats().backlog_records, 0, "nothing half-requeued");
+    }
+
+    /// Issue 13: a failed `fdatasync` (or a crash) between the dead letter and the main
+    /// log's acknowledgement must not leave the record dead-lettered twice. Every
+    /// operation of the write fails in turn; the process then dies (its page cache
+    /// survives, as after a failed sync) or the power fails; the restarted writer is
+    /// handed the same record again.
+    #[test]
+    fn each_record_is_dead_lettered_once_whatever_fails() {
+        use echopost_log::sim::{Fault, FaultError, SimFs};
+        use std::sync::Arc;
+        let dir = Path::new("/sim/echopost");
+        let letter = |seq: u64| make_dead_letter(seq, &rec(seq).encode_to_vec(), "400").unwrap();
+        let writer = |fs: &SimFs| {
+            let mut w = Writer::new(dir);
+            w.fs = Some(Arc::new(fs.clone()) as Arc<dyn echopost_log::FileSystem>);
+            w
+        };
+        let held = |fs: &SimFs| -> Vec<u64> {
+            let log = Log::open_with_fs(
+                Arc::new(fs.clone()),
+                dead_letter_dir(dir),
+                LogOptions::default(),
+            )
+            .unwrap();
+            let got = log.reader(0).next_batch(1000, 1 << 20).unwrap();
+            got.iter()
+                .map(|r| {
+                    decode(dir, r.seq, &r.data)
+                        .unwrap()
+                        .record
+                        .unwrap()
+                        .sequence
+                })
+                .collect()
+        };
+        // The dead-letter log already holds 7 (delivered long ago: main acked 9) and 10.
+        let base = SimFs::new(1);
+        {
+            let mut w = writer(&base);
+            w.write(&letter(7), 0).unwrap();
+            w.write(&letter(10), 9).unwrap();
+            w.close().unwrap();
+        }
+        let ops = {
+            let fs = base.deep_clone(0);
+            let before = fs.op_count();
+            let mut w = writer(&fs);
+            w.write(&letter(11), 9).unwrap();
+            fs.op_count() - before
+        };
+        assert!(ops > 3, "the write took {ops} operations");
+        let mut failures = 0;
+        for at in 0..ops {
+            for power_loss in [false, true] {
+                let seed = at * 2 + u64::from(power_loss);
+                let fs = base.deep_clone(seed);
+                let mut w = writer(&fs);
+                fs.set_fault(Some(Fault {
+                    at_op: fs.op_count() + at,
+                    error: FaultError::Eio,
+                    persistent: false,
+                }));
+                if w.write(&letter(11), 9).is_ok() {
+                    // Some operations are allowed to fail silently (none here so far),
+                    // but the record must then be held.
+                    assert!(held(&fs).contains(&11), "seed {seed}");
+                    continue;
+                }
+                failures += 1;
+                drop(w);
+                if power_loss {
+                    fs.crash(true)
+                } else {
+                    fs.kill_process()
+                }
+                // After the restart the record (main acked 9) is rejected again, and 10
+                // (written before the crash, its acknowledgement lost) comes back too.
+                let mut w = writer(&fs);
+                assert_eq!(
+                    w.write(&letter(10), 9).unwrap(),
+                    Written::AlreadyThere,
+                    "seed {seed}"
+                );
+                w.write(&letter(11), 9).unwrap();
+                assert_eq!(
+                    w.write(&letter(11), 9).unwrap(),
+                    Written::AlreadyThere,
+                    "seed {seed}"
+                );
+                w.close().unwrap();
+                assert_eq!(
+                    held(&fs),
+                    vec![7, 10, 11],
+                    "seed {seed}: op {at} failed, power loss {power_loss}"
+                );
+            }
+        }
+        assert!(failures > 0);
     }
 }

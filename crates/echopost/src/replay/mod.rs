@@ -104,6 +104,7 @@ use echopost_log::Log;
 use tokio::sync::watch;
 
 use crate::config::ReplayConfig;
+use crate::disk_quota::DiskQuota;
 
 /// Time between two good health probes when `healthy_after > 1`.
 pub const HEALTHY_PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -145,6 +146,9 @@ pub struct Progress {
     failing: Mutex<Option<Failing>>,
     /// Whether `failing` is set, so that a success costs no lock when nothing failed.
     is_failing: AtomicBool,
+    /// Why replay waits though the main server may be healthy (the dead letters reached
+    /// `--max-disk`); `None` while it is not paused.
+    paused: Mutex<Option<String>>,
     /// Samples of the counters above, for the recent delivery rate.
     window: Mutex<rate::Window>,
 }
@@ -176,6 +180,7 @@ impl Default for Progress {
             last_error: Mutex::new(String::new()),
             failing: Mutex::new(None),
             is_failing: AtomicBool::new(false),
+            paused: Mutex::new(None),
             window: Mutex::new(rate::Window::new(Instant::now())),
         }
     }
@@ -191,6 +196,8 @@ pub struct ProgressSnapshot {
     pub last_error: String,
     /// Failed attempts since the last success, if any.
     pub failing: Option<Failing>,
+    /// Why replay is paused, if it is (see [`Progress::set_paused`]).
+    pub paused: Option<String>,
     /// Delivery rate over the last [`RATE_WINDOW`] (0 when nothing was delivered).
     pub records_per_second: f64,
     pub bytes_per_second: f64,
@@ -222,6 +229,18 @@ impl Progress {
             .lock()
             .map(|g| g.clone())
             .unwrap_or_default()
+    }
+
+    /// Sets (`Some`) or clears (`None`) why replay is paused.
+    pub fn set_paused(&self, why: Option<String>) {
+        if let Ok(mut g) = self.paused.lock() {
+            *g = why;
+        }
+    }
+
+    /// Why replay is paused, if it is.
+    pub fn paused(&self) -> Option<String> {
+        self.paused.lock().ok().and_then(|g| g.clone())
     }
 
     pub fn set_last_error(&self, e: impl Into<String>) {
@@ -341,6 +360,7 @@ impl Progress {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             last_error: self.last_error(),
             failing: self.failing(),
+            paused: self.paused(),
             records_per_second: rps,
             bytes_per_second: bps,
             estimated_drain_seconds: rate::eta(backlog_records, rps),
@@ -447,9 +467,10 @@ pub async fn run(
     log: Arc<Log>,
     cfg: ReplayConfig,
     progress: Arc<Progress>,
+    quota: Arc<DiskQuota>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplayError> {
-    let res = match driver::Replayer::new(log, cfg, Arc::clone(&progress), shutdown) {
+    let res = match driver::Replayer::new(log, cfg, Arc::clone(&progress), quota, shutdown) {
         Ok(replayer) => replayer.run().await,
         Err(e) => Err(e),
     };

@@ -13,12 +13,19 @@ use echopost_proto::v1::{Record, StatusResponse};
 use prost::Message;
 use tonic::Status;
 
+use crate::disk_quota::DiskQuota;
+use crate::replay::dead_letters;
 use crate::replay::{Failing, Progress};
+
+/// Shortest time between two reads of the dead-letter log's figures from the directory.
+const DEAD_LETTER_FIGURES_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Settings and figures `Status` reports that do not change while running.
 #[derive(Debug, Clone)]
 pub struct StaticInfo {
     pub dir: String,
+    /// The state directory, for the dead-letter log's figures.
+    pub dir_path: std::path::PathBuf,
     pub sync_policy: String,
     pub upstream: Option<String>,
     /// 0 when no quota is set.
@@ -36,18 +43,42 @@ pub struct StatusReporter {
     info: StaticInfo,
     /// `(sequence, timestamp)` of the oldest record last looked up.
     oldest_cache: std::sync::Mutex<(u64, i64)>,
+    quota: Arc<DiskQuota>,
+    /// When the dead-letter figures were last read from the directory.
+    dead_letters_read: std::sync::Mutex<Option<Instant>>,
 }
 
 impl StatusReporter {
     /// A reporter over `log`, the replayer's `progress` (idle without `--upstream`) and the
     /// fixed `info`.
-    pub fn new(log: Arc<Log>, progress: Arc<Progress>, info: StaticInfo) -> StatusReporter {
+    pub fn new(
+        log: Arc<Log>,
+        progress: Arc<Progress>,
+        quota: Arc<DiskQuota>,
+        info: StaticInfo,
+    ) -> StatusReporter {
         StatusReporter {
             log,
             progress,
             info,
             oldest_cache: std::sync::Mutex::new((0, 0)),
+            quota,
+            dead_letters_read: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether the dead-letter figures are due for a read from the directory (they change
+    /// behind the daemon's back: `dead-letters purge` and `requeue`).
+    fn dead_letters_due(&self) -> bool {
+        let Ok(mut last) = self.dead_letters_read.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < DEAD_LETTER_FIGURES_TTL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// The directory, as shown to operators.
@@ -59,7 +90,16 @@ impl StatusReporter {
     pub async fn status(&self) -> Result<StatusResponse, Status> {
         let log = Arc::clone(&self.log);
         let cached = self.oldest_cache.lock().map(|c| *c).unwrap_or((0, 0));
+        let dl = self
+            .dead_letters_due()
+            .then(|| (self.info.dir_path.clone(), Arc::clone(&self.quota)));
         let (stats, oldest) = tokio::task::spawn_blocking(move || {
+            if let Some((dir, quota)) = dl {
+                match dead_letters::figures(&dir) {
+                    Ok(f) => quota.set_dead_letters(f.records, f.bytes),
+                    Err(e) => tracing::debug!(error = %e, "cannot read the dead-letter log's figures for Status"),
+                }
+            }
             let stats = log.stats();
             // Only look at the oldest record when it is durable already: a reader asks for
             // a sync otherwise, and `Status` must not change the sync behaviour. Reading it
@@ -124,6 +164,10 @@ impl StatusReporter {
             stuck_sequence: failing.sequence,
             failing_since_unix_nanos: unix_nanos(failing.since),
             next_attempt_unix_nanos: failing.next_attempt.map_or(0, unix_nanos),
+            dead_letter_records: self.quota.dead_letters().0,
+            dead_letter_bytes: self.quota.dead_letters().1,
+            session_log_bytes: self.quota.session_log_bytes(),
+            replay_paused: progress.paused.clone().unwrap_or_default(),
         })
     }
 }

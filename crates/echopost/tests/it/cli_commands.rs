@@ -674,7 +674,7 @@ async fn dead_letters_list_and_requeue() {
     let letter =
         dead_letters::make_dead_letter(42, &rejected.encode_to_vec(), "400 Bad Request: bad JSON")
             .unwrap();
-    w.write(&letter).unwrap();
+    w.write(&letter, 0).unwrap();
     w.close().unwrap();
 
     let out = run(&with("dead-letters list", &area, &[]), None).expect_code(0);
@@ -714,8 +714,11 @@ async fn dead_letters_list_and_requeue() {
 
     // And with the daemon stopped: straight into the log.
     let mut w = dead_letters::Writer::new(&area.dir());
-    w.write(&dead_letters::make_dead_letter(43, &rejected.encode_to_vec(), "again").unwrap())
-        .unwrap();
+    w.write(
+        &dead_letters::make_dead_letter(43, &rejected.encode_to_vec(), "again").unwrap(),
+        0,
+    )
+    .unwrap();
     w.close().unwrap();
     drop(c);
     d.stop().await;

@@ -3,6 +3,7 @@
 
 mod identity;
 mod isolate;
+mod notices;
 mod window;
 
 use std::collections::VecDeque;
@@ -17,6 +18,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::config::{ReplayConfig, Upstream};
+use crate::disk_quota::DiskQuota;
 
 use super::acker::Acker;
 use super::backoff::{Backoff, with_retry_after};
@@ -99,6 +101,10 @@ pub(crate) struct Replayer {
     acker: Acker,
     /// `None` only while a dead letter is being written on the blocking pool.
     dead: Option<dead_letters::Writer>,
+    /// The session log's lines about dead letters (rate-limited).
+    notices: notices::DeadLetterNotices,
+    /// `--max-disk` over the log, the dead letters and the session logs.
+    quota: Arc<DiskQuota>,
     backoff: Backoff,
     report: Reporter,
     /// The failure classes, with the operator's `--status-class` overrides.
@@ -123,6 +129,7 @@ impl Replayer {
         log: Arc<Log>,
         cfg: ReplayConfig,
         progress: Arc<Progress>,
+        quota: Arc<DiskQuota>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, ReplayError> {
         let upstream = cfg.upstream.clone();
@@ -143,6 +150,8 @@ impl Replayer {
             source,
             timeout,
             dead,
+            notices: notices::DeadLetterNotices::default(),
+            quota,
             backoff: Backoff::delivery(),
             report: Reporter::new(),
             policy: cfg_policy,
@@ -496,8 +505,9 @@ impl Replayer {
         self.report.delivered();
     }
 
-    /// Durably records a rejected record in the dead-letter log, then lets its sequence
-    /// be acknowledged.
+    /// Durably records a rejected record in the dead-letter log (once: see
+    /// [`dead_letters::Writer::write`]), then lets its sequence be acknowledged. Waits,
+    /// paused, while the dead letter does not fit `--max-disk`.
     async fn dead_letter(&mut self, item: Item, reason: &str) -> Result<(), ReplayError> {
         let letter = dead_letters::make_dead_letter(item.seq, &item.data, reason).map_err(|e| {
             ReplayError::Corruption(feed::corruption(
@@ -506,30 +516,105 @@ impl Replayer {
                 format!("record {} does not decode: {e}", item.seq),
             ))
         })?;
+        if !self
+            .wait_for_dead_letter_room(letter.encoded_len() as u64)
+            .await?
+        {
+            return Ok(());
+        }
         let mut writer = self
             .dead
             .take()
             .unwrap_or_else(|| dead_letters::Writer::new(&self.cfg.dir));
+        let main_acked = self.log.stats().acked;
         let (writer, res) = tokio::task::spawn_blocking(move || {
-            let r = writer.write(&letter);
+            let r = writer.write(&letter, main_acked);
             (writer, r)
         })
         .await
         .map_err(join_error)?;
+        if let Some(f) = writer.figures() {
+            self.quota.set_dead_letters(f.records, f.bytes);
+        }
         self.dead = Some(writer);
-        res.map_err(ReplayError::from_log)?;
-        self.progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            seq = item.seq,
-            reason,
-            dir = %dead_letters::dead_letter_dir(&self.cfg.dir).display(),
-            "record rejected by the main server; moved to the dead-letter log"
-        );
+        match res.map_err(|e| dead_letter_error(&self.cfg.dir, e))? {
+            dead_letters::Written::Stored => {
+                self.progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.notices.note(
+                    item.seq,
+                    reason,
+                    &dead_letters::dead_letter_dir(&self.cfg.dir),
+                );
+            }
+            dead_letters::Written::AlreadyThere => tracing::info!(
+                seq = item.seq,
+                "record rejected again; it is a dead letter already (from before a restart), so it is not written twice"
+            ),
+        }
         self.acker.mark(item.seq, item.data.len() as u64);
         Ok(())
     }
 
+    /// Waits until a dead letter of `needed` bytes fits `--max-disk` (issue 13: at the
+    /// cap, replay pauses rather than dropping anything). Acknowledges what was delivered
+    /// first, which may free segments; then re-reads the dead-letter log's size once a
+    /// second (an operator's `dead-letters purge` or `requeue` frees it). Returns false
+    /// when shutdown was asked for meanwhile.
+    async fn wait_for_dead_letter_room(&mut self, needed: u64) -> Result<bool, ReplayError> {
+        let Some(segment_size) = self.quota.limit().map(|q| (q / 8).max(4096)) else {
+            return Ok(true);
+        };
+        let mut paused = false;
+        loop {
+            let over =
+                self.quota
+                    .dead_letter_fits(self.log.stats().disk_bytes, needed, segment_size);
+            let Err(over) = over else {
+                if paused {
+                    tracing::info!("the dead letters fit --max-disk again; replay goes on");
+                    self.progress.set_paused(None);
+                }
+                return Ok(true);
+            };
+            if !paused {
+                self.acker.flush().await?;
+                // The writer releases the log, so that `purge` and `requeue` can take it.
+                self.close_dead_letters().await?;
+                if self
+                    .quota
+                    .dead_letter_fits(self.log.stats().disk_bytes, needed, segment_size)
+                    .is_ok()
+                {
+                    continue;
+                }
+                let why = format!(
+                    "paused: the next dead letter does not fit --max-disk ({over}); review them with `echopost dead-letters list --dir {dir}`, then `echopost dead-letters purge --dir {dir}` or `requeue`",
+                    dir = self.cfg.dir.display()
+                );
+                tracing::error!("replay {why}");
+                self.progress.set_paused(Some(why));
+                paused = true;
+            }
+            let mut sd = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = wait_shutdown(&mut sd) => {
+                    self.progress.set_paused(None);
+                    return Ok(false);
+                }
+            }
+            let dir = self.cfg.dir.clone();
+            if let Ok(Ok(f)) =
+                tokio::task::spawn_blocking(move || dead_letters::figures(&dir)).await
+            {
+                self.quota.set_dead_letters(f.records, f.bytes);
+            }
+        }
+    }
+
     async fn close_dead_letters(&mut self) -> Result<(), ReplayError> {
+        self.notices
+            .flush(&dead_letters::dead_letter_dir(&self.cfg.dir));
         let Some(mut writer) = self.dead.take() else {
             return Ok(());
         };
@@ -564,6 +649,19 @@ fn decode(log: &Log, item: &Item) -> Result<Record, ReplayError> {
 /// Resolves when shutdown is requested (or nobody can request it any more).
 async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// A failure of the dead-letter log: the engine's errors as the engine's, a dead letter
+/// that does not decode as a storage failure naming it (exit 5: `verify` tells more).
+fn dead_letter_error(dir: &std::path::Path, e: dead_letters::DeadLetterError) -> ReplayError {
+    match e {
+        dead_letters::DeadLetterError::Log(e) => ReplayError::from_log(e),
+        other => ReplayError::Storage(echopost_log::Error::Io {
+            op: "read",
+            path: dead_letters::dead_letter_dir(dir),
+            source: std::io::Error::other(other.to_string()),
+        }),
+    }
 }
 
 pub(super) fn join_error(e: tokio::task::JoinError) -> ReplayError {

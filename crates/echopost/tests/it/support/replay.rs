@@ -99,7 +99,13 @@ pub fn spawn_replay(log: &Arc<Log>, settings: ReplaySettings) -> Replay {
         .with_source_id("test-source");
     let progress = Arc::new(Progress::default());
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(replay::run(Arc::clone(log), cfg, Arc::clone(&progress), rx));
+    let task = tokio::spawn(replay::run(
+        Arc::clone(log),
+        cfg,
+        Arc::clone(&progress),
+        Arc::new(echopost::disk_quota::DiskQuota::unlimited()),
+        rx,
+    ));
     Replay {
         progress,
         shutdown: tx,
