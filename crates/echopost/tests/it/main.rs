@@ -35,6 +35,7 @@ mod replay_deliver;
 mod replay_forward;
 mod replay_policy;
 mod replay_window;
+mod side_stores;
 mod stopped_daemon;
 mod streams;
 mod torture;
