@@ -58,8 +58,11 @@ pub struct RunArgs {
     #[arg(long, env = "ECHOPOST_SYNC", value_name = "POLICY", default_value = "always", value_parser = parse_sync)]
     pub sync: SyncPolicy,
 
-    /// Disk quota for stored records, e.g. `512MiB` or `10GB`. Appends beyond it are
-    /// refused with RESOURCE_EXHAUSTED until replay frees space. Default: no limit.
+    /// Disk quota, e.g. `512MiB` or `10GB`, over the stored records, the dead letters and
+    /// the session logs together. Appends beyond it are refused with RESOURCE_EXHAUSTED
+    /// until replay frees space or dead letters are purged; when the dead letters fill it,
+    /// replay pauses (see `status`) until `echopost dead-letters purge` or `requeue`.
+    /// Default: no limit.
     #[arg(long, env = "ECHOPOST_MAX_DISK", value_name = "BYTES", value_parser = parse_size)]
     pub max_disk: Option<u64>,
 
