@@ -682,4 +682,44 @@ mod tests {
         }
         assert!(failures > 0);
     }
+
+    #[test]
+    fn purge_through_a_reviewed_sequence_keeps_the_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(purge(dir.path(), None).unwrap(), Purged::default());
+        assert!(matches!(
+            purge(dir.path(), Some(3)),
+            Err(DeadLetterError::NoSuchSequence { through: 3 })
+        ));
+        let mut w = Writer::new(dir.path());
+        for i in [5u64, 9, 12, 20] {
+            w.write(
+                &make_dead_letter(i, &rec(i).encode_to_vec(), "400").unwrap(),
+                0,
+            )
+            .unwrap();
+        }
+        w.close().unwrap();
+        let before = figures(dir.path()).unwrap();
+        assert_eq!(before.records, 4);
+        assert!(before.bytes > 0);
+        // A sequence no dead letter has: nothing is purged.
+        assert!(matches!(
+            purge(dir.path(), Some(10)),
+            Err(DeadLetterError::NoSuchSequence { through: 10 })
+        ));
+        assert_eq!(list(dir.path()).unwrap().len(), 4);
+        let p = purge(dir.path(), Some(9)).unwrap();
+        assert_eq!((p.records, p.left.records), (2, 2));
+        let left: Vec<u64> = list(dir.path())
+            .unwrap()
+            .iter()
+            .map(|l| l.record.as_ref().unwrap().sequence)
+            .collect();
+        assert_eq!(left, [12, 20]);
+        let p = purge(dir.path(), None).unwrap();
+        assert_eq!((p.records, p.left.records), (2, 0));
+        assert!(list(dir.path()).unwrap().is_empty());
+        assert_eq!(purge(dir.path(), None).unwrap().records, 0);
+    }
 }
