@@ -19,7 +19,7 @@
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use tonic::Code;
 
 use super::capture::{Capture, Refusal, record_headers};
@@ -47,12 +47,21 @@ where
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let expects_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if let Some(n) = declared
         && n > limit as u64
     {
-        // Refused before the body is read: a client that sent `Expect: 100-continue`
-        // never sends it.
-        return too_large(n, limit);
+        // A client that sent `Expect: 100-continue` waits for the answer and never sends
+        // the body. One that did not is sending it now: the body is read and dropped (up
+        // to a bound) before the answer, so that the client reads the 413 instead of
+        // losing it to a connection reset while it writes.
+        if !expects_continue && n <= DRAIN_MAX_BYTES {
+            discard_body(req.into_body()).await;
+        }
+        return closing(too_large(n, limit));
     }
     let Some(target) = req.uri().path_and_query().map(|p| p.as_str().to_owned()) else {
         return refuse(
@@ -84,18 +93,18 @@ where
             );
         }
     };
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            return refuse(
+    let body = match read_body(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return closing(refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the body is larger than --max-record-bytes ({limit} bytes); nothing was stored"
                 ),
                 None,
-            );
+            ));
         }
-        Err(e) => {
+        Err(BodyError::Read(e)) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}; nothing was stored"),
@@ -127,6 +136,71 @@ where
             refuse(status, s.message().to_owned(), retry)
         }
     }
+}
+
+/// Most bytes of a refused body read and dropped before the 413 (see
+/// [`capture_request`]); a larger one is refused at once.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// Longest time spent dropping a refused body.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// The whole body, if it is at most `limit` bytes. A larger one is read on and dropped
+/// (up to [`DRAIN_MAX_BYTES`] in all), so that the client gets to read the answer.
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.into().to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                let seen = (buf.len() + data.len()) as u64;
+                drop(buf);
+                if seen <= DRAIN_MAX_BYTES {
+                    discard_body(body).await;
+                }
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops what is left of `body`: at most [`DRAIN_MAX_BYTES`], for at most
+/// [`DRAIN_TIMEOUT`].
+async fn discard_body<B>(body: B)
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// `resp` with `Connection: close`: after a refused body the connection is not reused.
+fn closing(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn too_large(size: u64, limit: usize) -> Response<Full<Bytes>> {

@@ -35,11 +35,20 @@ fn run_args(dir: &Path, upstream: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Appends one record with route `POST /orders/N` through the socket.
+/// Appends one record with route `POST /orders/N` through the socket. The socket file
+/// appears when the manager binds it, a moment before it listens: a refused connection
+/// is tried again for up to 10 s (as a client of a starting service would).
 async fn append_order(socket: &Path, n: u64) -> AppendResponse {
-    let ch = connect(socket)
-        .await
-        .expect("connect to the activated socket");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ch = loop {
+        match connect(socket).await {
+            Ok(ch) => break ch,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("connect to the activated socket: {e:?}"),
+        }
+    };
     EchoPostClient::new(ch)
         .append(AppendRequest {
             records: vec![Record {
