@@ -73,22 +73,11 @@ fn has_raw_controls(s: &str) -> bool {
 
 /// The sequences `dead-letters list --json` shows, in its order.
 async fn dead_letter_sequences(dir: &Path) -> Vec<u64> {
-    echopost_async(
-        &[
-            "dead-letters",
-            "list",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--json",
-        ],
-        None,
-    )
-    .await
-    .expect_code(0)
-    .json_lines()
-    .iter()
-    .map(|l| l["sequence"].as_u64().unwrap())
-    .collect()
+    crate::replay_policy::dead_letters(dir)
+        .await
+        .iter()
+        .map(|l| l["sequence"].as_u64().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
