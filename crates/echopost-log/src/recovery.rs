@@ -44,7 +44,9 @@ use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 pub struct SegmentOnDisk {
     /// First sequence (from the name, checked against the header).
     pub first_seq: u64,
-    /// File length, in bytes.
+    /// File length, in bytes. For a last segment still pre-sized (after a crash, or
+    /// while a daemon runs) this is its full pre-sized length, most of it an unwritten,
+    /// sparse tail that takes no space (issue 17).
     pub len: u64,
 }
 
