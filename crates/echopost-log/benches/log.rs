@@ -196,6 +196,29 @@ fn bench_read(c: &mut Criterion) {
             assert_eq!(n, total);
         })
     });
+    // The same read with the records lent from the frame buffer (issue 17): no copy and
+    // no allocation per record.
+    g.bench_function("sequential_256MiB_borrowed", |b| {
+        b.iter(|| {
+            let mut r = log.reader(1);
+            let mut n = 0u64;
+            let mut sum = 0u64;
+            loop {
+                let got = r
+                    .read_each(1000, 4 << 20, |_, data| {
+                        sum = sum.wrapping_add(data.len() as u64);
+                        true
+                    })
+                    .expect("read");
+                if got == 0 {
+                    break;
+                }
+                n += got as u64;
+            }
+            assert_eq!(n, total);
+            black_box(sum)
+        })
+    });
     g.finish();
 }
 
@@ -305,6 +328,14 @@ fn summary() {
             "64 threads x single-record appends: {:.0} durable appends/s",
             (64 * 50) as f64 / (ns / 1e9)
         );
+    }
+    for bench in ["sequential_256MiB", "sequential_256MiB_borrowed"] {
+        if let Some(ns) = mean_ns("read", bench) {
+            println!(
+                "read {bench}: {:.0} MB/s of records",
+                (256u64 << 20) as f64 / (ns / 1e9) / 1e6
+            );
+        }
     }
     if let (Some(small), Some(big)) = (
         mean_ns("open", "backlog_32MiB"),

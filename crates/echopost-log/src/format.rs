@@ -23,5 +23,6 @@ pub use crate::frame::{
     encode_seal, parse_frame, split_records,
 };
 pub use crate::segment::{
-    SEGMENT_HEADER_LEN, encode_segment_header, parse_segment_name, segment_name,
+    SEGMENT_HEADER_LEN, encode_presized_segment_header, encode_segment_header, parse_segment_name,
+    segment_name,
 };

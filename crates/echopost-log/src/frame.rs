@@ -452,30 +452,61 @@ pub struct DecodedBody {
 
 /// Decompresses (if needed) and splits a CRC-checked body into its records.
 pub fn decode_body(header: &FrameHeader, body: &[u8]) -> Result<DecodedBody, CorruptionKind> {
-    let raw = if header.compressed {
-        let out = zstd::bulk::decompress(body, header.raw_len as usize)
+    let mut out = DecodedBody::default();
+    decode_body_into(header, body, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_body`] into `out`, reusing its buffers (a reader decodes frame after frame
+/// without allocating). On error `out` holds nothing usable.
+pub fn decode_body_into(
+    header: &FrameHeader,
+    body: &[u8],
+    out: &mut DecodedBody,
+) -> Result<(), CorruptionKind> {
+    out.raw.clear();
+    out.ranges.clear();
+    out.meta = None;
+    if header.compressed {
+        let cap = header.raw_len as usize;
+        out.raw.reserve(cap);
+        let n = zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress_to_buffer(body, &mut out.raw))
             .map_err(|_| CorruptionKind::BadBody("zstd decompression failed"))?;
-        if out.len() != header.raw_len as usize {
+        if n != cap || out.raw.len() != cap {
             return Err(CorruptionKind::BadBody(
                 "decompressed length differs from header",
             ));
         }
-        out
     } else {
-        body.to_vec()
-    };
+        out.raw.extend_from_slice(body);
+    }
     let entries = header
         .count
         .checked_add(u32::from(header.has_meta))
         .ok_or(CorruptionKind::InvalidHeader("too many records"))?;
-    let mut ranges = split_records(&raw, entries)?;
-    let meta = header.has_meta.then(|| ranges.remove(0));
-    Ok(DecodedBody { raw, ranges, meta })
+    split_records_into(&out.raw, entries, &mut out.ranges)?;
+    if header.has_meta {
+        out.meta = Some(out.ranges.remove(0));
+    }
+    Ok(())
 }
 
 /// Splits a raw body into exactly `count` length-prefixed records covering it entirely.
 pub fn split_records(raw: &[u8], count: u32) -> Result<Vec<Range<usize>>, CorruptionKind> {
-    let mut ranges = Vec::with_capacity(count as usize);
+    let mut ranges = Vec::new();
+    split_records_into(raw, count, &mut ranges)?;
+    Ok(ranges)
+}
+
+/// [`split_records`] appending to `ranges`.
+fn split_records_into(
+    raw: &[u8],
+    count: u32,
+    ranges: &mut Vec<Range<usize>>,
+) -> Result<(), CorruptionKind> {
+    // A corrupt count cannot make this reserve more than the body can hold.
+    ranges.reserve((count as usize).min(raw.len() / RECORD_OVERHEAD + 1));
     let mut pos = 0usize;
     for _ in 0..count {
         if raw.len() - pos < RECORD_OVERHEAD {
@@ -494,7 +525,7 @@ pub fn split_records(raw: &[u8], count: u32) -> Result<Vec<Range<usize>>, Corrup
     if pos != raw.len() {
         return Err(CorruptionKind::BadBody("bytes after the last record"));
     }
-    Ok(ranges)
+    Ok(())
 }
 
 /// Parses one complete frame from the start of `bytes` (header, CRC and body).

@@ -190,6 +190,9 @@ impl<'a> GroupWriter<'a> {
             // Take the partial frames back out so the file ends on a frame boundary; the
             // writer is stopped either way, since the device just failed us.
             let rolled_back = st.active.file.set_len(offset).is_ok();
+            if rolled_back {
+                st.active.file_len = offset;
+            }
             inner.poison(
                 st,
                 format!(
@@ -206,6 +209,7 @@ impl<'a> GroupWriter<'a> {
         }
         let len = bytes.len() as u64;
         st.active.len += len;
+        st.active.file_len = st.active.file_len.max(st.active.len);
         st.add_disk_bytes(len);
         st.next_seq += records;
         Ok(())

@@ -27,8 +27,12 @@
 //!   checkpoint                    the caller's state as of a sequence (optional,
 //!                                 atomically replaced; see `src/checkpoint.rs`)
 //!   00000000000000000001.seg      sealed segment: header, frames…, seal(next = 7001)
-//!   00000000000000007001.seg      active segment: header, frames…
+//!   00000000000000007001.seg      active segment: header, frames…, zeros (pre-sized)
 //! ```
+//! The active segment is created at its full size with a sparse `set_len` (no block is
+//! allocated or written; [`LogOptions::preallocate_segments`]), so appends overwrite
+//! zeros and the `fdatasync` after them journals no size change. Its zero tail is the end
+//! of the log; sealing it, or closing the log, cuts the tail off again (issue 17).
 //! Segment names are the first sequence they hold, zero-padded to 20 digits, so name
 //! order is log order. The byte layouts are documented in `src/frame.rs` (records),
 //! `src/segment.rs` (file header) and `src/cursor.rs`.

@@ -67,6 +67,8 @@ pub struct Reader {
     include_acked: bool,
     /// Lost ranges (`first..=last`) passed since the last [`Reader::take_gaps`].
     gaps: Vec<(u64, u64)>,
+    /// The buffers of the last frame read, reused for the next one.
+    spare: DecodedBody,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -85,6 +87,7 @@ impl Reader {
             frame: None,
             include_acked,
             gaps: Vec::new(),
+            spare: DecodedBody::default(),
         }
     }
 
@@ -97,19 +100,23 @@ impl Reader {
                 let skip = usize::try_from(self.next.saturating_sub(cur.first_seq))
                     .unwrap_or(usize::MAX)
                     .max(cur.idx);
-                if skip < cur.body.ranges.len() {
-                    let body = cur.body;
+                let body = cur.body;
+                let frame = (skip < body.ranges.len()).then(|| {
                     let first_seq = cur.first_seq + skip as u64;
                     let records: Vec<Vec<u8>> = body.ranges[skip..]
                         .iter()
                         .map(|r| body.raw[r.clone()].to_vec())
                         .collect();
-                    self.next = first_seq + records.len() as u64;
-                    return Ok(Some(StoredFrame {
+                    StoredFrame {
                         first_seq,
-                        meta: body.meta.map(|m| body.raw[m].to_vec()),
+                        meta: body.meta.clone().map(|m| body.raw[m].to_vec()),
                         records,
-                    }));
+                    }
+                });
+                self.spare = body;
+                if let Some(f) = frame {
+                    self.next = f.first_seq + f.records.len() as u64;
+                    return Ok(Some(f));
                 }
                 continue;
             }
@@ -148,8 +155,35 @@ impl Reader {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
-        let max_records = max_records.max(1);
         let mut out = Vec::new();
+        self.read_each(max_records, max_bytes, |seq, data| {
+            out.push(StoredRecord {
+                seq,
+                data: data.to_vec(),
+            });
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// The next records in sequence order, like [`Reader::next_batch`] (same bounds, same
+    /// checks, only durable records), each lent to `visit` as `(seq, bytes)` straight from
+    /// the reader's frame buffer: no copy and no allocation per record, for a caller that
+    /// does not need to own them (issue 17). `visit` returns false to stop after that
+    /// record. Returns how many records it was given; 0 means the reader has caught up
+    /// with the durable end.
+    ///
+    /// # Errors
+    /// As [`Reader::next_batch`]. Records visited before the error were read correctly;
+    /// the reader's position is after them.
+    pub fn read_each(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize> {
+        let max_records = max_records.max(1);
+        let mut n = 0usize;
         let mut bytes = 0usize;
         loop {
             if let Some(cur) = &mut self.frame {
@@ -160,24 +194,24 @@ impl Reader {
                         cur.idx += 1;
                         continue;
                     }
-                    if !out.is_empty() && bytes + range.len() > max_bytes {
-                        return Ok(out);
+                    if n > 0 && bytes + range.len() > max_bytes {
+                        return Ok(n);
                     }
                     bytes += range.len();
-                    out.push(StoredRecord {
-                        seq,
-                        data: cur.body.raw[range].to_vec(),
-                    });
                     cur.idx += 1;
                     self.next = seq + 1;
-                    if out.len() >= max_records {
-                        return Ok(out);
+                    n += 1;
+                    let more = visit(seq, &cur.body.raw[range]);
+                    if !more || n >= max_records {
+                        return Ok(n);
                     }
                 }
-                self.frame = None;
+                if let Some(done) = self.frame.take() {
+                    self.spare = done.body;
+                }
             }
             if !self.load_frame()? {
-                return Ok(out);
+                return Ok(n);
             }
         }
     }
@@ -318,9 +352,13 @@ impl Reader {
                             if header.end_seq() <= self.next {
                                 continue;
                             }
-                            let decoded =
-                                frame::decode_body(&header, &seg.scanner.bytes()[body])
-                                    .map_err(|k| Error::corrupt(seg.scanner.path(), offset, k))?;
+                            let mut decoded = std::mem::take(&mut self.spare);
+                            frame::decode_body_into(
+                                &header,
+                                &seg.scanner.bytes()[body],
+                                &mut decoded,
+                            )
+                            .map_err(|k| Error::corrupt(seg.scanner.path(), offset, k))?;
                             self.frame = Some(CurrentFrame {
                                 first_seq: header.first_seq,
                                 body: decoded,

@@ -44,7 +44,9 @@ use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 pub struct SegmentOnDisk {
     /// First sequence (from the name, checked against the header).
     pub first_seq: u64,
-    /// File length, in bytes.
+    /// File length, in bytes. For a last segment still pre-sized (after a crash, or
+    /// while a daemon runs) this is its full pre-sized length, most of it an unwritten,
+    /// sparse tail that takes no space (issue 17).
     pub len: u64,
 }
 
@@ -55,7 +57,9 @@ pub struct TornTail {
     pub file: PathBuf,
     /// Byte offset in `file` where the dropped bytes start (the file is truncated here).
     pub start: u64,
-    /// Byte offset where they end (the file's length before the repair).
+    /// Byte offset where they end: the file's length before the repair or, in a segment
+    /// still pre-sized (issue 17), the end of its last non-zero byte (the zeros after
+    /// it are unwritten space, cut as well).
     pub end: u64,
     /// Sequences of the dropped frame (`first..=last`), when its header was still readable
     /// and named the sequence that was due (`first` is then always right; `last` comes
@@ -151,6 +155,9 @@ pub struct Layout {
     pub unfinished_seal_at: Option<u64>,
     /// A stale `cursor.tmp` exists.
     pub stale_cursor_tmp: bool,
+    /// The length the last segment's header says it was pre-sized to (0: not pre-sized,
+    /// or no segment).
+    pub(crate) active_presized: u64,
 }
 
 impl Layout {
@@ -202,17 +209,19 @@ fn read_seal(file: &dyn FileHandle, path: &Path, len: u64) -> Result<u64> {
     }
 }
 
-/// True if the bytes of `file` from `at` to its end (`len`) are a strict, non-empty prefix
-/// of the seal naming `successor`: what a crash leaves when it tears the seal of a roll.
+/// True if the bytes of `file` from `at` to `data_end` (past its last non-zero byte; only
+/// zeros follow) are a strict, non-empty prefix of the seal naming `successor`: what a
+/// crash leaves when it tears the seal of a roll (of a pre-sized segment too, whose tail
+/// after the torn seal is zeros).
 fn is_torn_seal(
     file: &dyn FileHandle,
     path: &Path,
     at: u64,
-    len: u64,
+    data_end: u64,
     successor: u64,
 ) -> Result<bool> {
     let seal = frame::encode_seal(successor);
-    let Some(n) = len
+    let Some(n) = data_end
         .checked_sub(at)
         .filter(|&n| n > 0 && n < seal.len() as u64)
     else {
@@ -223,7 +232,8 @@ fn is_torn_seal(
     Ok(b[..] == seal[..n as usize])
 }
 
-/// Invalid bytes at the end of a segment that no valid frame follows.
+/// Invalid bytes at the end of a segment that no valid frame follows (and that are not
+/// all zero: a zero tail is the unwritten end of a pre-sized segment, not damage).
 #[derive(Debug, Clone)]
 pub struct TailDamage {
     /// Where the invalid bytes start.
@@ -232,6 +242,9 @@ pub struct TailDamage {
     pub kind: CorruptionKind,
     /// Sequences the damaged frame announces, if its header still decodes.
     pub seqs: Option<(u64, u64)>,
+    /// Just past the last non-zero byte of the segment (its length, unless the segment
+    /// was pre-sized and the damage is followed by its zero tail).
+    pub data_end: u64,
 }
 
 /// Outcome of scanning one segment frame by frame.
@@ -250,6 +263,10 @@ pub struct SegmentScan {
     pub payload_bytes: u64,
     /// Sequences recorded as lost by `salvage` (gap frames), `first..=last` each.
     pub gaps: Vec<(u64, u64)>,
+    /// The length the header says the segment was pre-sized to (0: it was not).
+    pub presized: u64,
+    /// The file is exactly that long: zeros after the last frame are its unwritten tail.
+    pub in_presized_file: bool,
 }
 
 /// Scans a whole segment, checking every frame's CRC and sequence continuity. With
@@ -262,11 +279,13 @@ pub fn scan_segment(
 ) -> Result<SegmentScan> {
     let path = segment::segment_path(dir, seg.first_seq);
     let file = open_read(fs, &path)?;
-    segment::read_segment_header(&*file, &path, seg.first_seq)?;
+    let presized = segment::read_segment_header(&*file, &path, seg.first_seq)?;
     let mut scanner = FrameScanner::new(file, path.clone(), SEGMENT_HEADER_LEN, seg.len);
     let mut out = SegmentScan {
         valid_len: SEGMENT_HEADER_LEN,
         next_seq: seg.first_seq,
+        presized,
+        in_presized_file: presized > 0 && seg.len == presized,
         ..SegmentScan::default()
     };
     loop {
@@ -311,6 +330,15 @@ pub fn scan_segment(
                 out.valid_len = scanner.position();
             }
             Scanned::Bad { offset, kind } => {
+                // Zeros from here to the end of a file exactly as long as it was
+                // pre-sized: its unwritten tail (`src/segment.rs`). Nothing was written
+                // there, so the log ends here: nothing is torn, nothing is dropped,
+                // nothing after it is looked at. (Anywhere else zeros are checked like
+                // any other bytes.)
+                let data_end = scanner.nonzero_end(offset)?;
+                if data_end == offset && out.in_presized_file {
+                    return Ok(out);
+                }
                 if out.sealed.is_some() {
                     return Err(Error::corrupt(&path, offset, CorruptionKind::DataAfterSeal));
                 }
@@ -324,7 +352,12 @@ pub fn scan_segment(
                         },
                     ));
                 }
-                out.torn = Some(TailDamage { offset, kind, seqs });
+                out.torn = Some(TailDamage {
+                    offset,
+                    kind,
+                    seqs,
+                    data_end,
+                });
                 return Ok(out);
             }
         }
@@ -393,6 +426,7 @@ pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout>
         torn_segment_header: false,
         unfinished_seal_at: None,
         stale_cursor_tmp,
+        active_presized: 0,
     };
     let Some(last) = segments.last() else {
         if cursor.is_none()
@@ -404,7 +438,21 @@ pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout>
         }
         return Ok(layout);
     };
-    let last_is_empty = last.len <= SEGMENT_HEADER_LEN;
+    // The last segment is scanned first: whether it holds any frame decides what its
+    // predecessor must look like (a pre-sized empty segment is as long as a full one).
+    // Its errors are reported after those of the segments before it, as they always were.
+    // An I/O error is not damage: it is returned at once (as the scan after the loop
+    // would), never taken for a segment that is not empty.
+    let last_scan =
+        match (last.len >= SEGMENT_HEADER_LEN).then(|| scan_segment(fs, dir, last, false)) {
+            Some(Err(e)) if !matches!(e, Error::Corruption(_)) => return Err(e),
+            other => other,
+        };
+    let last_is_empty = match &last_scan {
+        None => true,
+        Some(Ok(s)) => s.frames == 0 && s.torn.is_none(),
+        Some(Err(_)) => false,
+    };
     let n = segments.len();
     for (i, seg) in segments.iter().enumerate().take(n - 1) {
         let path = segment::segment_path(dir, seg.first_seq);
@@ -422,19 +470,27 @@ pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout>
                     // that the seal write itself may have been torn by the crash.
                     let scan = scan_segment(fs, dir, seg, false)?;
                     if let Some(t) = scan.torn
-                        && !is_torn_seal(&*file, &path, t.offset, seg.len, successor)?
+                        && !is_torn_seal(&*file, &path, t.offset, t.data_end, successor)?
                     {
                         return Err(Error::corrupt(path, t.offset, t.kind));
                     }
-                    if scan.sealed.is_some() {
-                        return Err(Error::corrupt(
-                            path,
-                            scan.valid_len,
-                            CorruptionKind::DataAfterSeal,
-                        ));
+                    if let Some(next) = scan.sealed {
+                        if scan.valid_len == seg.len {
+                            return Err(Error::corrupt(
+                                path,
+                                scan.valid_len,
+                                CorruptionKind::DataAfterSeal,
+                            ));
+                        }
+                        // The seal is written but the pre-sized tail after it was not yet
+                        // given back (only zeros follow it): write it again and cut there.
+                        let at = scan.valid_len - FRAME_HEADER_LEN as u64;
+                        layout.unfinished_seal_at = Some(at);
+                        (next, at)
+                    } else {
+                        layout.unfinished_seal_at = Some(scan.valid_len);
+                        (scan.next_seq, scan.valid_len)
                     }
-                    layout.unfinished_seal_at = Some(scan.valid_len);
-                    (scan.next_seq, scan.valid_len)
                 }
                 Err(e) => return Err(e),
             }
@@ -469,7 +525,10 @@ pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout>
         layout.next_seq = last.first_seq;
         layout.active_valid_len = SEGMENT_HEADER_LEN;
     } else {
-        let scan = scan_segment(fs, dir, last, false)?;
+        let scan = match last_scan {
+            Some(scan) => scan?,
+            None => scan_segment(fs, dir, last, false)?,
+        };
         if let Some(next) = scan.sealed {
             return Err(Error::corrupt(
                 path,
@@ -483,13 +542,19 @@ pub(crate) fn analyze_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<Layout>
             layout.torn_tail = Some(TornTail {
                 file: path,
                 start: t.offset,
-                end: last.len,
+                // In a pre-sized file the zeros after the torn bytes are unwritten space.
+                end: if scan.in_presized_file {
+                    t.data_end
+                } else {
+                    last.len
+                },
                 dropped_seqs: t.seqs,
                 reason: t.kind,
             });
         }
         layout.next_seq = scan.next_seq;
         layout.active_valid_len = scan.valid_len;
+        layout.active_presized = scan.presized;
     }
 
     let first = segments[0].first_seq;

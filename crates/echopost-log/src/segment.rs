@@ -9,11 +9,27 @@
 //! offset size field
 //!  0      8   magic       b"ECHOPSEG"
 //!  8      4   version     1, u32 LE
-//! 12      4   reserved    0
+//! 12      4   presized    the length the file was created with, in 4 KiB pages, u32 LE;
+//!                         0: not pre-sized (issue 17; versions before it wrote 0 here and
+//!                         never read it, so both read each other's segments)
 //! 16      8   first_seq   u64 LE (must equal the file name)
 //! 24      4   reserved    0
 //! 28      4   crc         crc32c of bytes 0..28
 //! ```
+//!
+//! # Pre-sized segments (issue 17)
+//! A new segment is extended to its full size (`LogOptions::preallocate_segments`) with a
+//! sparse `set_len` right after its header is written, and the header says so. Appends
+//! then overwrite zeros inside the file, so the `fdatasync` that makes them durable finds
+//! the file size unchanged and has no size update to journal. Whatever was not written
+//! reads as zeros: in a file still exactly as long as its header says it was pre-sized,
+//! zeros from a frame boundary to the end are the unwritten end of the log (nothing torn,
+//! nothing dropped, nothing after it looked at). Everywhere else (a sealed segment, a
+//! cleanly closed one, which gives its tail back, a segment that was never pre-sized) the
+//! file ends at its data, and zeros are checked like any other bytes: a zeroed last frame
+//! is a torn write, zeros before valid data are corruption. Stale frames cannot hide in
+//! the tail: the tail is created sparse (zeros), and recovery cuts a torn tail before it
+//! pre-sizes the file again, so only frames written in this life of the file are there.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,11 +66,32 @@ pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(segment_name(first_seq))
 }
 
-/// The header written at the start of every segment.
+/// Unit of the header's `presized` field.
+pub const PRESIZE_UNIT: u64 = 4096;
+
+/// The length a segment is pre-sized to for a target of `bytes`: rounded up to whole
+/// [`PRESIZE_UNIT`]s, `None` if the header cannot express it.
+pub fn presize_len(bytes: u64) -> Option<u64> {
+    let units = bytes.div_ceil(PRESIZE_UNIT);
+    (units > 0 && units <= u64::from(u32::MAX)).then(|| units * PRESIZE_UNIT)
+}
+
+/// The header of a segment that is not pre-sized.
 pub fn encode_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    encode_presized_segment_header(first_seq, 0)
+}
+
+/// The header of a segment pre-sized to `presized` bytes (a multiple of
+/// [`PRESIZE_UNIT`] from [`presize_len`]; 0: not pre-sized).
+pub fn encode_presized_segment_header(
+    first_seq: u64,
+    presized: u64,
+) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    let units = u32::try_from(presized / PRESIZE_UNIT).unwrap_or(0);
+    h[12..16].copy_from_slice(&units.to_le_bytes());
     h[16..24].copy_from_slice(&first_seq.to_le_bytes());
     let crc = crc32c::crc32c(&h[..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -62,7 +99,8 @@ pub fn encode_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize
 }
 
 /// Reads and validates a segment header, checking it against the sequence in the name.
-pub fn read_segment_header(file: &dyn FileHandle, path: &Path, name_seq: u64) -> Result<()> {
+/// Returns the length the segment was pre-sized to (0: it was not).
+pub fn read_segment_header(file: &dyn FileHandle, path: &Path, name_seq: u64) -> Result<u64> {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     if len < SEGMENT_HEADER_LEN {
@@ -79,7 +117,7 @@ pub fn read_segment_header(file: &dyn FileHandle, path: &Path, name_seq: u64) ->
     decode_segment_header(&h, name_seq).map_err(|k| Error::corrupt(path, 0, k))
 }
 
-fn decode_segment_header(h: &[u8], name_seq: u64) -> Result<(), CorruptionKind> {
+fn decode_segment_header(h: &[u8], name_seq: u64) -> Result<u64, CorruptionKind> {
     if h[0..8] != SEGMENT_MAGIC {
         return Err(CorruptionKind::BadMagic);
     }
@@ -104,7 +142,8 @@ fn decode_segment_header(h: &[u8], name_seq: u64) -> Result<(), CorruptionKind> 
     if header_seq == 0 || header_seq > frame::MAX_SEQ {
         return Err(CorruptionKind::InvalidHeader("sequence out of range"));
     }
-    Ok(())
+    let units = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    Ok(u64::from(units) * PRESIZE_UNIT)
 }
 
 /// One step of a [`FrameScanner`].
@@ -255,6 +294,27 @@ impl FrameScanner {
         })
     }
 
+    /// Offset just past the last non-zero byte in `from..limit`, or `from` if every byte
+    /// there is zero: where the written data of a segment ends when the rest of it is the
+    /// unwritten, zero (sparse) tail of a pre-sized file. One pass over the range.
+    pub fn nonzero_end(&mut self, from: u64) -> Result<u64> {
+        let mut end = from;
+        let mut at = from;
+        while at < self.limit {
+            self.pos = at;
+            let got = self.fill(READ_CHUNK)?;
+            if got == 0 {
+                break;
+            }
+            let start = (self.pos - self.buf_off) as usize;
+            if let Some(i) = last_nonzero(&self.buf[start..start + got]) {
+                end = at + i as u64 + 1;
+            }
+            at += got as u64;
+        }
+        Ok(end)
+    }
+
     /// Offset of the first valid frame strictly after `after` and before `limit` that
     /// could follow the damage at `after` in this log: one whose first sequence is at least
     /// `min_first_seq`, the sequence the damaged frame should have carried. This is what
@@ -302,9 +362,39 @@ impl FrameScanner {
     }
 }
 
+/// Index of the last non-zero byte of `bytes`. Zero blocks are skipped with a
+/// branch-free OR over each (which the compiler vectorises), so a long zero tail costs
+/// about a memory read.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &bytes[start..end];
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return block.iter().rposition(|&b| b != 0).map(|i| start + i);
+        }
+        end = start;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_nonzero_finds_the_end_of_data() {
+        assert_eq!(last_nonzero(&[]), None);
+        assert_eq!(last_nonzero(&[0; 10_000]), None);
+        let mut b = vec![0u8; 10_000];
+        b[4100] = 1;
+        assert_eq!(last_nonzero(&b), Some(4100));
+        b[0] = 7;
+        assert_eq!(last_nonzero(&b), Some(4100));
+        b[9_999] = 1;
+        assert_eq!(last_nonzero(&b), Some(9_999));
+    }
 
     #[test]
     fn names_sort_in_log_order_and_round_trip() {
@@ -326,7 +416,11 @@ mod tests {
     #[test]
     fn header_round_trips_and_checks_name() {
         let h = encode_segment_header(77);
-        assert!(decode_segment_header(&h, 77).is_ok());
+        assert_eq!(decode_segment_header(&h, 77), Ok(0));
+        let p = encode_presized_segment_header(77, 64 << 20);
+        assert_eq!(decode_segment_header(&p, 77), Ok(64 << 20));
+        assert_eq!(presize_len(5000), Some(8192));
+        assert_eq!(presize_len(0), None);
         assert_eq!(
             decode_segment_header(&h, 78),
             Err(CorruptionKind::NameMismatch {

@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fs::{FileHandle, FileSystem, LockGuard};
 
 pub use append::{Appended, PreparedBatch};
@@ -76,7 +76,22 @@ pub(crate) struct ActiveSegment {
     pub first_seq: u64,
     pub file: Arc<dyn FileHandle>,
     pub path: PathBuf,
+    /// End of the frames written (where the next one goes).
     pub len: u64,
+    /// The file's length: `len`, or more while it is pre-sized (issue 17). Whatever lies
+    /// between `len` and `file_len` is unwritten (zeros).
+    pub file_len: u64,
+}
+
+impl ActiveSegment {
+    /// Gives back the unwritten pre-sized tail, so that the file ends at its data.
+    pub(crate) fn trim(&mut self) -> std::io::Result<()> {
+        if self.file_len > self.len {
+            self.file.set_len(self.len)?;
+            self.file_len = self.len;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -194,9 +209,11 @@ impl Log {
         &self.inner.opts
     }
 
-    /// Syncs everything, stops the background sync thread (if any) and releases the
-    /// directory lock, once no [`Reader`](crate::Reader) of this log is left (readers
-    /// share the open files). Dropping a `Log` does the same without the sync.
+    /// Syncs everything, gives back the unwritten tail of a pre-sized active segment (the
+    /// file then ends at its data; see [`LogOptions::preallocate_segments`]), stops the
+    /// background sync thread (if any) and releases the directory lock, once no
+    /// [`Reader`](crate::Reader) of this log is left (readers share the open files).
+    /// Dropping a `Log` does the same without the sync.
     ///
     /// A poisoned log is not synced again (its device already failed, and the call that
     /// hit the failure returned the error): `close` then only releases the lock and
@@ -209,7 +226,15 @@ impl Log {
         let res = if self.inner.lock_state().poisoned.is_some() {
             Ok(())
         } else {
-            self.inner.sync_now()
+            self.inner.sync_now().and_then(|()| {
+                // Give back the unwritten pre-sized tail (not synced: a crash that undoes
+                // it leaves a zero tail, which the next open takes for the end of the log).
+                let mut st = self.inner.lock_state();
+                let path = st.active.path.clone();
+                st.active
+                    .trim()
+                    .map_err(|e| Error::io("truncate the pre-sized tail of", path, e))
+            })
         };
         self.stop_syncer();
         res
@@ -227,6 +252,20 @@ impl Log {
         self.inner.changed.notify_all();
         if let Some(h) = self.syncer.take() {
             let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Gives back the unwritten pre-sized tail of the active segment if
+    /// [`Log::close`] did not (a dropped log), so that a closed log ends at its data.
+    /// Errors are ignored: the tail is then there at the next open, which takes it for
+    /// the end of the log. Runs once the last reader is gone and before the directory
+    /// lock is released; a poisoned log is left as it is, for recovery.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if st.poisoned.is_none() {
+            let _ = st.active.trim();
         }
     }
 }

@@ -105,12 +105,14 @@ impl Log {
         let mut sealed: VecDeque<SealedSegment> = VecDeque::new();
         let active = match layout.segments.split_last() {
             None => {
-                let file = create_segment(&*fs, &dir, layout.next_seq)?;
+                let presize = opts.presize_len();
+                let file = create_segment(&*fs, &dir, layout.next_seq, presize)?;
                 ActiveSegment {
                     first_seq: layout.next_seq,
                     file,
                     path: segment::segment_path(&dir, layout.next_seq),
                     len: SEGMENT_HEADER_LEN,
+                    file_len: presize.unwrap_or(SEGMENT_HEADER_LEN),
                 }
             }
             Some((last, rest)) => {
@@ -137,10 +139,13 @@ impl Log {
                     });
                 }
                 let path = segment::segment_path(&dir, last.first_seq);
+                let mut file_len = last.len;
                 let file = if layout.torn_segment_header {
                     report.recreated_segment_header = true;
                     tracing::warn!(file = %path.display(), "re-created a segment whose header was torn by a crash");
-                    create_segment(&*fs, &dir, last.first_seq)?
+                    let presize = opts.presize_len();
+                    file_len = presize.unwrap_or(SEGMENT_HEADER_LEN);
+                    create_segment(&*fs, &dir, last.first_seq, presize)?
                 } else {
                     let f = fs
                         .open(&path, OpenMode::ReadWrite)
@@ -148,11 +153,23 @@ impl Log {
                     if let Some(t) = &layout.torn_tail {
                         f.set_len(t.start)
                             .map_err(|e| Error::io("truncate", &path, e))?;
+                        file_len = t.start;
                         tracing::warn!(
                             file = %t.file.display(), start = t.start, end = t.end,
                             dropped = ?t.dropped_seqs, reason = %t.reason,
                             "dropped a torn write at the end of the log"
                         );
+                    }
+                    // Pre-size the active segment again (a clean close gave its tail back)
+                    // to the length its header records: only there is a zero tail the
+                    // end of the log. A segment that was not pre-sized (written before
+                    // issue 17, or with the option off) keeps growing until the next roll.
+                    // The torn tail, if any, was cut first, so everything after the valid
+                    // data reads as zeros: no stale frame can follow what is written next.
+                    if opts.preallocate_segments && layout.active_presized > file_len {
+                        f.set_len(layout.active_presized)
+                            .map_err(|e| Error::io("pre-size", &path, e))?;
+                        file_len = layout.active_presized;
                     }
                     // Data recovered from the page cache after a process crash may not
                     // be on stable storage yet; make it so before anyone reads it.
@@ -166,6 +183,7 @@ impl Log {
                     file,
                     path,
                     len: layout.active_valid_len,
+                    file_len,
                 }
             }
         };

@@ -49,13 +49,23 @@ pub struct LogOptions {
     /// Per-frame compression. Default none.
     pub compression: Compression,
     /// Disk quota for segment files, in bytes (their headers, frames and seals; the
-    /// cursor and lock file are not counted). An append that would go over it fails with
+    /// cursor and lock file are not counted, nor the unwritten tail of a pre-sized
+    /// segment, which is sparse and takes no space). An append that would go over it fails with
     /// [`Error::Full`] and changes nothing. `None` (default) means no limit.
     pub max_disk_bytes: Option<u64>,
     /// Largest batch one append accepts, in bytes of encoded records (payloads plus
     /// [`RECORD_OVERHEAD`](crate::RECORD_OVERHEAD) each, before compression); larger ones
     /// fail with [`Error::BatchTooLarge`]. Default 64 MiB; the format caps it at 1 GiB.
     pub max_batch_bytes: u64,
+    /// Pre-size every new (and, at open, the active) segment file to `segment_bytes`
+    /// with a sparse extension (`ftruncate`, no block is allocated or written), so that
+    /// an append's `fdatasync` finds the file size unchanged and has no size update to
+    /// journal (issue 17). The unwritten tail reads as zeros, which recovery takes as the
+    /// end of the log; a cleanly closed log gives the tail back (the file ends at its
+    /// data again). Costs no disk space and is not counted by
+    /// [`max_disk_bytes`](LogOptions::max_disk_bytes). Default true; turn it off on a file
+    /// system without sparse files, where extending a file writes zeros.
+    pub preallocate_segments: bool,
 }
 
 impl Default for LogOptions {
@@ -66,11 +76,22 @@ impl Default for LogOptions {
             compression: Compression::None,
             max_disk_bytes: None,
             max_batch_bytes: 64 << 20,
+            preallocate_segments: true,
         }
     }
 }
 
 impl LogOptions {
+    /// The length a new segment file is extended to, if segments are pre-sized: the
+    /// segment size rounded up to whole 4 KiB pages (`src/segment.rs`).
+    pub(super) fn presize_len(&self) -> Option<u64> {
+        if self.preallocate_segments {
+            crate::segment::presize_len(self.effective_segment_bytes())
+        } else {
+            None
+        }
+    }
+
     pub(super) fn effective_segment_bytes(&self) -> u64 {
         let base = self.segment_bytes.max(4096);
         match self.max_disk_bytes {

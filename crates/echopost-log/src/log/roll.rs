@@ -1,6 +1,7 @@
 //! Segment rolling: sealing the active segment and starting the next one, in the order
-//! that keeps a crash at any step recoverable (sync the old segment, create and sync the
-//! new one, then seal the old one).
+//! that keeps a crash at any step recoverable (sync the old segment, create (pre-sized)
+//! and sync the new one, then seal the old one, cut its unwritten pre-sized tail and sync
+//! it: a sealed segment ends with its seal, as it always did).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +45,8 @@ impl Inner {
         // 2. Create the successor durably.
         let new_first = st.next_seq;
         let new_path = segment::segment_path(&self.dir, new_first);
-        let file = match create_segment(&*self.fs, &self.dir, new_first) {
+        let presize = self.opts.presize_len();
+        let file = match create_segment(&*self.fs, &self.dir, new_first, presize) {
             Ok(f) => f,
             Err(e) => {
                 // Remove what was created of it: left empty or torn, the next open would
@@ -60,13 +62,23 @@ impl Inner {
                 return Err(e);
             }
         };
-        // 3. Seal the old one. A crash before this is finished at the next open.
+        // 3. Seal the old one, and give back its unwritten pre-sized tail (a sealed
+        //    segment ends with its seal). A crash before this is finished at the next open.
         let seal = frame::encode_seal(new_first);
         let old_len = st.active.len;
+        let sealed_len = old_len + FRAME_HEADER_LEN as u64;
+        let old_file_len = st.active.file_len;
         if let Err(e) = st
             .active
             .file
             .write_all_at(&seal, old_len)
+            .and_then(|()| {
+                if old_file_len > sealed_len {
+                    st.active.file.set_len(sealed_len)
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| st.active.file.sync_data())
         {
             self.poison(st, format!("could not seal {}: {e}", old_path.display()));
@@ -74,13 +86,14 @@ impl Inner {
         }
         st.sealed.push_back(SealedSegment {
             first_seq: st.active.first_seq,
-            len: old_len + FRAME_HEADER_LEN as u64,
+            len: sealed_len,
         });
         st.active = ActiveSegment {
             first_seq: new_first,
             file,
             path: new_path,
             len: SEGMENT_HEADER_LEN,
+            file_len: presize.unwrap_or(SEGMENT_HEADER_LEN),
         };
         st.durable_len = SEGMENT_HEADER_LEN;
         st.disk_bytes += FRAME_HEADER_LEN as u64 + SEGMENT_HEADER_LEN;
@@ -101,18 +114,31 @@ impl Inner {
     }
 }
 
-/// Creates segment `first_seq` with its header, durably (file data and directory entry).
+/// Creates segment `first_seq` with its header, durably (file data and directory entry),
+/// extended to `presize` bytes if given (from `LogOptions::presize_len`, which is always
+/// more than a header; sparse: nothing is allocated or written; see
+/// [`LogOptions::preallocate_segments`](crate::LogOptions::preallocate_segments)); the
+/// header records it.
 pub(super) fn create_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     first_seq: u64,
+    presize: Option<u64>,
 ) -> Result<Arc<dyn FileHandle>> {
     let path = segment::segment_path(dir, first_seq);
     let file = fs
         .open(&path, OpenMode::CreateTruncate)
         .map_err(|e| Error::io("create", &path, e))?;
-    file.write_all_at(&segment::encode_segment_header(first_seq), 0)
-        .map_err(|e| Error::io("write", &path, e))?;
+    let presize = presize.filter(|&l| l > SEGMENT_HEADER_LEN);
+    file.write_all_at(
+        &segment::encode_presized_segment_header(first_seq, presize.unwrap_or(0)),
+        0,
+    )
+    .map_err(|e| Error::io("write", &path, e))?;
+    if let Some(len) = presize {
+        file.set_len(len)
+            .map_err(|e| Error::io("pre-size", &path, e))?;
+    }
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", &path, e))?;
     fs.sync_dir(dir)

@@ -14,7 +14,8 @@
 //! * a capacity ([`SimFs::set_capacity`]) makes it a device that fills up: a write or
 //!   extension that needs a new block beyond it fails with `ENOSPC` and changes nothing
 //!   (blocks of [`SIM_BLOCK_BYTES`], as ext4 and tmpfs allocate; overwriting allocated
-//!   bytes and removing files need no space);
+//!   bytes, removing files and extending a file with `set_len` need no space: the new
+//!   tail is sparse, reads as zeros and is allocated only when written);
 //! * [`Fault`]s fail the N-th operation (counted over every call on the file system and
 //!   its handles) with EIO or ENOSPC, once or from then on; a failed write may leave a
 //!   prefix of its bytes behind, as a real short write does.
@@ -44,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::fs::FileSystem;
 
 pub use fault::{Fault, FaultError};
-use file::{PendingOp, SimFile, apply, write_into};
+use file::{Content, PendingOp, SimFile, apply, write_into};
 pub use rng::SimRng;
 
 #[derive(Debug, Clone)]
@@ -76,21 +77,22 @@ impl SimState {
         let live: HashSet<u64> = self.entries.values().copied().collect();
         live.iter()
             .filter_map(|i| self.files.get(i))
-            .map(|f| blocks(f.current.len()))
+            .map(|f| f.current.allocated_blocks())
             .sum()
     }
 
-    /// Fails with `ENOSPC` if growing file `inode` to `new_len` bytes needs blocks beyond
-    /// the capacity.
-    fn check_space(&self, inode: u64, new_len: usize) -> io::Result<()> {
+    /// Fails with `ENOSPC` if file `inode` would need more blocks than the capacity leaves
+    /// (`after` gives its blocks after the operation; extending a file with `set_len`
+    /// needs none: the new tail is sparse).
+    fn check_space(&self, inode: u64, after: impl Fn(&Content) -> u64) -> io::Result<()> {
         let Some(cap) = self.capacity else {
             return Ok(());
         };
-        let old = self
-            .files
-            .get(&inode)
-            .map_or(0, |f| blocks(f.current.len()));
-        let new = blocks(new_len);
+        let Some(file) = self.files.get(&inode) else {
+            return Ok(());
+        };
+        let old = file.current.allocated_blocks();
+        let new = after(&file.current);
         if new > old && (self.used_blocks() + new - old) * SIM_BLOCK_BYTES > cap {
             return Err(io::Error::from_raw_os_error(28));
         }
@@ -235,7 +237,7 @@ impl SimFs {
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.lock();
         let inode = st.entries.get(path)?;
-        st.files.get(inode).map(|f| f.current.clone())
+        st.files.get(inode).map(|f| f.current.to_vec())
     }
 
     /// Replaces a file's content durably, bypassing fault injection (for corruption tests).
@@ -255,8 +257,8 @@ impl SimFs {
         st.files.insert(
             inode,
             SimFile {
-                durable: content.to_vec(),
-                current: content.to_vec(),
+                durable: Content::from_bytes(content),
+                current: Content::from_bytes(content),
                 pending: Vec::new(),
             },
         );

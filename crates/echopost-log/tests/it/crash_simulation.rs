@@ -1,6 +1,7 @@
 //! Deterministic crash simulation of the log on [`SimFs`], driven by a seed.
 //!
-//! Each seed picks options (sync policy, compression, segment size, sometimes a disk quota)
+//! Each seed picks options (sync policy, compression, segment size, pre-sized segments or
+//! growing ones, sometimes a disk quota)
 //! and runs one to four *cycles* on one simulated disk. A cycle opens the log, runs a random
 //! workload (appends of varied batch and record sizes, including records that embed valid
 //! frame encodings; reads from random positions; acks; syncs; clean reopenings) and crashes
@@ -144,7 +145,7 @@ fn crash_inner(fs: &SimFs, rng: &mut SimRng, c: &mut Counts) -> CrashKind {
     }
 }
 
-fn options(seed: u64, rng: &mut SimRng) -> LogOptions {
+fn options(seed: u64, rng: &mut SimRng, presize: Option<bool>) -> LogOptions {
     let sync = if is_weak(seed) {
         if rng.chance(50) {
             SyncPolicy::Never
@@ -165,20 +166,31 @@ fn options(seed: u64, rng: &mut SimRng) -> LogOptions {
     };
     let segment_bytes = [4096, 4096, 8192, 16384][rng.below(4) as usize];
     let max_disk_bytes = rng.chance(10).then(|| 24 * 1024 + rng.below(48 * 1024));
+    // Mostly pre-sized segments (the default; issue 17), sometimes the plain growing
+    // files of older versions, which a log must keep reading. Drawn from a generator of
+    // its own, so that every other choice of a seed is what it was before issue 17.
+    let preallocate_segments =
+        presize.unwrap_or_else(|| !SimRng::new(seed ^ 0x0017_5EED).chance(25));
     LogOptions {
         segment_bytes,
         sync,
         compression,
         max_disk_bytes,
         max_batch_bytes: 64 << 10,
+        preallocate_segments,
     }
 }
 
 /// One seed: several crash cycles on one simulated disk.
 fn run_seed(seed: u64) -> Result<Counts, String> {
+    run_seed_with(seed, None)
+}
+
+/// [`run_seed`] with pre-sized segments forced on or off (`None`: drawn from the seed).
+fn run_seed_with(seed: u64, presize: Option<bool>) -> Result<Counts, String> {
     let mut rng = SimRng::new(seed);
     let fs = SimFs::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xC0FF_EE00);
-    let opts = options(seed, &mut rng);
+    let opts = options(seed, &mut rng, presize);
     let mut c = Counts {
         seeds: 1,
         ..Counts::default()
@@ -711,10 +723,13 @@ fn regression_dropping_an_interval_log_does_not_wait_for_the_interval() {
     }
 }
 
-/// Replays one seed as a named regression test.
+/// Replays one seed as a named regression test, as it was found: with the growing
+/// segments of the time (before issue 17), then once more with pre-sized ones.
 fn regression(seed: u64) {
-    let c = run_case(seed, REPRO, run_seed);
+    let c = run_case(seed, REPRO, |s| run_seed_with(s, Some(false)));
     assert!(c.crash_points > 0 && c.records_verified > 0, "{c:?}");
+    let c = run_case(seed, REPRO, |s| run_seed_with(s, Some(true)));
+    assert!(c.crash_points > 0, "{c:?}");
 }
 
 /// Seeds 151 and 60: power was lost while a segment roll wrote its seal, leaving a torn

@@ -9,6 +9,9 @@
 //! * `cursor_recovery`: an unreadable or old-format cursor, a full disk drained with zero
 //!   free bytes, and a crash at every step of that drain.
 //! * `never_panic`: property tests over arbitrary directory contents.
+//! * `presized`: the pre-sized segment lifecycle (issue 17): zero tails after power loss,
+//!   frames from an earlier life, logs written with growing segments.
+//! * `borrowed_reads`: records lent by `Reader::read_each` are what `next_batch` returns.
 //! * `checkpoint`: a caller's state rebuilt from its checkpoint and the frames after it
 //!   agrees with what survived crashes and I/O faults.
 //!
@@ -19,6 +22,7 @@
 #[macro_use]
 mod support;
 
+mod borrowed_reads;
 mod checkpoint;
 mod corruption;
 mod crash_simulation;
@@ -26,4 +30,5 @@ mod cursor_recovery;
 mod io_faults;
 mod log;
 mod never_panic;
+mod presized;
 mod salvage;
