@@ -89,9 +89,17 @@ pub fn figures(dir: &Path) -> Result<Figures, DeadLetterError> {
         return Ok(Figures::default());
     }
     let layout = echopost_log::analyze(&dl_dir)?;
+    // The last segment's file may be pre-sized (a sparse tail that takes no space):
+    // what counts is its data.
+    let sealed: u64 = layout.segments.iter().rev().skip(1).map(|s| s.len).sum();
+    let last = if layout.segments.is_empty() {
+        0
+    } else {
+        layout.active_valid_len
+    };
     Ok(Figures {
         records: layout.next_seq.saturating_sub(layout.acked + 1),
-        bytes: layout.segments.iter().map(|s| s.len).sum(),
+        bytes: sealed + last,
     })
 }
 
