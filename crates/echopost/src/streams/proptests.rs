@@ -57,10 +57,10 @@ impl Model {
                 };
             }
         }
-        if let (Some(expected), Some(stream)) = (b.expected_stream_version, single) {
-            if self.versions.get(stream).copied().unwrap_or(0) != expected {
-                return Err("version");
-            }
+        if let (Some(expected), Some(stream)) = (b.expected_stream_version, single)
+            && self.versions.get(stream).copied().unwrap_or(0) != expected
+        {
+            return Err("version");
         }
         let new = b
             .streams
