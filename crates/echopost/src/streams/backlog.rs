@@ -50,7 +50,7 @@ const PAGE_BYTES: usize = 4 << 20;
 const DEAD_LETTER_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// Bytes of stream records per block of [`BacklogIndex`]: about the most a query reads.
 /// (512 bytes in the daemon's unit tests, so that their few records span many blocks.)
-pub const BLOCK_BYTES: u64 = if cfg!(test) { 512 } else { 4 << 20 };
+pub const BLOCK_BYTES: u64 = if cfg!(test) { 512 } else { 256 << 10 };
 
 /// One stream's buffered records (or those of one block).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
