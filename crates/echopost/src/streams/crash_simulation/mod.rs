@@ -30,7 +30,6 @@
 //!
 //! `ECHOPOST_STREAMS_SEED=N` replays one seed (a failure prints it).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
