@@ -3,7 +3,11 @@
 //! * `append/*`: durable appends (policy `always`) of 256-byte records in batches of 1,
 //!   100 and 1000, each next to a raw baseline that `pwrite`s the same number of bytes
 //!   to an appended file and `fdatasync`s it, in the same run. The summary at the end
-//!   prints engine/raw throughput ratios (1.0 = as fast as the bare syscalls).
+//!   prints engine/raw throughput ratios (1.0 = as fast as the bare syscalls), and the
+//!   same ratio for frames as the daemon stores them for an idempotent producer writing
+//!   to a stream (issue 14): each record a `Record` with its `stream` set, each frame
+//!   with the producer's id and number as its metadata entry, written the daemon's way
+//!   (`prepare`, a group writer, `wait_durable`), against raw writes of as many bytes.
 //! * `append_concurrent/64_threads_x1`: 64 threads appending single records at once,
 //!   where group commit shares `fdatasync`s.
 //! * `read/sequential`: reading a 256 MiB backlog front to back (CRC checked).
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use echopost_log::{Log, LogOptions, SyncPolicy};
+use echopost_log::{BatchBody, Log, LogOptions, SyncPolicy};
 
 const RECORD: usize = 256;
 /// Bytes one record occupies in a frame body (payload + length prefix).
@@ -298,12 +302,120 @@ fn paired_ratio(batch: usize, rounds: usize, per_round: usize) -> (f64, f64, f64
     )
 }
 
+/// Appends a protobuf varint.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// `n` encoded `echopost.v1.Record`s of `RECORD` bytes each: `stream` (field 2) set,
+/// the rest payload (field 3). Encoded by hand: the engine does not depend on the proto.
+fn stream_records(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let stream = b"orders-0007";
+            let mut r = vec![0x12, stream.len() as u8];
+            r.extend_from_slice(stream);
+            let payload = RECORD - r.len() - 3;
+            r.push(0x1A);
+            varint(payload as u64, &mut r);
+            r.extend((0..payload).map(|j| (i + j) as u8));
+            assert_eq!(r.len(), RECORD);
+            r
+        })
+        .collect()
+}
+
+/// The daemon's frame metadata for producer `producer-0042` at `number`: `FrameMeta {
+/// string producer_id = 1; uint64 producer_sequence = 2; }`.
+fn producer_meta(number: u64) -> Vec<u8> {
+    let id = b"producer-0042";
+    let mut m = vec![0x0A, id.len() as u8];
+    m.extend_from_slice(id);
+    m.push(0x10);
+    varint(number, &mut m);
+    m
+}
+
+/// One append the daemon's way: body with the producer's metadata, `prepare`, a group
+/// writer, `wait_durable`.
+fn append_as_daemon(log: &Log, recs: &[Vec<u8>], number: u64) -> u64 {
+    let mut body = BatchBody::with_meta(recs.len() * RECORD_ON_DISK, &producer_meta(number));
+    for r in recs {
+        body.push(r);
+    }
+    let batch = log.prepare(body).expect("prepare");
+    let mut w = log.group_writer();
+    let a = w.stage(batch).expect("stage");
+    w.finish().expect("write");
+    log.wait_durable(a.last_seq).expect("sync");
+    a.last_seq
+}
+
+/// [`paired_ratio`] for frames with a producer id and streams set (see the module
+/// documentation); the raw side writes as many bytes as the engine's frame.
+fn paired_ratio_streams(batch: usize, rounds: usize, per_round: usize) -> (f64, f64, f64) {
+    let recs = stream_records(batch);
+    let raw_dir = scratch("pair-raw-streams");
+    let log_dir = scratch("pair-log-streams");
+    let log = Log::open(log_dir.path(), LogOptions::default()).expect("open");
+    let frame = {
+        let mut body = BatchBody::with_meta(0, &producer_meta(u64::MAX));
+        for r in &recs {
+            body.push(r);
+        }
+        log.prepare(body).expect("prepare").frame_len()
+    };
+    let buf = vec![7u8; frame];
+    let mut raw = RawAppender::new(raw_dir.path());
+    let mut number = 1;
+    for _ in 0..per_round {
+        raw.append(&buf);
+        append_as_daemon(&log, &recs, number);
+        number += batch as u64;
+    }
+    let (mut t_raw, mut t_log) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..per_round {
+            raw.append(black_box(&buf));
+        }
+        t_raw += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..per_round {
+            black_box(append_as_daemon(&log, black_box(&recs), number));
+            number += batch as u64;
+        }
+        t_log += t.elapsed();
+    }
+    let ops = (rounds * per_round) as f64;
+    let mb = |d: Duration| ops * (batch * RECORD) as f64 / d.as_secs_f64() / 1e6;
+    (
+        mb(t_log),
+        mb(t_raw),
+        t_raw.as_secs_f64() / t_log.as_secs_f64(),
+    )
+}
+
 fn summary() {
     println!(
         "\n== paired ratio: engine vs raw pwrite+fdatasync of the same bytes, alternating rounds"
     );
     for (batch, rounds, per_round) in [(1usize, 40, 100), (100, 40, 50), (1000, 40, 25)] {
         let (log_mb, raw_mb, ratio) = paired_ratio(batch, rounds, per_round);
+        println!(
+            "batch {batch:>4}: echopost {:>10.0} records/s {log_mb:>7.1} MB/s | raw {raw_mb:>7.1} MB/s | ratio {ratio:.3}",
+            log_mb * 1e6 / RECORD as f64
+        );
+    }
+    println!(
+        "\n== paired ratio with producer ids and streams set (issue 14): daemon-style frames vs raw of the same bytes"
+    );
+    for (batch, rounds, per_round) in [(1usize, 40, 100), (1000, 40, 25)] {
+        let (log_mb, raw_mb, ratio) = paired_ratio_streams(batch, rounds, per_round);
         println!(
             "batch {batch:>4}: echopost {:>10.0} records/s {log_mb:>7.1} MB/s | raw {raw_mb:>7.1} MB/s | ratio {ratio:.3}",
             log_mb * 1e6 / RECORD as f64

@@ -24,14 +24,14 @@ const REPRO: &str =
 
 /// The caller's state: a digest of every frame applied, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Digest {
+pub(crate) struct Digest {
     frames: u64,
     records: u64,
     hash: u64,
 }
 
 impl Digest {
-    fn apply(&mut self, first_seq: u64, count: u64, meta: Option<&[u8]>) {
+    pub(crate) fn apply(&mut self, first_seq: u64, count: u64, meta: Option<&[u8]>) {
         self.frames += 1;
         self.records += count;
         let mut h = self.hash ^ first_seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -41,7 +41,7 @@ impl Digest {
         self.hash = h.rotate_left(17) ^ count;
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         [self.frames, self.records, self.hash]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -67,13 +67,13 @@ impl Digest {
 
 /// A frame the test appended (or tried to: `ok == false` was cut by a fault).
 #[derive(Debug, Clone)]
-struct Sent {
-    first_seq: u64,
-    count: u64,
-    meta: Option<Vec<u8>>,
+pub(crate) struct Sent {
+    pub(crate) first_seq: u64,
+    pub(crate) count: u64,
+    pub(crate) meta: Option<Vec<u8>>,
 }
 
-fn digest_of(sent: &[Sent], below: u64) -> Digest {
+pub(crate) fn digest_of(sent: &[Sent], below: u64) -> Digest {
     let mut d = Digest::default();
     for f in sent.iter().filter(|f| f.first_seq + f.count <= below) {
         d.apply(f.first_seq, f.count, f.meta.as_deref());
@@ -82,7 +82,7 @@ fn digest_of(sent: &[Sent], below: u64) -> Digest {
 }
 
 /// The caller's recovery: checkpoint, then every frame from its sequence on.
-fn recover(log: &Log) -> echopost_log::Result<Result<(Digest, u64), String>> {
+pub(crate) fn recover(log: &Log) -> echopost_log::Result<Result<(Digest, u64), String>> {
     let (mut d, from) = match log.read_checkpoint()? {
         Some(c) => match Digest::decode(&c.data) {
             Ok(d) => (d, c.seq),

@@ -43,6 +43,10 @@ use crate::support::sim_model::{self, CheckError, Model, open, run_case};
 use echopost_log::sim::{Fault, FaultError, SimFs, SimRng};
 use echopost_log::{Compression, Error, Log, LogOptions, SyncPolicy};
 
+/// The same for the caller's checkpoint and metadata-carrying frames (issue 14).
+#[path = "io_faults_checkpoint.rs"]
+mod checkpoint;
+
 const REPRO: &str =
     "ECHOPOST_FAULT_SEED={seed} cargo test -p echopost-log --test it -- io_faults:: --nocapture";
 

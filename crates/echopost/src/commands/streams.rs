@@ -67,11 +67,16 @@ pub fn list(
         Offline::Log(log) => log,
     };
     let counted = (|| {
-        let (tables, _) = recover(&log, usize::MAX, usize::MAX, false).map_err(|e| match e {
-            crate::streams::StreamsError::Log(e) => log_error(target, e),
-            other => CommandError::new(ExitCode::Corruption, other.to_string()),
-        })?;
-        let buffered = backlog::scan(&log).map_err(|e| log_error(target, e))?;
+        let (mut tables, _) =
+            recover(&log, usize::MAX, usize::MAX, false).map_err(|e| match e {
+                crate::streams::StreamsError::Log(e) => log_error(target, e),
+                other => CommandError::new(ExitCode::Corruption, other.to_string()),
+            })?;
+        let buffered = tables
+            .backlog
+            .snapshot(log.stats().first_unacked_seq)
+            .complete(&log)
+            .map_err(|e| log_error(target, e))?;
         let dead = backlog::dead_letters(&target.dir).map_err(|e| log_error(target, e))?;
         Ok(backlog::stream_infos(&tables, &buffered, &dead))
     })();

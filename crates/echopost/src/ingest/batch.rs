@@ -17,7 +17,7 @@ use tonic::Status;
 
 use crate::replay::{ForwardKind, check_forwardable};
 use crate::streams::MAX_NAME_BYTES;
-use crate::streams::tables::{StreamCount, StreamCounts};
+use crate::streams::tables::{StreamCounts, count_record};
 
 /// Nanoseconds since the UNIX epoch now.
 pub fn now_unix_nanos() -> i64 {
@@ -87,6 +87,13 @@ pub fn encode_batch(
                 ))
             })?;
         }
+        let stamp = (info.timestamp_unix_nanos == 0).then_some(now_nanos);
+        let len = raw.len() + if stamp.is_some() { stamp_len } else { 0 };
+        if len > max_record_bytes {
+            return Err(Status::invalid_argument(format!(
+                "record {i} of the batch is {len} bytes (encoded), above the limit of {max_record_bytes} bytes set by --max-record-bytes; nothing was stored"
+            )));
+        }
         if info.stream_len > 0 {
             let stream = info.stream(raw);
             if stream.len() > MAX_NAME_BYTES {
@@ -95,14 +102,13 @@ pub fn encode_batch(
                     stream.len()
                 )));
             }
-            count_stream(&mut streams, stream, i as u64);
-        }
-        let stamp = (info.timestamp_unix_nanos == 0).then_some(now_nanos);
-        let len = raw.len() + if stamp.is_some() { stamp_len } else { 0 };
-        if len > max_record_bytes {
-            return Err(Status::invalid_argument(format!(
-                "record {i} of the batch is {len} bytes (encoded), above the limit of {max_record_bytes} bytes set by --max-record-bytes; nothing was stored"
-            )));
+            count_record(
+                &mut streams,
+                stream,
+                i as u64,
+                (len + echopost_log::RECORD_OVERHEAD) as u64,
+                stamp.unwrap_or(info.timestamp_unix_nanos),
+            );
         }
         body.push_with(|buf| {
             buf.extend_from_slice(raw);
@@ -112,27 +118,6 @@ pub fn encode_batch(
         });
     }
     Ok((body, streams))
-}
-
-/// Adds record `index` of stream `stream` to `counts` (see
-/// [`crate::streams::tables::count_streams`], which recovery uses on the same records).
-fn count_stream(counts: &mut StreamCounts, stream: &str, index: u64) {
-    // Consecutive records mostly share a stream: try the last one first.
-    let found = match counts.last_mut() {
-        Some(c) if c.stream == stream => Some(c),
-        _ => counts.iter_mut().find(|c| c.stream == stream),
-    };
-    match found {
-        Some(c) => {
-            c.records += 1;
-            c.last_index = index;
-        }
-        None => counts.push(StreamCount {
-            stream: stream.to_owned(),
-            records: 1,
-            last_index: index,
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -208,13 +193,29 @@ mod tests {
 
     #[test]
     fn streams_are_counted_as_recovery_counts_them() {
-        let records = [on("a"), on("b"), rec(b"none"), on("a"), on("c"), on("b")];
-        let (_, counts) = encode_batch(&raw(&records), &RecordRules::sized(1000), 1, None).unwrap();
-        let again =
-            crate::streams::tables::count_streams(records.iter().map(|r| r.stream.as_str()));
+        let mut records = [on("a"), on("b"), rec(b"none"), on("a"), on("c"), on("b")];
+        records[3].timestamp_unix_nanos = 7;
+        let (body, counts) =
+            encode_batch(&raw(&records), &RecordRules::sized(1000), 1, None).unwrap();
+        let stored: Vec<&[u8]> = body.records().collect();
+        let again = crate::streams::count_records(stored.iter().copied());
         assert_eq!(counts, again);
         let a = &counts[0];
-        assert_eq!((a.stream.as_str(), a.records, a.last_index), ("a", 2, 3));
+        assert_eq!(
+            (a.stream.as_str(), a.records, a.first_index, a.last_index),
+            ("a", 2, 0, 3)
+        );
+        assert_eq!(
+            a.oldest_unix_nanos, 1,
+            "the stamp of the record sent without one"
+        );
+        let sizes: u64 = stored
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| [0, 3].contains(i))
+            .map(|(_, r)| (r.len() + echopost_log::RECORD_OVERHEAD) as u64)
+            .sum();
+        assert_eq!(a.bytes, sizes);
         assert_eq!(counts.len(), 3);
     }
 

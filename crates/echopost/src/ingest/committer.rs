@@ -348,8 +348,10 @@ fn commit_group(
 }
 
 /// Decides on one batch (when it has an identity) and stages it if it is to be stored.
-/// The tables are changed only after the batch was staged, by this thread alone.
-fn store(
+/// The tables are changed only after the batch was staged, by this thread alone. Also
+/// called by the streams crash simulation (`streams/crash_simulation/`), which drives
+/// this same decision and staging without the thread.
+pub(crate) fn store(
     writer: &mut GroupWriter<'_>,
     batch: PreparedBatch,
     identity: Option<&BatchIdentity>,

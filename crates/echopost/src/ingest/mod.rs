@@ -34,7 +34,7 @@ pub mod limits;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use echopost_log::Log;
+use echopost_log::{BatchBody, Log};
 use echopost_proto::raw::RawAppendRequest;
 use echopost_proto::v1::AppendResponse;
 use tokio::sync::mpsc;
@@ -137,32 +137,8 @@ impl Ingest {
         req: RawAppendRequest,
         chain: Option<Chain>,
     ) -> Result<QueuedAppend, Status> {
-        let producer = (!req.producer_id.is_empty()).then_some(req.producer_id);
-        if let Some(id) = &producer
-            && id.len() > MAX_NAME_BYTES
-        {
-            return Err(Status::invalid_argument(format!(
-                "producer_id of {} bytes is above the limit of {MAX_NAME_BYTES} bytes; nothing was stored",
-                id.len()
-            )));
-        }
-        let meta = producer.as_ref().map(|id| {
-            FrameMeta {
-                producer_id: id.clone(),
-                producer_sequence: req.producer_sequence,
-            }
-            .encode_to_vec()
-        });
-        let (body, streams) =
-            encode_batch(&req.records, &self.rules, now_unix_nanos(), meta.as_deref())?;
+        let (body, identity) = encode_request(req, &self.rules, now_unix_nanos())?;
         let count = body.len();
-        let identity = BatchIdentity {
-            producer: producer.map(|id| (id, req.producer_sequence)),
-            records: count as u64,
-            streams,
-            expected_stream_version: req.expected_stream_version,
-        };
-        let identity = (!identity.is_plain()).then_some(identity);
         let bytes = usize::try_from(body.raw_len()).unwrap_or(usize::MAX);
         // The dead letters and session logs share the quota with the segments (the
         // engine checks the segments alone).
@@ -299,6 +275,44 @@ impl Ingest {
             other => Status::internal(format!("append failed: {other}")),
         }
     }
+}
+
+/// Checks and encodes one request: the frame body ([`encode_batch`], with the producer id
+/// and number as the frame's metadata entry) and what the producer and stream tables are
+/// to decide and record (`None` for a plain batch). Refuses a producer id over
+/// [`MAX_NAME_BYTES`] and whatever [`encode_batch`] refuses, with `INVALID_ARGUMENT`.
+/// Shared by [`Ingest::enqueue`] and the streams crash simulation, so both store batches
+/// exactly alike.
+pub fn encode_request(
+    req: RawAppendRequest,
+    rules: &RecordRules,
+    now_nanos: i64,
+) -> Result<(BatchBody, Option<BatchIdentity>), Status> {
+    let producer = (!req.producer_id.is_empty()).then_some(req.producer_id);
+    if let Some(id) = &producer
+        && id.len() > MAX_NAME_BYTES
+    {
+        return Err(Status::invalid_argument(format!(
+            "producer_id of {} bytes is above the limit of {MAX_NAME_BYTES} bytes; nothing was stored",
+            id.len()
+        )));
+    }
+    let meta = producer.as_ref().map(|id| {
+        FrameMeta {
+            producer_id: id.clone(),
+            producer_sequence: req.producer_sequence,
+        }
+        .encode_to_vec()
+    });
+    let (body, streams) = encode_batch(&req.records, rules, now_nanos, meta.as_deref())?;
+    let identity = BatchIdentity {
+        producer: producer.map(|id| (id, req.producer_sequence)),
+        records: body.len() as u64,
+        streams,
+        expected_stream_version: req.expected_stream_version,
+    };
+    let identity = (!identity.is_plain()).then_some(identity);
+    Ok((body, identity))
 }
 
 /// The status of a batch the producer or stream rules refused (issue 14): a producer

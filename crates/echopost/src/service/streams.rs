@@ -1,5 +1,5 @@
 //! `ListStreams` and `Peek` (issue 14): what the stream tables say, with the backlog
-//! figures counted when asked (see [`crate::streams`]).
+//! figures from their per-block summaries (see [`crate::streams::backlog`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,15 +11,16 @@ use tonic::Status;
 
 use crate::streams::{Streams, backlog};
 
-/// Every stream with its version, backlog and dead letters, sorted by name. One pass
-/// over the backlog and the dead-letter log, on the blocking pool.
+/// Every stream with its version, backlog and dead letters, sorted by name, on the
+/// blocking pool: the backlog index (at most one block read) and one pass over the
+/// dead-letter log.
 pub(super) async fn list(
     log: Arc<Log>,
     streams: Arc<Streams>,
     dir: PathBuf,
 ) -> Result<ListStreamsResponse, Status> {
     tokio::task::spawn_blocking(move || {
-        let backlog = backlog::scan(&log).map_err(|e| storage(&e))?;
+        let backlog = backlog::figures(&log, &streams).map_err(|e| storage(&e))?;
         let dead = backlog::dead_letters(&dir).map_err(|e| storage(&e))?;
         let tables = streams.lock();
         Ok(ListStreamsResponse {

@@ -10,10 +10,19 @@
 //! BatchPb     { uint64 producer_sequence = 1; uint64 records = 2; uint64 first_sequence = 3;
 //!               uint64 last_sequence = 4; optional uint64 stream_version = 5; }
 //! StreamPb    { string name = 1; uint64 version = 2; uint64 last_sequence = 3; }
+//! // the backlog index (`super::backlog`): where it starts counting (absent in a
+//! // checkpoint written before it existed: then the checkpoint's sequence) and its blocks
+//! Checkpoint  { ...; optional uint64 backlog_from = 4; repeated BlockPb blocks = 5; }
+//! BlockPb     { uint64 first_sequence = 1; uint64 end_sequence = 2;
+//!               repeated BacklogPb streams = 3; }
+//! BacklogPb   { string name = 1; uint64 records = 2; uint64 bytes = 3;
+//!               uint64 first_sequence = 4; uint64 last_sequence = 5;
+//!               int64 oldest_unix_nanos = 6; }
 //! ```
 
 use prost::Message;
 
+use super::backlog::{Backlog, BacklogIndex};
 use super::tables::{Producer, ProducerBatch, Stream, Tables};
 
 /// The checkpoint format this build writes and reads.
@@ -36,6 +45,36 @@ struct CheckpointPb {
     producers: Vec<ProducerPb>,
     #[prost(message, repeated, tag = "3")]
     streams: Vec<StreamPb>,
+    #[prost(uint64, optional, tag = "4")]
+    backlog_from: Option<u64>,
+    #[prost(message, repeated, tag = "5")]
+    blocks: Vec<BlockPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BlockPb {
+    #[prost(uint64, tag = "1")]
+    first_sequence: u64,
+    #[prost(uint64, tag = "2")]
+    end_sequence: u64,
+    #[prost(message, repeated, tag = "3")]
+    streams: Vec<BacklogPb>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BacklogPb {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(uint64, tag = "2")]
+    records: u64,
+    #[prost(uint64, tag = "3")]
+    bytes: u64,
+    #[prost(uint64, tag = "4")]
+    first_sequence: u64,
+    #[prost(uint64, tag = "5")]
+    last_sequence: u64,
+    #[prost(int64, tag = "6")]
+    oldest_unix_nanos: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -115,16 +154,38 @@ pub fn encode_tables(tables: &Tables) -> Vec<u8> {
                 last_sequence: s.last_seq,
             })
             .collect(),
+        backlog_from: Some(tables.backlog.counted_from),
+        blocks: tables
+            .backlog
+            .blocks()
+            .map(|b| BlockPb {
+                first_sequence: b.first_seq,
+                end_sequence: b.end_seq,
+                streams: b
+                    .streams
+                    .iter()
+                    .map(|(name, f)| BacklogPb {
+                        name: name.to_string(),
+                        records: f.records,
+                        bytes: f.bytes,
+                        first_sequence: f.first_seq,
+                        last_sequence: f.last_seq,
+                        oldest_unix_nanos: f.oldest_unix_nanos,
+                    })
+                    .collect(),
+            })
+            .collect(),
     };
     pb.encode_to_vec()
 }
 
-/// Tables from a checkpoint's data, with these limits (producers beyond
+/// Tables from the data of a checkpoint at `seq`, with these limits (producers beyond
 /// `max_producers` are dropped, least recently used first).
 pub fn decode_tables(
     data: &[u8],
     max_producers: usize,
     max_streams: usize,
+    seq: u64,
 ) -> Result<Tables, CodecError> {
     let pb = CheckpointPb::decode(data)?;
     if pb.format != FORMAT {
@@ -160,6 +221,27 @@ pub fn decode_tables(
                 last_seq: s.last_sequence,
             },
         );
+    }
+    t.backlog = BacklogIndex::new(pb.backlog_from.unwrap_or(seq));
+    for b in pb.blocks {
+        let streams = b
+            .streams
+            .into_iter()
+            .map(|f| {
+                (
+                    f.name,
+                    Backlog {
+                        records: f.records,
+                        bytes: f.bytes,
+                        first_seq: f.first_sequence,
+                        last_seq: f.last_sequence,
+                        oldest_unix_nanos: f.oldest_unix_nanos,
+                    },
+                )
+            })
+            .collect();
+        t.backlog
+            .restore_block(b.first_sequence, b.end_sequence, streams);
     }
     Ok(t)
 }

@@ -26,30 +26,32 @@
 //! Delivered segments are therefore deleted up to one checkpoint later than they would
 //! be otherwise (at most [`CHECKPOINT_EVERY`] while appends arrive; at once at exit).
 //!
-//! # What is not in the state
-//! The per-stream backlog figures of `ListStreams` (records, bytes, first and last
-//! buffered sequence, oldest timestamp, dead letters) change as replay delivers, so they
-//! are counted when asked, by reading the buffered records ([`backlog`]); that costs one
-//! pass over the backlog (and the dead-letter log) per `ListStreams`, bounded in memory
-//! by the number of streams. `Peek` needs no scan: a stream's newest record is at its
-//! `last_seq`, buffered unless delivered.
+//! # The backlog figures
+//! The per-stream figures of `ListStreams` (records, bytes, first and last buffered
+//! sequence, oldest timestamp) come from per-block summaries kept in the tables
+//! ([`backlog::BacklogIndex`]), recorded as batches are stored, checkpointed and
+//! recovered with the rest; a query reads at most the one block that delivery is in the
+//! middle of, not the backlog ([`backlog`] has the details). `Peek` needs no scan: a
+//! stream's newest record is at its `last_seq`, buffered unless delivered.
 
 pub mod backlog;
 pub mod codec;
 pub mod tables;
 
 #[cfg(test)]
+mod crash_simulation;
+#[cfg(test)]
 mod proptests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use echopost_log::{Log, StoredFrame, SyncPolicy};
+use echopost_log::{Log, RECORD_OVERHEAD, StoredFrame, SyncPolicy};
 use echopost_proto::raw::check_record;
 use prost::Message;
 
 use codec::FrameMeta;
-use tables::{BatchIdentity, Tables, count_streams};
+use tables::{BatchIdentity, StreamCounts, Tables, count_record};
 
 /// Longest stream name (and producer id), in bytes (issue 14).
 pub const MAX_NAME_BYTES: usize = 256;
@@ -109,18 +111,33 @@ pub fn identity_of(frame: &StoredFrame) -> Result<BatchIdentity, StreamsError> {
         }
         None => None,
     };
-    // Stored records passed this check at ingest; one that does not now counts as no
-    // stream (the replayer reports such damage).
-    let streams = count_streams(frame.records.iter().map(|r| match check_record(r) {
-        Ok(info) => info.stream(r),
-        Err(_) => "",
-    }));
+    let streams = count_records(frame.records.iter().map(Vec::as_slice));
     Ok(BatchIdentity {
         producer,
         records: frame.records.len() as u64,
         streams,
         expected_stream_version: None,
     })
+}
+
+/// Counts stored records per stream as ingest counted them when it stored them
+/// ([`tables::count_record`]: stream, stored bytes, timestamp). A stored record passed
+/// this check at ingest; one that does not now counts as no stream (the replayer reports
+/// such damage).
+pub fn count_records<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> StreamCounts {
+    let mut out = StreamCounts::new();
+    for (i, r) in records.into_iter().enumerate() {
+        if let Ok(info) = check_record(r) {
+            count_record(
+                &mut out,
+                info.stream(r),
+                i as u64,
+                (r.len() + RECORD_OVERHEAD) as u64,
+                info.timestamp_unix_nanos,
+            );
+        }
+    }
+    out
 }
 
 /// Figures of a recovery, for the log line at open.
@@ -150,13 +167,15 @@ pub fn recover(
     let had_checkpoint = checkpoint.is_some();
     let (mut tables, from_seq) = match checkpoint {
         Some(c) => (
-            codec::decode_tables(&c.data, max_producers, max_streams)?,
+            codec::decode_tables(&c.data, max_producers, max_streams, c.seq)?,
             c.seq,
         ),
-        None => (
-            Tables::new(max_producers, max_streams),
-            log.stats().durable_next,
-        ),
+        None => {
+            let durable = log.stats().durable_next;
+            let mut t = Tables::new(max_producers, max_streams);
+            t.backlog = backlog::BacklogIndex::new(durable);
+            (t, durable)
+        }
     };
     let mut reader = log.reader_including_acked(from_seq);
     let mut frames = 0;
@@ -166,6 +185,7 @@ pub fn recover(
         tables.apply(&id, frame.first_seq, last);
         frames += 1;
     }
+    tables.backlog.release(log.stats().first_unacked_seq);
     if write {
         let durable = log.stats().durable_next;
         if !had_checkpoint || frames > 0 || durable != from_seq {
@@ -240,7 +260,11 @@ impl Checkpointer {
             tracing::warn!(error = %e, "cannot sync before a stream state checkpoint");
             return;
         }
-        let data = codec::encode_tables(&streams.lock());
+        let data = {
+            let mut tables = streams.lock();
+            tables.backlog.release(log.stats().first_unacked_seq);
+            codec::encode_tables(&tables)
+        };
         let seq = log.stats().durable_next;
         match log.write_checkpoint(seq, &data) {
             Ok(()) => {

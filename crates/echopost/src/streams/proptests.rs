@@ -36,6 +36,14 @@ impl Model {
         max_streams: usize,
     ) -> Result<Option<Original>, &'static str> {
         let _ = max_producers;
+        // expected_stream_version needs every record on one named stream.
+        let single = match b.streams.as_slice() {
+            [one] if one.records == b.records => Some(one.stream.as_str()),
+            _ => None,
+        };
+        if b.expected_stream_version.is_some() && single.is_none() {
+            return Err("single");
+        }
         if let Some((id, pseq)) = &b.producer
             && let Some(stored) = self.batches.get(id)
             && let Some(&(lp, lr, ..)) = stored.last()
@@ -49,16 +57,10 @@ impl Model {
                 };
             }
         }
-        if let Some(expected) = b.expected_stream_version {
-            let names: Vec<&str> = b.streams.iter().map(|c| c.stream.as_str()).collect();
-            let stream = match names.as_slice() {
-                [] => "",
-                [one] if b.streams[0].records == b.records => one,
-                _ => return Err("single"),
-            };
-            if self.versions.get(stream).copied().unwrap_or(0) != expected {
-                return Err("version");
-            }
+        if let (Some(expected), Some(stream)) = (b.expected_stream_version, single)
+            && self.versions.get(stream).copied().unwrap_or(0) != expected
+        {
+            return Err("version");
         }
         let new = b
             .streams
@@ -211,13 +213,14 @@ proptest! {
         }
         prop_assert_eq!(tables.producers.len(), model.batches.len());
         let (data, from) = checkpoint.unwrap_or_else(|| (encode_tables(&tables), stored.len()));
-        let mut rebuilt = decode_tables(&data, max_producers, max_streams).unwrap();
+        let mut rebuilt = decode_tables(&data, max_producers, max_streams, 1).unwrap();
         for (b, first, last) in &stored[from..] {
             rebuilt.apply(b, *first, *last);
         }
         prop_assert_eq!(encode_tables(&rebuilt).len(), encode_tables(&tables).len());
         prop_assert_eq!(rebuilt.streams, tables.streams.clone());
         prop_assert_eq!(rebuilt.producers, tables.producers.clone());
+        prop_assert_eq!(rebuilt.backlog, tables.backlog.clone());
     }
 
     /// Of any number of batches expecting the same version of one stream, exactly one is

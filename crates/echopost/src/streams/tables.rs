@@ -22,12 +22,15 @@
 //! # Stream versions
 //! A stream's version is the number of records ever appended to it in this directory
 //! (records with an empty `stream` belong to none). It only grows: delivery and deletion
-//! do not change it. `expected_stream_version` (only for a batch whose records share one
-//! stream) is checked here, on the one thread that stores batches, so of concurrent
+//! do not change it. `expected_stream_version` (only for a batch whose records all share
+//! one stream; a batch with several streams or with records without a stream is refused
+//! as [`Refusal::NotSingleStream`], `INVALID_ARGUMENT`) is checked here, on the one thread that stores batches, so of concurrent
 //! appends with the same expectation exactly one is stored. At most `max_streams`
 //! streams exist; a batch that would create more is refused whole.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::backlog::BacklogIndex;
 
 /// Batches of each producer remembered for retries (the issue asks for at least 5).
 pub const RECENT_BATCHES: usize = 8;
@@ -38,33 +41,65 @@ pub struct StreamCount {
     pub stream: String,
     /// How many of the batch's records are of this stream.
     pub records: u64,
+    /// Index in the batch of the oldest of them.
+    pub first_index: u64,
     /// Index in the batch of the newest of them.
     pub last_index: u64,
+    /// Their stored bytes, each record's bytes plus its length prefix in the frame
+    /// (`echopost_log::RECORD_OVERHEAD`), for the backlog figures.
+    pub bytes: u64,
+    /// The smallest of their `timestamp_unix_nanos` as stored.
+    pub oldest_unix_nanos: i64,
 }
 
 /// The records of one batch per stream, in first-appearance order (records with an
 /// empty stream belong to none and are not counted).
 pub type StreamCounts = Vec<StreamCount>;
 
-/// Counts a batch's records per stream, from each record's stream in batch order.
+/// Adds record `index` of the batch, of `stream` (empty: none, not counted), with
+/// `bytes` stored bytes and timestamp `unix_nanos`, to `counts`. Ingest counts a batch
+/// with this as it encodes it, recovery the same records as it reads them back, so both
+/// give the same counts.
+pub fn count_record(
+    counts: &mut StreamCounts,
+    stream: &str,
+    index: u64,
+    bytes: u64,
+    unix_nanos: i64,
+) {
+    if stream.is_empty() {
+        return;
+    }
+    // Consecutive records mostly share a stream, and batches hold one stream or a few:
+    // the last one first, then a linear search, beat hashing.
+    let found = match counts.last_mut() {
+        Some(c) if c.stream == stream => Some(c),
+        _ => counts.iter_mut().find(|c| c.stream == stream),
+    };
+    match found {
+        Some(c) => {
+            c.records += 1;
+            c.last_index = index;
+            c.bytes += bytes;
+            c.oldest_unix_nanos = c.oldest_unix_nanos.min(unix_nanos);
+        }
+        None => counts.push(StreamCount {
+            stream: stream.to_owned(),
+            records: 1,
+            first_index: index,
+            last_index: index,
+            bytes,
+            oldest_unix_nanos: unix_nanos,
+        }),
+    }
+}
+
+/// Counts a batch's records per stream from each record's stream in batch order
+/// (sizes and timestamps zero: for the rules alone, as the tests and probes use them).
 pub fn count_streams<'a>(streams: impl IntoIterator<Item = &'a str>) -> StreamCounts {
     let mut out: StreamCounts = Vec::new();
     for (i, s) in streams.into_iter().enumerate() {
-        if s.is_empty() {
-            continue;
-        }
-        // Batches mostly hold one stream or a few; a linear search beats hashing.
-        match out.iter_mut().find(|c| c.stream == s) {
-            Some(c) => {
-                c.records += 1;
-                c.last_index = i as u64;
-            }
-            None => out.push(StreamCount {
-                stream: s.to_owned(),
-                records: 1,
-                last_index: i as u64,
-            }),
-        }
+        count_record(&mut out, s, i as u64, 0, 0);
     }
     out
 }
@@ -158,11 +193,15 @@ pub enum Refusal {
         expected: u64,
         current: u64,
     },
-    /// `expected_stream_version` on a batch whose records do not share one stream.
+    /// `expected_stream_version` on a batch whose records do not all share one stream:
+    /// several streams, or records with no stream (`streams` counts the named ones,
+    /// `unnamed` the records without one). A stream version belongs to a stream, and a
+    /// record without a stream has none (issue 14: "only for a batch whose records all
+    /// share one stream"), so this is the request's mistake, not a version conflict.
     #[error(
-        "expected_stream_version needs a batch whose records all share one stream; this one has {streams} streams"
+        "expected_stream_version needs a batch whose records all share one stream; this one has {streams} named stream(s) and {unnamed} record(s) without a stream"
     )]
-    NotSingleStream { streams: usize },
+    NotSingleStream { streams: usize, unnamed: u64 },
     /// The batch would create streams beyond `--max-streams`.
     #[error(
         "too many streams: {existing} exist and this batch adds {new}, above the limit of {limit} set by --max-streams"
@@ -184,6 +223,9 @@ pub struct Tables {
     /// `used` stamp → producer id, for eviction in recency order.
     by_use: BTreeMap<u64, String>,
     pub streams: HashMap<String, Stream>,
+    /// Per-stream figures of the records by block, for the backlog figures
+    /// ([`super::backlog`]): recorded by [`Tables::apply`] like the rest.
+    pub backlog: BacklogIndex,
     clock: u64,
     max_producers: usize,
     max_streams: usize,
@@ -196,16 +238,30 @@ impl Tables {
             producers: HashMap::new(),
             by_use: BTreeMap::new(),
             streams: HashMap::new(),
+            backlog: BacklogIndex::default(),
             clock: 0,
             max_producers: max_producers.max(1),
             max_streams: max_streams.max(1),
         }
     }
 
-    /// Decides on a batch without changing anything. Checks in this order: the
-    /// producer's number (a retry is a duplicate whatever the stream's version now is),
+    /// Decides on a batch without changing anything. Checks in this order: that an
+    /// `expected_stream_version` comes with one named stream, the producer's number (a retry is a duplicate whatever the stream's version now is),
     /// the expected version, the stream limit.
     pub fn admit(&self, b: &BatchIdentity) -> Result<Admission, Refusal> {
+        // The request's own mistake first: it is refused whatever the tables hold.
+        let expected_stream = match b.expected_stream_version {
+            Some(expected) => match b.single_stream() {
+                Some(stream) if !stream.is_empty() => Some((stream, expected)),
+                _ => {
+                    return Err(Refusal::NotSingleStream {
+                        streams: b.streams.len(),
+                        unnamed: b.records - b.streams.iter().map(|c| c.records).sum::<u64>(),
+                    });
+                }
+            },
+            None => None,
+        };
         if let Some((id, pseq)) = &b.producer {
             if pseq.checked_add(b.records).is_none() {
                 return Err(Refusal::Overflow {
@@ -231,10 +287,7 @@ impl Tables {
                 };
             }
         }
-        if let Some(expected) = b.expected_stream_version {
-            let stream = b.single_stream().ok_or(Refusal::NotSingleStream {
-                streams: b.streams.len(),
-            })?;
+        if let Some((stream, expected)) = expected_stream {
             let current = self.streams.get(stream).map_or(0, |s| s.version);
             if current != expected {
                 return Err(Refusal::Version {
@@ -263,6 +316,7 @@ impl Tables {
     /// after it for a single-stream batch. Also used by recovery, for every frame after
     /// the checkpoint, so the same rules rebuild the same tables.
     pub fn apply(&mut self, b: &BatchIdentity, first_seq: u64, last_seq: u64) -> Option<u64> {
+        self.backlog.record(first_seq, last_seq + 1, &b.streams);
         for c in &b.streams {
             let s = match self.streams.get_mut(c.stream.as_str()) {
                 Some(s) => s,

@@ -326,6 +326,32 @@ async fn stream_names_and_the_stream_count_are_limited() {
         Code::InvalidArgument,
         "expected version needs one stream: {e:?}"
     );
+    // Records without a stream have no version to expect: refused whatever the number,
+    // alone or mixed with a named stream, and nothing is stored.
+    let unnamed = Record {
+        payload: b"no stream".to_vec(),
+        ..Default::default()
+    };
+    for (records, expected) in [
+        (vec![unnamed.clone()], 0),
+        (vec![unnamed.clone(), unnamed.clone()], 5),
+        (vec![on("b", "1"), unnamed.clone()], 2),
+    ] {
+        let before = list(&mut c).await;
+        let e = send(
+            &mut c,
+            AppendRequest {
+                records,
+                expected_stream_version: Some(expected),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("without a stream"), "{}", e.message());
+        assert_eq!(list(&mut c).await, before, "nothing stored");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
