@@ -475,7 +475,10 @@ pub fn decode_body(header: &FrameHeader, body: &[u8]) -> Result<DecodedBody, Cor
 
 /// Splits a raw body into exactly `count` length-prefixed records covering it entirely.
 pub fn split_records(raw: &[u8], count: u32) -> Result<Vec<Range<usize>>, CorruptionKind> {
-    let mut ranges = Vec::with_capacity(count as usize);
+    // No more records than length prefixes fit: a wild `count` must not reserve
+    // gigabytes before the first check fails (found by fuzzing `frame_decode`).
+    let fit = raw.len() / RECORD_OVERHEAD;
+    let mut ranges = Vec::with_capacity((count as usize).min(fit));
     let mut pos = 0usize;
     for _ in 0..count {
         if raw.len() - pos < RECORD_OVERHEAD {
@@ -522,6 +525,14 @@ mod tests {
         let mut p = PreparedFrame::encode(records, c).unwrap();
         p.seal_header(seq);
         p.bytes
+    }
+
+    #[test]
+    fn a_wild_record_count_fails_without_reserving_memory() {
+        // Found by fuzzing (`frame_decode`): `u32::MAX` records reserved 96 GiB up front
+        // and aborted the process before the first length check could fail.
+        assert!(split_records(&[0u8; 8], u32::MAX).is_err());
+        assert!(split_records(&[], u32::MAX).is_err());
     }
 
     #[test]
