@@ -22,8 +22,8 @@ fuzz_target!(|data: &[u8]| {
     let mut h = [0u8; FRAME_HEADER_LEN];
     h[0..4].copy_from_slice(&FRAME_MAGIC);
     h[4] = FORMAT_VERSION;
-    h[5] = 1 + (fields[0] & 1); // batch or seal
-    h[6] = fields[1] & 1; // zstd flag
+    h[5] = 1 + fields[0] % 3; // batch, seal or gap
+    h[6] = fields[1] & 3; // zstd and metadata flags
     h[8..12].copy_from_slice(&(body.len() as u32).to_le_bytes());
     h[12..16].copy_from_slice(&fields[2..6]); // count
     h[16..24].copy_from_slice(&u64::from(fields[6]).max(1).to_le_bytes()); // first_seq

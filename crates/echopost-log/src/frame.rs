@@ -505,7 +505,8 @@ fn split_records_into(
     count: u32,
     ranges: &mut Vec<Range<usize>>,
 ) -> Result<(), CorruptionKind> {
-    // A corrupt count cannot make this reserve more than the body can hold.
+    // No more records than length prefixes fit: a wild `count` must not reserve
+    // gigabytes before the first check fails (found by fuzzing `frame_decode`).
     ranges.reserve((count as usize).min(raw.len() / RECORD_OVERHEAD + 1));
     let mut pos = 0usize;
     for _ in 0..count {
@@ -553,6 +554,14 @@ mod tests {
         let mut p = PreparedFrame::encode(records, c).unwrap();
         p.seal_header(seq);
         p.bytes
+    }
+
+    #[test]
+    fn a_wild_record_count_fails_without_reserving_memory() {
+        // Found by fuzzing (`frame_decode`): `u32::MAX` records reserved 96 GiB up front
+        // and aborted the process before the first length check could fail.
+        assert!(split_records(&[0u8; 8], u32::MAX).is_err());
+        assert!(split_records(&[], u32::MAX).is_err());
     }
 
     #[test]

@@ -28,10 +28,12 @@
 //! [`SimFs`] and its controls (crash, kill, faults, inspection) are here; `file.rs` holds
 //! a file's content and its handles, `namespace.rs` the directory entries, their durable
 //! copy and locks (the [`FileSystem`] side), `fault.rs` the injected errors and `rng.rs`
-//! the seeded generator.
+//! the seeded generator. [`image`] turns a directory into one byte string and back (for
+//! the `log_recovery` fuzz target).
 
 mod fault;
 mod file;
+pub mod image;
 mod namespace;
 mod rng;
 

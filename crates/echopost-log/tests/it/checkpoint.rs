@@ -289,3 +289,30 @@ fn a_checkpoint_holds_back_deletion_until_a_newer_one() {
     let c = log.read_checkpoint().unwrap().unwrap();
     assert_eq!((c.seq, c.data.as_slice()), (last + 1, &b"all"[..]));
 }
+
+/// A damaged checkpoint file: open refuses it, so `verify` must name it as well rather
+/// than pass the directory. Found by fuzzing (`log_recovery`: "verify passed but open
+/// failed" on a checkpoint with bad magic bytes).
+#[test]
+fn a_damaged_checkpoint_fails_verify_as_it_fails_open() {
+    let fs = SimFs::new(3);
+    let dir = crate::support::common::sim_dir();
+    let log = crate::support::common::open_sim(&fs, crate::support::common::small_segments())
+        .expect("open");
+    log.append(&[b"one".as_slice(), b"two"]).expect("append");
+    log.write_checkpoint(1, b"state").expect("checkpoint");
+    log.close().expect("close");
+    let path = dir.join("checkpoint");
+    let mut bytes = fs.read_file(&path).expect("the checkpoint exists");
+    bytes[0] ^= 0xff;
+    fs.write_file(&path, &bytes);
+
+    let opened = crate::support::common::open_sim(&fs, crate::support::common::small_segments());
+    assert!(opened.is_err(), "open refuses the damaged checkpoint");
+    match echopost_log::verify_with_fs(Arc::new(fs.clone()), &dir) {
+        Err(echopost_log::Error::Corruption(c)) => {
+            assert_eq!(c.file, path, "verify names the checkpoint: {c}")
+        }
+        other => panic!("verify must name the damaged checkpoint, got {other:?}"),
+    }
+}

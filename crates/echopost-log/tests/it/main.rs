@@ -14,6 +14,8 @@
 //! * `borrowed_reads`: records lent by `Reader::read_each` are what `next_batch` returns.
 //! * `checkpoint`: a caller's state rebuilt from its checkpoint and the frames after it
 //!   agrees with what survived crashes and I/O faults.
+//! * `fuzz_seeds`: the seed corpus of the fuzz targets in `fuzz/`, made by the real
+//!   encoders and checked against the committed files.
 //!
 //! Run one suite by its module path: `cargo test -p echopost-log -- crash_simulation::`.
 //! Shared helpers live in `support/` (`common`: small fixtures; `sim_model`: the model,
@@ -27,6 +29,7 @@ mod checkpoint;
 mod corruption;
 mod crash_simulation;
 mod cursor_recovery;
+mod fuzz_seeds;
 mod io_faults;
 mod log;
 mod never_panic;

@@ -27,6 +27,7 @@ mod daemon_ingest;
 mod daemon_lifecycle;
 mod front_door;
 mod full_disk;
+mod fuzz_seeds;
 mod other_uid;
 mod python_example;
 mod real_clients;
