@@ -476,15 +476,15 @@ pub fn human(r: &StatusReport) -> String {
     };
     line("disk", disk);
     line(
-        "dead ltrs",
+        "rejected",
         match (r.dead_letter_records, r.dead_letter_bytes) {
-            (Some(0), _) => "none".to_owned(),
+            (Some(0), _) => "no dead letters".to_owned(),
             (Some(n), Some(b)) => format!(
-                "{} held, {} (`echopost dead-letters list`, then `requeue` or `purge`)",
+                "{} dead letters, {} (`echopost dead-letters list`, then `requeue` or `purge`)",
                 fmt_count(n),
                 fmt_bytes(b)
             ),
-            _ => "cannot be read (`echopost verify` tells why)".to_owned(),
+            _ => "the dead-letter log cannot be read (`echopost verify` tells why)".to_owned(),
         },
     );
     line(

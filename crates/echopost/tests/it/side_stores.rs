@@ -183,7 +183,7 @@ async fn dead_letters_share_the_quota_then_replay_pauses_until_purged() {
         .expect_code(0)
         .stdout;
     assert!(
-        text.contains("dead ltrs") && text.contains("paused"),
+        text.contains("dead letters, ") && text.contains("paused"),
         "{text}"
     );
     assert!(!has_raw_controls(&text), "{text:?}");
