@@ -141,8 +141,11 @@ impl Ingest {
         let count = body.len();
         let bytes = usize::try_from(body.raw_len()).unwrap_or(usize::MAX);
         // The dead letters and session logs share the quota with the segments (the
-        // engine checks the segments alone).
-        if let Err(over) = self.quota.admit(self.log.stats().disk_bytes, bytes as u64) {
+        // engine checks the segments alone). Without a quota there is nothing to check,
+        // and the log's figures (a lock and a pass over its segments) are not read.
+        if self.quota.limit().is_some()
+            && let Err(over) = self.quota.admit(self.log.stats().disk_bytes, bytes as u64)
+        {
             if !self.full_reported.swap(true, Ordering::Relaxed) {
                 tracing::warn!(%over, records = count, bytes, "disk quota reached (--max-disk): refusing appends until replay frees space or dead letters are purged");
             }
