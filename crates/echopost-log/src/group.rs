@@ -208,6 +208,8 @@ impl<'a> GroupWriter<'a> {
             return Err(Error::io("write", path, e));
         }
         let len = bytes.len() as u64;
+        let (segment, first) = (st.active.first_seq, st.next_seq);
+        st.seek.note(segment, first, offset);
         st.active.len += len;
         st.active.file_len = st.active.file_len.max(st.active.len);
         st.add_disk_bytes(len);

@@ -95,6 +95,7 @@ mod log;
 mod reader;
 mod recovery;
 mod salvage;
+mod seek_index;
 mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -14,18 +14,27 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, DecodedBody, FrameKind};
 use crate::log::Inner;
 use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 
 /// A record read back from the log.
+///
+/// Records returned together by one [`Reader::next_batch`] share one buffer: `data` is a
+/// reference-counted slice of it, so a batch costs one allocation and one copy of its
+/// bytes, not one per record (issue 17). Keeping any record of a batch keeps the whole
+/// buffer (at most the batch's `max_bytes`, or one record larger than that) alive; a
+/// caller that keeps a few records long after the rest are dropped should copy them
+/// (`Bytes::copy_from_slice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// Its sequence number (from 1).
     pub seq: u64,
     /// The bytes that were appended, unchanged (decompressed if the log compresses).
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 /// One frame read back whole ([`Reader::next_frame`]): the records of one append and the
@@ -39,6 +48,11 @@ pub struct StoredFrame {
     /// The records, in order (those of the frame at or after the reader's position).
     pub records: Vec<Vec<u8>>,
 }
+
+/// Most bytes [`Reader::next_batch`] reserves up front for a batch's buffer: a full batch
+/// of the replayer's or a typical reader's size without regrowing, and no large reserve
+/// for a caller that passes a huge `max_bytes` to read one record.
+const BATCH_BUFFER_RESERVE: usize = 4 << 20;
 
 #[derive(Debug)]
 struct OpenSegment {
@@ -69,6 +83,9 @@ pub struct Reader {
     gaps: Vec<(u64, u64)>,
     /// The buffers of the last frame read, reused for the next one.
     spare: DecodedBody,
+    /// A frame start this reader checked, to be added to the log's seek index the next
+    /// time it takes the state lock anyway (segment, first sequence, offset).
+    mark: Option<(u64, u64, u64)>,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -88,6 +105,7 @@ impl Reader {
             include_acked,
             gaps: Vec::new(),
             spare: DecodedBody::default(),
+            mark: None,
         }
     }
 
@@ -155,15 +173,23 @@ impl Reader {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
-        let mut out = Vec::new();
+        // One buffer for the whole batch (sized for the usual full batch, grown for a
+        // larger lone record), the records cut from it afterwards.
+        let mut buf = BytesMut::with_capacity(max_bytes.min(BATCH_BUFFER_RESERVE));
+        let mut spans: Vec<(u64, usize)> = Vec::with_capacity(max_records.clamp(1, 4096));
         self.read_each(max_records, max_bytes, |seq, data| {
-            out.push(StoredRecord {
-                seq,
-                data: data.to_vec(),
-            });
+            buf.extend_from_slice(data);
+            spans.push((seq, data.len()));
             true
         })?;
-        Ok(out)
+        let mut buf = buf.freeze();
+        Ok(spans
+            .into_iter()
+            .map(|(seq, len)| StoredRecord {
+                seq,
+                data: buf.split_to(len),
+            })
+            .collect())
     }
 
     /// The next records in sequence order, like [`Reader::next_batch`] (same bounds, same
@@ -221,7 +247,10 @@ impl Reader {
         let mut synced = false;
         loop {
             let (durable_next, written_next, extent) = {
-                let st = self.inner.lock_state();
+                let mut st = self.inner.lock_state();
+                if let Some((segment, seq, offset)) = self.mark.take() {
+                    st.seek.note(segment, seq, offset);
+                }
                 if !self.include_acked && self.next <= st.acked {
                     // Those records were delivered (and their segment may be gone).
                     self.next = st.acked + 1;
@@ -325,6 +354,9 @@ impl Reader {
                             },
                         ));
                     }
+                    if header.kind != FrameKind::Seal {
+                        self.mark = Some((seg.first_seq, header.first_seq, offset));
+                    }
                     match header.kind {
                         FrameKind::Seal => {
                             if !sealed || seg.scanner.position() != limit {
@@ -375,12 +407,13 @@ impl Reader {
     /// Opens the segment that holds `seq`; `None` if it was deleted meanwhile because
     /// everything in it was acknowledged.
     fn open_segment_for(&self, seq: u64) -> Result<Option<OpenSegment>> {
-        let first_seq = {
+        let (first_seq, start) = {
             let st = self.inner.lock_state();
             let mut firsts: Vec<u64> = st.sealed.iter().map(|s| s.first_seq).collect();
             firsts.push(st.active.first_seq);
             let idx = firsts.partition_point(|&f| f <= seq);
-            firsts[idx.saturating_sub(1)]
+            let first_seq = firsts[idx.saturating_sub(1)];
+            (first_seq, st.seek.find(first_seq, seq))
         };
         let path: PathBuf = segment::segment_path(&self.inner.dir, first_seq);
         let file = match self.inner.fs.open(&path, crate::fs::OpenMode::Read) {
@@ -406,10 +439,13 @@ impl Reader {
             Err(e) => return Err(Error::io("open", path, e)),
         };
         segment::read_segment_header(&*file, &path, first_seq)?;
+        // From the nearest frame known to start at or before `seq` (checked from there on
+        // like any other), else from the segment's first frame.
+        let (pos, expect) = start.map_or((SEGMENT_HEADER_LEN, first_seq), |m| (m.offset, m.seq));
         Ok(Some(OpenSegment {
             first_seq,
-            scanner: FrameScanner::new(file, path, SEGMENT_HEADER_LEN, SEGMENT_HEADER_LEN),
-            expect: first_seq,
+            scanner: FrameScanner::new(file, path, pos, pos),
+            expect,
         }))
     }
 }

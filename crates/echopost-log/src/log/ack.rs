@@ -135,6 +135,13 @@ impl Inner {
                     _ => break,
                 }
             }
+            if !out.is_empty() {
+                let first_kept = st
+                    .sealed
+                    .front()
+                    .map_or(st.active.first_seq, |s| s.first_seq);
+                st.seek.forget_before(first_kept);
+            }
             out
         };
         for (i, s) in doomed.iter().enumerate() {

@@ -54,6 +54,7 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::fs::{FileHandle, FileSystem, LockGuard};
+use crate::seek_index::SeekIndex;
 
 pub use append::{Appended, PreparedBatch};
 use durability::Waiter;
@@ -111,6 +112,9 @@ pub(crate) struct State {
     disk_bytes: u64,
     /// Appenders parked until `durable_next` reaches their target (see `wait_durable`).
     waiters: Vec<(u64, Arc<Waiter>)>,
+    /// Sampled frame starts, so that a reader opened mid-segment skips ahead (see
+    /// `src/seek_index.rs`).
+    pub seek: SeekIndex,
 }
 
 impl State {

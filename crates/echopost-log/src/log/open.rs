@@ -213,6 +213,7 @@ impl Log {
             poisoned: None,
             disk_bytes,
             waiters: Vec::new(),
+            seek: Default::default(),
         };
         let inner = Arc::new(Inner {
             fs,

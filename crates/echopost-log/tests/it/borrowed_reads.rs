@@ -44,7 +44,8 @@ fn read_each_lends_exactly_what_next_batch_returns() {
                     })
                     .unwrap();
                 assert_eq!(n, b.len());
-                let a: Vec<(u64, Vec<u8>)> = a.into_iter().map(|r| (r.seq, r.data)).collect();
+                let a: Vec<(u64, Vec<u8>)> =
+                    a.into_iter().map(|r| (r.seq, r.data.to_vec())).collect();
                 assert_eq!(a, b, "bounds {max_records}/{max_bytes}");
                 if n == 0 {
                     break;

@@ -88,7 +88,7 @@ fn an_unreadable_cursor_resumes_from_the_oldest_segment_and_says_so() {
         assert_eq!(got.len() as u64, 301 - first_on_disk, "{how}");
         for r in &got {
             assert_eq!(
-                Some(&r.data),
+                Some(&r.data.to_vec()),
                 records.get(&r.seq),
                 "{how}: record {}",
                 r.seq
@@ -328,7 +328,7 @@ fn a_crash_at_any_step_of_draining_a_full_disk_loses_nothing_and_the_next_start_
             );
             for r in &got {
                 assert_eq!(
-                    Some(&r.data),
+                    Some(&r.data.to_vec()),
                     records.get(&r.seq),
                     "{ctx}: record {}",
                     r.seq

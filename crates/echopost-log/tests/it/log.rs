@@ -38,7 +38,7 @@ fn appends_come_back_in_order_across_segments_and_reopen() {
     let got: Vec<Vec<u8>> = read_all(&log, 1, 1000)
         .unwrap()
         .into_iter()
-        .map(|r| r.data)
+        .map(|r| r.data.to_vec())
         .collect();
     assert_eq!(got, expected);
     // Reading from the middle starts exactly there.
@@ -192,7 +192,7 @@ fn compressed_frames_round_trip() {
     let got: Vec<Vec<u8>> = read_all(&log, 1, 64)
         .unwrap()
         .into_iter()
-        .map(|r| r.data)
+        .map(|r| r.data.to_vec())
         .collect();
     assert_eq!(got, batch);
 }
@@ -222,7 +222,7 @@ fn concurrent_appenders_get_gapless_unique_sequences() {
     let got = read_all(&log, 1, 100).unwrap();
     assert_eq!(got.len(), 400);
     for ((seq, data), r) in acked.iter().zip(&got) {
-        assert_eq!((*seq, data), (r.seq, &r.data));
+        assert_eq!((*seq, data), (r.seq, &r.data.to_vec()));
     }
 }
 
@@ -399,7 +399,7 @@ fn failed_fsync_poisons_the_writer() {
     fs.crash(true);
     let log = open_sim(&fs, LogOptions::default()).unwrap();
     let got = read_all(&log, 1, 10).unwrap();
-    assert_eq!(got[0].data, b"durable");
+    assert_eq!(got[0].data, &b"durable"[..]);
     assert!(got.len() <= 2);
 }
 
@@ -466,7 +466,7 @@ fn append_nowait_is_durable_only_after_wait_durable() {
     let got: Vec<Vec<u8>> = read_all(&log, 1, 10)
         .unwrap()
         .into_iter()
-        .map(|r| r.data)
+        .map(|r| r.data.to_vec())
         .collect();
     assert_eq!(
         got,
@@ -517,7 +517,7 @@ fn a_failed_sync_wakes_every_parked_appender_with_an_error() {
         let stored: std::collections::HashMap<u64, Vec<u8>> = read_all(&log, 1, 1000)
             .unwrap()
             .into_iter()
-            .map(|r| (r.seq, r.data))
+            .map(|r| (r.seq, r.data.to_vec()))
             .collect();
         for (seq, data) in acked {
             assert_eq!(
@@ -566,7 +566,7 @@ fn prepared_batches_are_checked_before_the_log_and_written_in_order() {
     let got: Vec<Vec<u8>> = read_all(&log, 1, 10)
         .unwrap()
         .into_iter()
-        .map(|r| r.data)
+        .map(|r| r.data.to_vec())
         .collect();
     assert_eq!(
         got,
@@ -583,7 +583,7 @@ fn data(log: &Log) -> Vec<Vec<u8>> {
     read_all(log, 1, 1000)
         .unwrap()
         .into_iter()
-        .map(|r| r.data)
+        .map(|r| r.data.to_vec())
         .collect()
 }
 

@@ -35,3 +35,4 @@ mod log;
 mod never_panic;
 mod presized;
 mod salvage;
+mod seek;

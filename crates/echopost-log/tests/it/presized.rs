@@ -142,7 +142,7 @@ fn after_power_loss_the_zero_tail_is_the_end_of_the_log_not_a_torn_write() {
             let log = open_sim(&fs, presized()).unwrap();
             let again = read_all(&log, 1, 100).unwrap();
             assert_eq!(again.len() as u64, next, "{ctx}");
-            assert_eq!(again[next as usize - 1].data, b"after", "{ctx}");
+            assert_eq!(again[next as usize - 1].data, &b"after"[..], "{ctx}");
         }
     }
 }
@@ -190,7 +190,7 @@ fn frames_from_an_earlier_life_past_the_end_are_never_read() {
     let log = open_sim(&fs, presized()).unwrap();
     let got = read_all(&log, 1, 100).unwrap();
     assert_eq!(got.len(), 3);
-    assert_eq!(got[2].data, b"new");
+    assert_eq!(got[2].data, &b"new"[..]);
 }
 
 /// An old frame behind the zeros that carries exactly the sequence due next cannot be

@@ -68,7 +68,12 @@ fn check_rest(fs: &SimFs, records: &BTreeMap<u64, Vec<u8>>, lost: &[(u64, u64)])
         "every readable record, in order, under its sequence"
     );
     for r in &got {
-        assert_eq!(Some(&r.data), records.get(&r.seq), "record {}", r.seq);
+        assert_eq!(
+            Some(&r.data.to_vec()),
+            records.get(&r.seq),
+            "record {}",
+            r.seq
+        );
     }
     got.len()
 }

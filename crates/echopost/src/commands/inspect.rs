@@ -214,7 +214,7 @@ fn offline<W: Write>(
             if remaining == 0 {
                 break;
             }
-            let record = Record::decode(stored.data.as_slice()).map_err(|e| {
+            let record = Record::decode(&stored.data[..]).map_err(|e| {
                 CommandError::new(
                     ExitCode::Corruption,
                     format!(

@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(all.len(), 4);
         let back: Vec<Record> = all[1..]
             .iter()
-            .map(|s| Record::decode(s.data.as_slice()).unwrap())
+            .map(|s| Record::decode(&s.data[..]).unwrap())
             .collect();
         // Unchanged but for the header that keeps each record's dedupe identity.
         let want: Vec<Record> = [5u64, 9, 12]
@@ -565,7 +565,7 @@ mod tests {
         assert!(list(dir.path()).unwrap().is_empty());
         assert_eq!(main.stats().next_seq, 6, "only the one record went back");
         let again = main.reader(5).next_batch(1, 1 << 20).unwrap();
-        let again = Record::decode(again[0].data.as_slice()).unwrap();
+        let again = Record::decode(&again[0].data[..]).unwrap();
         assert_eq!(again.headers[ORIGINAL_SEQUENCE_HEADER], "9");
         assert_eq!(original_sequence(&again, 5), 9);
         assert_eq!(

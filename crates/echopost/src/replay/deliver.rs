@@ -301,7 +301,7 @@ mod tests {
         (
             Item {
                 seq,
-                data: r.encode_to_vec(),
+                data: r.encode_to_vec().into(),
                 payload_len: payload_len as u64,
             },
             r,

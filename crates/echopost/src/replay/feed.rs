@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use echopost_log::{Corruption, CorruptionKind, Log, Reader, StoredRecord};
 use echopost_proto::raw::check_record;
 use tokio::task::JoinHandle;
@@ -33,8 +33,9 @@ use super::deliver::{self, DeliverBatch, item_encoded_len};
 pub struct Item {
     /// Engine sequence.
     pub seq: u64,
-    /// The encoded `echopost.v1.Record`, as stored.
-    pub data: Vec<u8>,
+    /// The encoded `echopost.v1.Record`, as stored: a slice of the engine's read buffer
+    /// (shared by the records of one read, not copied per record).
+    pub data: Bytes,
     /// Length of its `payload` (for the delivered-bytes figures).
     pub payload_len: u64,
 }

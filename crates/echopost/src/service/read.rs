@@ -66,7 +66,7 @@ pub(super) fn serve(
                 if remaining == 0 {
                     break;
                 }
-                match Record::decode(r.data.as_slice()) {
+                match Record::decode(&r.data[..]) {
                     Ok(rec) if only.is_some_and(|s| s != rec.stream) => {}
                     Ok(rec) => {
                         remaining -= 1;

@@ -59,7 +59,7 @@ pub(super) async fn peek(
         let Some(r) = batch.into_iter().next().filter(|r| r.seq == s.last_seq) else {
             return Err(gone());
         };
-        let record = Record::decode(r.data.as_slice()).map_err(|e| {
+        let record = Record::decode(&r.data[..]).map_err(|e| {
             Status::data_loss(format!(
                 "stored record {} is not a valid echopost.v1.Record: {e}",
                 r.seq

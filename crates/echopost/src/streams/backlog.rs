@@ -338,7 +338,7 @@ pub fn dead_letters(dir: &Path) -> Result<HashMap<String, u64>, echopost_log::Er
             break;
         }
         for r in page {
-            if let Ok(letter) = DeadLetter::decode(r.data.as_slice())
+            if let Ok(letter) = DeadLetter::decode(&r.data[..])
                 && let Some(stream) = letter.record.and_then(|s| s.record).map(|r| r.stream)
                 && !stream.is_empty()
             {

@@ -637,7 +637,7 @@ fn unwrap_batch(batch: Arc<DeliverBatch>) -> VecDeque<Item> {
 }
 
 fn decode(log: &Log, item: &Item) -> Result<Record, ReplayError> {
-    Record::decode(item.data.as_slice()).map_err(|e| {
+    Record::decode(&item.data[..]).map_err(|e| {
         ReplayError::Corruption(feed::corruption(
             log,
             item.seq,
