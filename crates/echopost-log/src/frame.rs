@@ -481,13 +481,44 @@ pub fn decode_body_into(
     } else {
         out.raw.extend_from_slice(body);
     }
+    split_entries(header, &out.raw, &mut out.ranges, &mut out.meta)
+}
+
+/// Splits an uncompressed, CRC-checked body into its records **in place**: `out.ranges`
+/// and `out.meta` index into `body` itself and `out.raw` is left empty, so a reader lends
+/// records straight from its read buffer (issue 17). A compressed body must go through
+/// [`decode_body_into`].
+pub fn split_body_into(
+    header: &FrameHeader,
+    body: &[u8],
+    out: &mut DecodedBody,
+) -> Result<(), CorruptionKind> {
+    out.raw.clear();
+    out.ranges.clear();
+    out.meta = None;
+    if header.compressed {
+        return Err(CorruptionKind::BadBody(
+            "internal: a compressed body split in place",
+        ));
+    }
+    split_entries(header, body, &mut out.ranges, &mut out.meta)
+}
+
+/// The entries of a raw body: the header's records, after the metadata entry if it has
+/// one.
+fn split_entries(
+    header: &FrameHeader,
+    raw: &[u8],
+    ranges: &mut Vec<Range<usize>>,
+    meta: &mut Option<Range<usize>>,
+) -> Result<(), CorruptionKind> {
     let entries = header
         .count
         .checked_add(u32::from(header.has_meta))
         .ok_or(CorruptionKind::InvalidHeader("too many records"))?;
-    split_records_into(&out.raw, entries, &mut out.ranges)?;
+    split_records_into(raw, entries, ranges)?;
     if header.has_meta {
-        out.meta = Some(out.ranges.remove(0));
+        *meta = Some(ranges.remove(0));
     }
     Ok(())
 }

@@ -66,7 +66,26 @@ struct OpenSegment {
 struct CurrentFrame {
     first_seq: u64,
     body: DecodedBody,
+    /// `Some(start)`: an uncompressed body left in the segment scanner's buffer at
+    /// `start` (`body.raw` is empty and `body.ranges` index from `start`); it stays valid
+    /// until the scanner reads again, which only `load_frame` makes it do, once this frame
+    /// is used up. `None`: the records are in `body.raw` (a decompressed frame).
+    in_scanner: Option<usize>,
     idx: usize,
+}
+
+/// The bytes a frame's `body.ranges` index: its decoded body (`raw`), or the part of the scanner's
+/// buffer the frame's body starts at. `None` if that scanner is gone (the frame must then
+/// be read again).
+fn frame_bytes<'a>(
+    in_scanner: Option<usize>,
+    raw: &'a [u8],
+    seg: Option<&'a OpenSegment>,
+) -> Option<&'a [u8]> {
+    match in_scanner {
+        None => Some(raw),
+        Some(start) => seg.and_then(|s| s.scanner.bytes().get(start..)),
+    }
 }
 
 /// Reads records in sequence order. Created by [`crate::Log::reader`].
@@ -86,6 +105,8 @@ pub struct Reader {
     /// A frame start this reader checked, to be added to the log's seek index the next
     /// time it takes the state lock anyway (segment, first sequence, offset).
     mark: Option<(u64, u64, u64)>,
+    /// What is left of the last [`Reader::next_batch`] buffer, for the next one.
+    batch_buf: BytesMut,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -106,6 +127,7 @@ impl Reader {
             gaps: Vec::new(),
             spare: DecodedBody::default(),
             mark: None,
+            batch_buf: BytesMut::new(),
         }
     }
 
@@ -118,20 +140,25 @@ impl Reader {
                 let skip = usize::try_from(self.next.saturating_sub(cur.first_seq))
                     .unwrap_or(usize::MAX)
                     .max(cur.idx);
-                let body = cur.body;
+                let Some(raw) = frame_bytes(cur.in_scanner, &cur.body.raw, self.seg.as_ref())
+                else {
+                    self.spare = cur.body;
+                    continue;
+                };
+                let body = &cur.body;
                 let frame = (skip < body.ranges.len()).then(|| {
                     let first_seq = cur.first_seq + skip as u64;
                     let records: Vec<Vec<u8>> = body.ranges[skip..]
                         .iter()
-                        .map(|r| body.raw[r.clone()].to_vec())
+                        .map(|r| raw[r.clone()].to_vec())
                         .collect();
                     StoredFrame {
                         first_seq,
-                        meta: body.meta.clone().map(|m| body.raw[m].to_vec()),
+                        meta: body.meta.clone().map(|m| raw[m].to_vec()),
                         records,
                     }
                 });
-                self.spare = body;
+                self.spare = cur.body;
                 if let Some(f) = frame {
                     self.next = f.first_seq + f.records.len() as u64;
                     return Ok(Some(f));
@@ -175,14 +202,21 @@ impl Reader {
     ) -> Result<Vec<StoredRecord>> {
         // One buffer for the whole batch (sized for the usual full batch, grown for a
         // larger lone record), the records cut from it afterwards.
-        let mut buf = BytesMut::with_capacity(max_bytes.min(BATCH_BUFFER_RESERVE));
+        // Reuses the previous batch's allocation when every record of it was dropped
+        // (`BytesMut::reserve` reclaims a buffer no `Bytes` refers to any more): a caller
+        // that drains batch after batch touches the same memory each time.
+        let mut buf = std::mem::take(&mut self.batch_buf);
+        buf.reserve(max_bytes.min(BATCH_BUFFER_RESERVE));
         let mut spans: Vec<(u64, usize)> = Vec::with_capacity(max_records.clamp(1, 4096));
-        self.read_each(max_records, max_bytes, |seq, data| {
+        let read = self.read_each(max_records, max_bytes, |seq, data| {
             buf.extend_from_slice(data);
             spans.push((seq, data.len()));
             true
-        })?;
-        let mut buf = buf.freeze();
+        });
+        let filled = buf.split();
+        self.batch_buf = buf;
+        read?;
+        let mut buf = filled.freeze();
         Ok(spans
             .into_iter()
             .map(|(seq, len)| StoredRecord {
@@ -213,6 +247,13 @@ impl Reader {
         let mut bytes = 0usize;
         loop {
             if let Some(cur) = &mut self.frame {
+                let Some(raw) = frame_bytes(cur.in_scanner, &cur.body.raw, self.seg.as_ref())
+                else {
+                    // Unreachable (the scanner outlives its frame), and harmless: the
+                    // frame is read again from where the reader is.
+                    self.frame = None;
+                    continue;
+                };
                 while cur.idx < cur.body.ranges.len() {
                     let seq = cur.first_seq + cur.idx as u64;
                     let range = cur.body.ranges[cur.idx].clone();
@@ -227,7 +268,7 @@ impl Reader {
                     cur.idx += 1;
                     self.next = seq + 1;
                     n += 1;
-                    let more = visit(seq, &cur.body.raw[range]);
+                    let more = visit(seq, &raw[range]);
                     if !more || n >= max_records {
                         return Ok(n);
                     }
@@ -385,15 +426,18 @@ impl Reader {
                                 continue;
                             }
                             let mut decoded = std::mem::take(&mut self.spare);
-                            frame::decode_body_into(
-                                &header,
-                                &seg.scanner.bytes()[body],
-                                &mut decoded,
-                            )
+                            let bytes = &seg.scanner.bytes()[body.clone()];
+                            let in_scanner = if header.compressed {
+                                frame::decode_body_into(&header, bytes, &mut decoded).map(|()| None)
+                            } else {
+                                frame::split_body_into(&header, bytes, &mut decoded)
+                                    .map(|()| Some(body.start))
+                            }
                             .map_err(|k| Error::corrupt(seg.scanner.path(), offset, k))?;
                             self.frame = Some(CurrentFrame {
                                 first_seq: header.first_seq,
                                 body: decoded,
+                                in_scanner,
                                 idx: 0,
                             });
                             return Ok(true);

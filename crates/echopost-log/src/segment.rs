@@ -169,6 +169,8 @@ pub struct FrameScanner {
     file: Arc<dyn FileHandle>,
     path: PathBuf,
     buf: Vec<u8>,
+    /// How much of `buf` holds bytes read from the file (the rest is stale).
+    valid: usize,
     /// File offset of `buf[0]`.
     buf_off: u64,
     /// Offset of the next frame.
@@ -184,6 +186,7 @@ impl FrameScanner {
             file,
             path,
             buf: Vec::new(),
+            valid: 0,
             buf_off: pos,
             pos,
             limit,
@@ -202,7 +205,7 @@ impl FrameScanner {
 
     /// The scanner's buffer, which the ranges in [`Scanned::Frame`] index.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.valid]
     }
 
     /// The file being scanned.
@@ -219,38 +222,41 @@ impl FrameScanner {
     /// those bytes are available.
     fn fill(&mut self, need: usize) -> Result<usize> {
         let want_end = (self.pos + need as u64).min(self.limit);
-        let have_end = self.buf_off + self.buf.len() as u64;
+        let have_end = self.buf_off + self.valid as u64;
         if self.buf_off <= self.pos && have_end >= want_end {
             return Ok((want_end - self.pos) as usize);
         }
-        // Keep the unread tail, then read a chunk (or the frame, if larger).
-        let keep_from = (self.pos.saturating_sub(self.buf_off) as usize).min(self.buf.len());
+        // Keep the unread tail (moved to the front), then read a chunk (or the frame, if
+        // larger). The buffer is only ever grown, never cleared: zeroing a megabyte per
+        // read cost more than the checksum of what was read into it.
+        let keep_from = (self.pos.saturating_sub(self.buf_off) as usize).min(self.valid);
         if self.buf_off <= self.pos {
-            self.buf.drain(..keep_from);
+            self.buf.copy_within(keep_from..self.valid, 0);
+            self.valid -= keep_from;
         } else {
-            self.buf.clear();
+            self.valid = 0;
         }
         self.buf_off = self.pos;
         let read_end = (self.pos + need.max(READ_CHUNK) as u64).min(self.limit);
-        let mut at = self.buf_off + self.buf.len() as u64;
+        let mut at = self.buf_off + self.valid as u64;
         if read_end > at {
-            let old = self.buf.len();
-            self.buf.resize(old + (read_end - at) as usize, 0);
-            let mut filled = old;
+            let end = self.valid + (read_end - at) as usize;
+            if self.buf.len() < end {
+                self.buf.resize(end, 0);
+            }
             while at < read_end {
                 let n = self
                     .file
-                    .read_at(&mut self.buf[filled..], at)
+                    .read_at(&mut self.buf[self.valid..end], at)
                     .map_err(|e| Error::io("read", &self.path, e))?;
                 if n == 0 {
                     break;
                 }
-                filled += n;
+                self.valid += n;
                 at += n as u64;
             }
-            self.buf.truncate(filled);
         }
-        let have_end = self.buf_off + self.buf.len() as u64;
+        let have_end = self.buf_off + self.valid as u64;
         Ok((have_end.min(want_end) - self.pos) as usize)
     }
 

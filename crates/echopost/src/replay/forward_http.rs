@@ -90,6 +90,11 @@ impl HttpForwarder {
     /// The request for `record`, or why none can be built (a permanent failure; ingest
     /// refuses such records with the same rules, see [`check`]).
     pub(crate) fn build(&self, record: &Record) -> Result<Request<Full<Bytes>>, String> {
+        self.build_with(record, Bytes::from(record.payload.clone()))
+    }
+
+    /// [`HttpForwarder::build`] with the body already made (`record.payload`'s bytes).
+    fn build_with(&self, record: &Record, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
         let (method, target) = parse_route(&record.route)?;
         let uri: Uri = format!("{}{}", self.prefix, target)
             .parse()
@@ -97,7 +102,7 @@ impl HttpForwarder {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
-            .body(Full::new(Bytes::from(record.payload.clone())))
+            .body(Full::new(body))
             .map_err(|e| format!("route {:?}: {e}", record.route))?;
         let headers = req.headers_mut();
         // Sorted, so that repeated replays of a record send identical requests.
@@ -126,8 +131,10 @@ impl HttpForwarder {
     /// Sends one record; 2xx is success. A 307 or 308 to the same origin is followed
     /// (see [`request_following`]).
     pub(crate) async fn send(&self, record: &Record) -> Result<(), Failure> {
-        let req = self.build(record).map_err(Failure::unsendable)?;
         let body = Bytes::from(record.payload.clone());
+        let req = self
+            .build_with(record, body.clone())
+            .map_err(Failure::unsendable)?;
         let what = format!("{} {}", req.method(), req.uri());
         match tokio::time::timeout(self.timeout, request_following(&self.client, req, body)).await {
             Err(_) => Err(Failure::timeout(self.timeout)),
