@@ -89,6 +89,7 @@ impl HttpForwarder {
 
     /// The request for `record`, or why none can be built (a permanent failure; ingest
     /// refuses such records with the same rules, see [`check`]).
+    #[cfg(test)]
     pub(crate) fn build(&self, record: &Record) -> Result<Request<Full<Bytes>>, String> {
         self.build_with(record, Bytes::from(record.payload.clone()))
     }
