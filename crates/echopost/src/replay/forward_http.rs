@@ -136,7 +136,10 @@ impl HttpForwarder {
         let req = self
             .build_with(record, body.clone())
             .map_err(Failure::unsendable)?;
-        let what = format!("{} {}", req.method(), req.uri());
+        let what = Sent {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+        };
         match tokio::time::timeout(self.timeout, request_following(&self.client, req, body)).await {
             Err(_) => Err(Failure::timeout(self.timeout)),
             Ok(Err(e)) => Err(Failure::transport(format!("{what}: {e}"))),
@@ -195,6 +198,19 @@ fn header(name: &str, value: &str) -> Result<Option<(HeaderName, HeaderValue)>, 
     Ok(Some((n, v)))
 }
 
+/// A request as failures quote it, `METHOD URI`: kept as parts and formatted only when a
+/// reason needs it (not for every request that succeeds).
+pub(crate) struct Sent {
+    pub method: Method,
+    pub uri: Uri,
+}
+
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.uri)
+    }
+}
+
 /// What an HTTP server answered.
 pub(crate) struct Answer {
     pub status: u16,
@@ -216,13 +232,12 @@ pub const MAX_REDIRECTS: usize = 5;
 /// credentials (`--upstream-header`s, the record's own `Authorization`) never go to a
 /// host the operator did not name, and 301/302/303 would turn a POST into a GET. Those
 /// answers are server-level failures whose reason says where the server points
-/// (`Answer::into_result`). Returns the last answer and what was sent last
-/// (`"METHOD URI"`).
+/// (`Answer::into_result`). Returns the last answer and what was sent last.
 pub(crate) async fn request_following(
     client: &HttpClient,
     req: Request<Full<Bytes>>,
     body: Bytes,
-) -> Result<(Answer, String), String> {
+) -> Result<(Answer, Sent), String> {
     let (parts, _) = req.into_parts();
     let mut uri = parts.uri.clone();
     let mut hops = 0;
@@ -231,16 +246,19 @@ pub(crate) async fn request_following(
         *next.method_mut() = parts.method.clone();
         *next.uri_mut() = uri.clone();
         *next.headers_mut() = parts.headers.clone();
-        let what = format!("{} {uri}", parts.method);
         let answer = request(client, next).await?;
+        let sent = |uri: &Uri| Sent {
+            method: parts.method.clone(),
+            uri: uri.clone(),
+        };
         if !matches!(answer.status, 307 | 308) || hops >= MAX_REDIRECTS {
-            return Ok((answer, what));
+            return Ok((answer, sent(&uri)));
         }
         let Some(target) = answer.location.as_deref().and_then(|l| resolve(&uri, l)) else {
-            return Ok((answer, what));
+            return Ok((answer, sent(&uri)));
         };
         if !same_origin(&uri, &target) {
-            return Ok((answer, what));
+            return Ok((answer, sent(&uri)));
         }
         tracing::debug!(from = %uri, to = %target, status = answer.status, "following a redirect");
         uri = target;
@@ -281,7 +299,10 @@ fn same_origin(a: &Uri, b: &Uri) -> bool {
 
 impl Answer {
     /// Success for 2xx, else a classified failure quoting the start of the body.
-    pub(crate) fn into_result(self, what: &str) -> Result<(), Failure> {
+    pub(crate) fn into_result(
+        self,
+        what: &(impl std::fmt::Display + ?Sized),
+    ) -> Result<(), Failure> {
         if (200..=299).contains(&self.status) {
             return Ok(());
         }
