@@ -87,14 +87,16 @@ impl HttpForwarder {
         }
     }
 
-    /// The request for `record`, or why none can be built (a permanent failure; ingest
-    /// refuses such records with the same rules, see [`check`]).
+    /// [`HttpForwarder::build_with`], making the body from `record.payload`.
     #[cfg(test)]
     pub(crate) fn build(&self, record: &Record) -> Result<Request<Full<Bytes>>, String> {
         self.build_with(record, Bytes::from(record.payload.clone()))
     }
 
-    /// [`HttpForwarder::build`] with the body already made (`record.payload`'s bytes).
+    /// The request for `record` with `body` (`record.payload`'s bytes, made once by the
+    /// caller, who keeps a cheap clone to resend on a redirect), or why none can be built
+    /// (a permanent failure; ingest refuses such records with the same rules, see
+    /// [`check`]).
     fn build_with(&self, record: &Record, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
         let (method, target) = parse_route(&record.route)?;
         let uri: Uri = format!("{}{}", self.prefix, target)
