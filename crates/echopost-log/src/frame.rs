@@ -450,6 +450,15 @@ pub struct DecodedBody {
     pub meta: Option<Range<usize>>,
 }
 
+impl DecodedBody {
+    /// Empties it, keeping its buffers for the next frame.
+    fn clear(&mut self) {
+        self.raw.clear();
+        self.ranges.clear();
+        self.meta = None;
+    }
+}
+
 /// Decompresses (if needed) and splits a CRC-checked body into its records.
 pub fn decode_body(header: &FrameHeader, body: &[u8]) -> Result<DecodedBody, CorruptionKind> {
     let mut out = DecodedBody::default();
@@ -464,9 +473,7 @@ pub fn decode_body_into(
     body: &[u8],
     out: &mut DecodedBody,
 ) -> Result<(), CorruptionKind> {
-    out.raw.clear();
-    out.ranges.clear();
-    out.meta = None;
+    out.clear();
     if header.compressed {
         let cap = header.raw_len as usize;
         out.raw.reserve(cap);
@@ -493,9 +500,7 @@ pub fn split_body_into(
     body: &[u8],
     out: &mut DecodedBody,
 ) -> Result<(), CorruptionKind> {
-    out.raw.clear();
-    out.ranges.clear();
-    out.meta = None;
+    out.clear();
     if header.compressed {
         return Err(CorruptionKind::BadBody(
             "internal: a compressed body split in place",
