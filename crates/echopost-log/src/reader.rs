@@ -49,9 +49,8 @@ pub struct StoredFrame {
     pub records: Vec<Vec<u8>>,
 }
 
-/// Most bytes [`Reader::next_batch`] reserves up front for a batch's buffer: a full batch
-/// of the replayer's or a typical reader's size without regrowing, and no large reserve
-/// for a caller that passes a huge `max_bytes` to read one record.
+/// Most bytes [`Reader::next_batch`] reserves at once for a batch's buffer: a full batch of
+/// the replayer's or a typical reader's size without regrowing.
 const BATCH_BUFFER_RESERVE: usize = 4 << 20;
 
 #[derive(Debug)]
@@ -200,15 +199,27 @@ impl Reader {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
-        // One buffer for the whole batch (sized for the usual full batch, grown for a
-        // larger lone record), the records cut from it afterwards.
-        // Reuses the previous batch's allocation when every record of it was dropped
+        // One buffer for the whole batch, the records cut from it afterwards. It is sized
+        // when the first record that does not fit arrives: for the rest of the batch as
+        // that record's size times the records still wanted, within the byte budget (so
+        // one small record asked for with a huge `max_bytes` reserves only itself).
+        // The previous batch's allocation is reused when every record of it was dropped
         // (`BytesMut::reserve` reclaims a buffer no `Bytes` refers to any more): a caller
         // that drains batch after batch touches the same memory each time.
         let mut buf = std::mem::take(&mut self.batch_buf);
-        buf.reserve(max_bytes.min(BATCH_BUFFER_RESERVE));
         let mut spans: Vec<(u64, usize)> = Vec::with_capacity(max_records.clamp(1, 4096));
+        let mut used = 0usize;
         let read = self.read_each(max_records, max_bytes, |seq, data| {
+            if buf.capacity() - buf.len() < data.len() {
+                let left = max_records.saturating_sub(spans.len());
+                let rest = data
+                    .len()
+                    .saturating_mul(left)
+                    .min(max_bytes.saturating_sub(used))
+                    .min(BATCH_BUFFER_RESERVE);
+                buf.reserve(rest.max(data.len()));
+            }
+            used += data.len();
             buf.extend_from_slice(data);
             spans.push((seq, data.len()));
             true
