@@ -17,8 +17,8 @@ use echopost::daemon::lifecycle;
 /// mimalloc instead of the C library's allocator. Replay at `--in-flight` N allocates and
 /// frees many small, short-lived buffers per request on one thread and frees them on
 /// another (HTTP client futures, headers, tasks); glibc's malloc spent about a fifth of the
-/// daemon's CPU on that in issue 16's profile, mimalloc's thread-local free lists much
-/// less. Memory stays bounded by the same limits; only the allocator changes.
+/// daemon's CPU on that in issue 16's profile, and the drain ran faster with mimalloc (see
+/// the README). Memory stays bounded by the same limits; only the allocator changes.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -28,8 +28,8 @@ const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Makes mimalloc commit arena memory as it is used, not up front. By default it commits
 /// its first arena eagerly on Linux, which took the daemon's peak RSS from 35 to 63 MiB
-/// replaying at `--in-flight 64` (and from 13 to 35 MiB ingesting) for no measurable
-/// speed. The arena is reserved by the first allocation, before `main`, so this runs as a
+/// replaying at `--in-flight 64` (and from 13 to 35 MiB ingesting), for a speed difference
+/// within this machine's run-to-run spread. The arena is reserved by the first allocation, before `main`, so this runs as a
 /// constructor; an operator's `MIMALLOC_ARENA_EAGER_COMMIT` still wins. Nothing here may
 /// allocate.
 extern "C" fn configure_allocator() {
