@@ -92,6 +92,7 @@ mod frame;
 mod fs;
 mod group;
 mod log;
+mod read_buffer;
 mod reader;
 mod recovery;
 mod salvage;

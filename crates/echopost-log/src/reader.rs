@@ -2,8 +2,9 @@
 //!
 //! A [`Reader`] walks the segments in order through a read-ahead buffer, checks every
 //! frame's CRC and that sequences continue without gap or repetition, and hands out
-//! records in batches bounded by count and bytes. It holds at most one read-ahead chunk
-//! (1 MiB, or one frame if larger) and one decoded frame.
+//! records in batches bounded by count and bytes. It holds one read-ahead chunk (1 MiB, or
+//! one frame if larger) and one decoded frame, plus the earlier chunks that records it
+//! returned still refer to (a few, kept for reuse: `read_buffer.rs`).
 //!
 //! It never returns a record that is not durable: it stops at the writer's durable
 //! position. If records were written but not yet synced (policies `interval` and
@@ -11,6 +12,7 @@
 //! power failure, which would let its sequence be reused for a different record.
 
 use std::io;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,12 +25,13 @@ use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 
 /// A record read back from the log.
 ///
-/// Records returned together by one [`Reader::next_batch`] share one buffer: `data` is a
-/// reference-counted slice of it, so a batch costs one allocation and one copy of its
-/// bytes, not one per record (issue 17). Keeping any record of a batch keeps the whole
-/// buffer (at most the batch's `max_bytes`, or one record larger than that) alive; a
-/// caller that keeps a few records long after the rest are dropped should copy them
-/// (`Bytes::copy_from_slice`).
+/// Records returned by [`Reader::next_batch`] are not copied one by one: `data` is a
+/// reference-counted slice of the buffer the reader read the frame into (for an
+/// uncompressed frame), or of one buffer the batch was copied into (issue 17). Keeping
+/// any record keeps its whole buffer alive: a read buffer (1 MiB, or one frame if
+/// larger) or the batch's copy buffer. A batch never keeps more than twice its own size
+/// of read buffers alive (a smaller batch is copied instead); a caller that keeps a few
+/// records long after the rest are dropped should copy them (`Bytes::copy_from_slice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// Its sequence number (from 1).
@@ -85,6 +88,34 @@ fn frame_bytes<'a>(
         None => Some(raw),
         Some(start) => seg.and_then(|s| s.scanner.bytes().get(start..)),
     }
+}
+
+/// Where a record of a [`Reader::next_batch`] is: `range` in the lent read buffer `lent`,
+/// or in the batch's buffer of copied records.
+struct Span {
+    seq: u64,
+    lent: Option<usize>,
+    range: Range<usize>,
+}
+
+/// Appends `data` to `buf` and returns where it starts. When `buf` is full, it is grown
+/// for the rest of the batch, estimated as this record's size times the `left` records
+/// still wanted, within the `budget` of bytes left (so one small record asked for with a
+/// huge `max_bytes` reserves only itself) and [`BATCH_BUFFER_RESERVE`]. The previous
+/// batch's allocation is reused when every record of it was dropped (`BytesMut::reserve`
+/// reclaims a buffer no `Bytes` refers to any more).
+fn copy_into(buf: &mut BytesMut, data: &[u8], left: usize, budget: usize) -> usize {
+    if buf.capacity() - buf.len() < data.len() {
+        let rest = data
+            .len()
+            .saturating_mul(left)
+            .min(budget)
+            .min(BATCH_BUFFER_RESERVE);
+        buf.reserve(rest.max(data.len()));
+    }
+    let at = buf.len();
+    buf.extend_from_slice(data);
+    at
 }
 
 /// Reads records in sequence order. Created by [`crate::Log::reader`].
@@ -199,40 +230,66 @@ impl Reader {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
-        // One buffer for the whole batch, the records cut from it afterwards. It is sized
-        // when the first record that does not fit arrives: for the rest of the batch as
-        // that record's size times the records still wanted, within the byte budget (so
-        // one small record asked for with a huge `max_bytes` reserves only itself).
-        // The previous batch's allocation is reused when every record of it was dropped
-        // (`BytesMut::reserve` reclaims a buffer no `Bytes` refers to any more): a caller
-        // that drains batch after batch touches the same memory each time.
-        let mut buf = std::mem::take(&mut self.batch_buf);
-        let mut spans: Vec<(u64, usize)> = Vec::with_capacity(max_records.clamp(1, 4096));
+        // Records of an uncompressed frame are cut from the scanner's read buffer, which
+        // is lent out for that (`read_buffer.rs`): no copy. Records of a decompressed
+        // frame are copied into one batch buffer, as are all of them when the batch is
+        // small next to the read buffers it would keep alive: a record pins its whole
+        // buffer, so a batch keeps at most twice its own size of memory alive.
+        let mut copied = std::mem::take(&mut self.batch_buf);
+        let mut lent: Vec<Bytes> = Vec::new();
+        let mut spans: Vec<Span> = Vec::with_capacity(max_records.clamp(1, 4096));
+        let mut lent_bytes = 0usize;
         let mut used = 0usize;
-        let read = self.read_each(max_records, max_bytes, |seq, data| {
-            if buf.capacity() - buf.len() < data.len() {
-                let left = max_records.saturating_sub(spans.len());
-                let rest = data
-                    .len()
-                    .saturating_mul(left)
-                    .min(max_bytes.saturating_sub(used))
-                    .min(BATCH_BUFFER_RESERVE);
-                buf.reserve(rest.max(data.len()));
+        let read = self.visit_records(max_records, max_bytes, true, |seq, data, src| {
+            match src {
+                Some((buffer, range)) => {
+                    if lent.last().is_none_or(|b| b.as_ptr() != buffer.as_ptr()) {
+                        lent.push(buffer.clone());
+                    }
+                    lent_bytes += range.len();
+                    spans.push(Span {
+                        seq,
+                        lent: Some(lent.len() - 1),
+                        range,
+                    });
+                }
+                None => {
+                    let left = max_records.saturating_sub(spans.len());
+                    let at = copy_into(&mut copied, data, left, max_bytes.saturating_sub(used));
+                    spans.push(Span {
+                        seq,
+                        lent: None,
+                        range: at..at + data.len(),
+                    });
+                }
             }
             used += data.len();
-            buf.extend_from_slice(data);
-            spans.push((seq, data.len()));
             true
         });
-        let filled = buf.split();
-        self.batch_buf = buf;
+        let pinned: usize = lent.iter().map(Bytes::len).sum();
+        if lent_bytes.saturating_mul(2) < pinned {
+            let mut left = lent_bytes;
+            for span in &mut spans {
+                if let Some(i) = span.lent.take() {
+                    let data = &lent[i][span.range.clone()];
+                    let at = copy_into(&mut copied, data, usize::MAX, left);
+                    left -= data.len();
+                    span.range = at..at + data.len();
+                }
+            }
+            lent.clear();
+        }
+        let filled = copied.split().freeze();
+        self.batch_buf = copied;
         read?;
-        let mut buf = filled.freeze();
         Ok(spans
             .into_iter()
-            .map(|(seq, len)| StoredRecord {
-                seq,
-                data: buf.split_to(len),
+            .map(|s| StoredRecord {
+                seq: s.seq,
+                data: match s.lent {
+                    Some(i) => lent[i].slice(s.range),
+                    None => filled.slice(s.range),
+                },
             })
             .collect())
     }
@@ -253,11 +310,31 @@ impl Reader {
         max_bytes: usize,
         mut visit: impl FnMut(u64, &[u8]) -> bool,
     ) -> Result<usize> {
+        self.visit_records(max_records, max_bytes, false, |seq, data, _| {
+            visit(seq, data)
+        })
+    }
+
+    /// The walk behind [`Reader::read_each`] and [`Reader::next_batch`]: gives `visit`
+    /// each record as `(seq, bytes, source)`. With `lend`, `source` is the scanner's
+    /// (lent) read buffer and the record's range in it, for a record of an uncompressed
+    /// frame; otherwise `None` (the bytes are only borrowed for the call).
+    fn visit_records(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        lend: bool,
+        mut visit: impl FnMut(u64, &[u8], Option<(&Bytes, Range<usize>)>) -> bool,
+    ) -> Result<usize> {
         let max_records = max_records.max(1);
         let mut n = 0usize;
         let mut bytes = 0usize;
         loop {
             if let Some(cur) = &mut self.frame {
+                let buffer = match (lend, cur.in_scanner, &mut self.seg) {
+                    (true, Some(_), Some(seg)) => Some(seg.scanner.lend()),
+                    _ => None,
+                };
                 let Some(raw) = frame_bytes(cur.in_scanner, &cur.body.raw, self.seg.as_ref())
                 else {
                     // Unreachable (the scanner outlives its frame), and harmless: the
@@ -265,6 +342,7 @@ impl Reader {
                     self.frame = None;
                     continue;
                 };
+                let start = cur.in_scanner.unwrap_or(0);
                 while cur.idx < cur.body.ranges.len() {
                     let seq = cur.first_seq + cur.idx as u64;
                     let range = cur.body.ranges[cur.idx].clone();
@@ -279,7 +357,10 @@ impl Reader {
                     cur.idx += 1;
                     self.next = seq + 1;
                     n += 1;
-                    let more = visit(seq, &raw[range]);
+                    let source = buffer
+                        .as_ref()
+                        .map(|b| (b, start + range.start..start + range.end));
+                    let more = visit(seq, &raw[range], source);
                     if !more || n >= max_records {
                         return Ok(n);
                     }
@@ -502,5 +583,47 @@ impl Reader {
             scanner: FrameScanner::new(file, path, pos, pos),
             expect,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Log, LogOptions};
+
+    /// Whether `data` lies in the buffer the reader reads into now.
+    fn in_read_buffer(r: &Reader, data: &Bytes) -> bool {
+        r.seg
+            .as_ref()
+            .is_some_and(|s| s.scanner.bytes().as_ptr_range().contains(&data.as_ptr()))
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_from_the_read_buffer_and_a_small_one_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let rec = |i: usize| vec![(i % 251) as u8; 1000];
+        for f in 0..30 {
+            let batch: Vec<Vec<u8>> = (0..100).map(|i| rec(f * 100 + i)).collect();
+            log.append(&batch).unwrap();
+        }
+        let mut r = log.reader(1);
+        // One record out of a 1 MiB read: copied, so it keeps no read buffer alive.
+        let one = r.next_batch(1, 1 << 20).unwrap();
+        assert_eq!(one[0].data[..], rec(0)[..]);
+        assert!(
+            !in_read_buffer(&r, &one[0].data),
+            "a one-record batch pins the read buffer"
+        );
+        // Two megabytes: cut from the read buffers, not copied.
+        let big = r.next_batch(5000, 2 << 20).unwrap();
+        assert!(big.len() > 1000);
+        assert!(
+            big.iter().any(|x| in_read_buffer(&r, &x.data)),
+            "a large batch was copied"
+        );
+        for x in big.iter().chain(&one) {
+            assert_eq!(x.data[..], rec(x.seq as usize - 1)[..], "record {}", x.seq);
+        }
     }
 }

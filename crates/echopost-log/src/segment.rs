@@ -37,6 +37,7 @@ use std::sync::Arc;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader};
 use crate::fs::{FileHandle, read_exact_at};
+use crate::read_buffer::ReadBuffer;
 
 /// Length of the segment file header.
 pub const SEGMENT_HEADER_LEN: u64 = 32;
@@ -168,7 +169,8 @@ pub enum Scanned {
 pub struct FrameScanner {
     file: Arc<dyn FileHandle>,
     path: PathBuf,
-    buf: Vec<u8>,
+    /// Read-ahead; a reader may lend it out ([`FrameScanner::lend`]).
+    buf: ReadBuffer,
     /// How much of `buf` holds bytes read from the file (the rest is stale).
     valid: usize,
     /// File offset of `buf[0]`.
@@ -185,7 +187,7 @@ impl FrameScanner {
         FrameScanner {
             file,
             path,
-            buf: Vec::new(),
+            buf: ReadBuffer::default(),
             valid: 0,
             buf_off: pos,
             pos,
@@ -205,7 +207,15 @@ impl FrameScanner {
 
     /// The scanner's buffer, which the ranges in [`Scanned::Frame`] index.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.valid]
+        &self.buf.bytes()[..self.valid]
+    }
+
+    /// A shared handle on the scanner's buffer, which the ranges in [`Scanned::Frame`]
+    /// index (bytes past [`FrameScanner::bytes`] are stale): records cut from it stay
+    /// valid for as long as they live, because the scanner never writes into a buffer
+    /// that is still referred to (see `read_buffer.rs`).
+    pub(crate) fn lend(&mut self) -> bytes::Bytes {
+        self.buf.lend()
     }
 
     /// The file being scanned.
@@ -230,31 +240,27 @@ impl FrameScanner {
         // larger). The buffer is only ever grown, never cleared: zeroing a megabyte per
         // read cost more than the checksum of what was read into it.
         let keep_from = (self.pos.saturating_sub(self.buf_off) as usize).min(self.valid);
-        if self.buf_off <= self.pos {
-            self.buf.copy_within(keep_from..self.valid, 0);
-            self.valid -= keep_from;
+        let keep = if self.buf_off <= self.pos {
+            keep_from..self.valid
         } else {
-            self.valid = 0;
-        }
+            0..0
+        };
+        self.valid = keep.len();
         self.buf_off = self.pos;
         let read_end = (self.pos + need.max(READ_CHUNK) as u64).min(self.limit);
         let mut at = self.buf_off + self.valid as u64;
-        if read_end > at {
-            let end = self.valid + (read_end - at) as usize;
-            if self.buf.len() < end {
-                self.buf.resize(end, 0);
+        let end = self.valid + read_end.saturating_sub(at) as usize;
+        let buf = self.buf.writable(keep, end);
+        while at < read_end {
+            let n = self
+                .file
+                .read_at(&mut buf[self.valid..end], at)
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            if n == 0 {
+                break;
             }
-            while at < read_end {
-                let n = self
-                    .file
-                    .read_at(&mut self.buf[self.valid..end], at)
-                    .map_err(|e| Error::io("read", &self.path, e))?;
-                if n == 0 {
-                    break;
-                }
-                self.valid += n;
-                at += n as u64;
-            }
+            self.valid += n;
+            at += n as u64;
         }
         let have_end = self.buf_off + self.valid as u64;
         Ok((have_end.min(want_end) - self.pos) as usize)
@@ -268,7 +274,7 @@ impl FrameScanner {
         let offset = self.pos;
         let got = self.fill(FRAME_HEADER_LEN)?;
         let start = (self.pos - self.buf_off) as usize;
-        let header = match frame::decode_header(&self.buf[start..start + got]) {
+        let header = match frame::decode_header(&self.buf.bytes()[start..start + got]) {
             Ok(h) => h,
             Err(kind) => return Ok(Scanned::Bad { offset, kind }),
         };
@@ -287,8 +293,8 @@ impl FrameScanner {
         let body = start + FRAME_HEADER_LEN..start + total as usize;
         if let Err(kind) = frame::check_crc(
             &header,
-            &self.buf[start..start + FRAME_HEADER_LEN],
-            &self.buf[body.clone()],
+            &self.buf.bytes()[start..start + FRAME_HEADER_LEN],
+            &self.buf.bytes()[body.clone()],
         ) {
             return Ok(Scanned::Bad { offset, kind });
         }
@@ -313,7 +319,7 @@ impl FrameScanner {
                 break;
             }
             let start = (self.pos - self.buf_off) as usize;
-            if let Some(i) = last_nonzero(&self.buf[start..start + got]) {
+            if let Some(i) = last_nonzero(&self.buf.bytes()[start..start + got]) {
                 end = at + i as u64 + 1;
             }
             at += got as u64;
@@ -343,7 +349,7 @@ impl FrameScanner {
             self.pos = at;
             let got = self.fill(READ_CHUNK)?;
             let start = (self.pos - self.buf_off) as usize;
-            let window = &self.buf[start..start + got];
+            let window = &self.buf.bytes()[start..start + got];
             let Some(i) = window
                 .windows(FRAME_MAGIC.len())
                 .position(|w| w == FRAME_MAGIC)

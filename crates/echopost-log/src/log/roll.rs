@@ -30,8 +30,11 @@ impl Inner {
 
     fn roll_with(&self, st: &mut State, undo_on_no_space: bool) -> Result<()> {
         let old_path = st.active.path.clone();
-        // 1. Everything in the old segment becomes durable before a successor exists.
-        if let Err(e) = st.active.file.sync_data() {
+        // 1. Everything in the old segment becomes durable before a successor exists
+        //    (already so when the last write was synced, as under `SyncPolicy::Always`
+        //    between appends: a second `fdatasync` would only cost a device flush).
+        let already_durable = st.durable_next == st.next_seq && st.durable_len == st.active.len;
+        if !already_durable && let Err(e) = st.active.file.sync_data() {
             self.poison(
                 st,
                 format!("fdatasync of {} failed: {e}", old_path.display()),

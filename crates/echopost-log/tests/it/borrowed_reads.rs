@@ -87,3 +87,57 @@ fn read_each_stops_when_asked_and_resumes_after_the_last_record_lent() {
         assert_eq!(data, &all[i]);
     }
 }
+
+/// A log of `frames` frames of 100 records of ~1000 bytes: several 1 MiB read chunks.
+fn fill_large(fs: &SimFs, opts: LogOptions, frames: u64) -> Vec<Vec<u8>> {
+    let log = open_sim(fs, opts).unwrap();
+    let mut all = Vec::new();
+    for b in 0..frames {
+        let batch: Vec<Vec<u8>> = (0..100)
+            .map(|i| rec(b * 100 + i, 900 + (b * 31 + i * 7) as usize % 200))
+            .collect();
+        log.append(&batch).unwrap();
+        all.extend(batch);
+    }
+    log.close().unwrap();
+    all
+}
+
+#[test]
+fn records_kept_from_a_batch_survive_every_later_read() {
+    // `next_batch` cuts records from the reader's read buffer; the reader must never read
+    // into a buffer a kept record still refers to, whichever batches were dropped since.
+    let opts = LogOptions {
+        segment_bytes: 3 << 20,
+        ..LogOptions::default()
+    };
+    let fs = SimFs::new(11);
+    let all = fill_large(&fs, opts.clone(), 200);
+    let log = open_sim(&fs, opts).unwrap();
+    assert!(log.stats().segments > 1, "several segments");
+    for (max_records, max_bytes) in [(5000, 4 << 20), (700, 1 << 20), (3000, 2 << 20)] {
+        let mut r = log.reader(1);
+        let mut kept = Vec::new();
+        let mut k = 0;
+        loop {
+            let batch = r.next_batch(max_records, max_bytes).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            // Keep every third batch, drop the others (their buffers are reused).
+            if k % 3 == 0 {
+                kept.push(batch);
+            }
+            k += 1;
+        }
+        assert!(k > 3, "several batches");
+        for rec in kept.iter().flatten() {
+            assert_eq!(
+                &rec.data[..],
+                &all[rec.seq as usize - 1][..],
+                "record {} changed after later reads (bounds {max_records}/{max_bytes})",
+                rec.seq
+            );
+        }
+    }
+}

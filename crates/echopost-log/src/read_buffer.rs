@@ -1,0 +1,165 @@
+//! The read-ahead buffer of a [`crate::segment::FrameScanner`], which a reader can lend out.
+//!
+//! # Why
+//! Draining a backlog is one `pread` per chunk, a CRC over it, and handing the records
+//! out. Copying each batch out of the read buffer again cost as much as the checksum
+//! (issue 17). A reader that hands out owned records ([`crate::Reader::next_batch`]) can
+//! instead give out reference-counted slices of the buffer the records were read into,
+//! if the buffer is not overwritten while they live.
+//!
+//! So the buffer is either owned (read into in place, as before) or lent (frozen, shared
+//! with the records cut from it). Before the scanner reads again it takes the buffer back
+//! if no record refers to it any more; otherwise it reads into another one: a retired
+//! buffer whose records were all dropped meanwhile, or a new one. Retired buffers are
+//! kept (at most [`MAX_RETIRED`]) so that a reader draining batch after batch reuses the
+//! same memory instead of allocating (and zeroing) a megabyte per read.
+//!
+//! # Invariants
+//! * Bytes of a lent buffer are never written: the scanner writes only into a buffer it
+//!   owns, which it has back only once no `Bytes` refers to it (`Bytes::try_into_mut`).
+//! * Memory: the buffer in use, plus at most [`MAX_RETIRED`] retired buffers of at most
+//!   [`RETIRED_MAX_LEN`] bytes each while their records are alive (and after, for reuse).
+
+use bytes::{Bytes, BytesMut};
+
+/// Most retired buffers kept for reuse: enough for a drain of 4 MiB batches over 1 MiB
+/// reads (a batch touches up to six buffers: four full ones and parts of two more). A
+/// reader of smaller batches retires (and keeps) only as many as one of its batches
+/// touches.
+const MAX_RETIRED: usize = 6;
+
+/// Buffers larger than this (grown for one large frame) are not kept for reuse.
+const RETIRED_MAX_LEN: usize = 2 << 20;
+
+/// A read buffer: `len()` bytes, all initialized (their content may be stale).
+#[derive(Debug, Default)]
+pub(crate) struct ReadBuffer {
+    /// The buffer while the scanner owns it (empty while lent).
+    own: BytesMut,
+    /// The buffer while lent: records may hold slices of it.
+    lent: Option<Bytes>,
+    /// Earlier buffers some record may still refer to, kept for reuse once none does.
+    retired: Vec<Bytes>,
+}
+
+impl ReadBuffer {
+    /// The buffer's bytes (including stale ones past what the scanner read).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match &self.lent {
+            Some(b) => b,
+            None => &self.own,
+        }
+    }
+
+    /// A shared handle on the whole buffer, to cut records from. The buffer stays lent
+    /// (read-only) until the next [`ReadBuffer::writable`].
+    pub(crate) fn lend(&mut self) -> Bytes {
+        match &self.lent {
+            Some(b) => b.clone(),
+            None => {
+                let b = std::mem::take(&mut self.own).freeze();
+                self.lent = Some(b.clone());
+                b
+            }
+        }
+    }
+
+    /// Whether the buffer is lent (records may refer to it).
+    #[cfg(test)]
+    pub(crate) fn is_lent(&self) -> bool {
+        self.lent.is_some()
+    }
+
+    /// The buffer, writable, holding what was at `keep` at its start and at least
+    /// `min_len` bytes in all. An owned buffer is used in place; a lent one is taken back
+    /// if nothing refers to it any more, otherwise `keep` is copied into a retired buffer
+    /// nothing refers to any more, or into a new one.
+    pub(crate) fn writable(&mut self, keep: std::ops::Range<usize>, min_len: usize) -> &mut [u8] {
+        if let Some(lent) = self.lent.take() {
+            match lent.try_into_mut() {
+                Ok(own) => self.own = own,
+                Err(lent) => {
+                    let mut fresh = self.take_retired().unwrap_or_default();
+                    let kept = keep.len();
+                    if fresh.len() < kept {
+                        fresh.resize(kept, 0);
+                    }
+                    fresh[..kept].copy_from_slice(&lent[keep.clone()]);
+                    if self.retired.len() < MAX_RETIRED && lent.len() <= RETIRED_MAX_LEN {
+                        self.retired.push(lent);
+                    }
+                    self.own = fresh;
+                    return self.grown(min_len);
+                }
+            }
+        }
+        self.own.copy_within(keep, 0);
+        self.grown(min_len)
+    }
+
+    fn grown(&mut self, min_len: usize) -> &mut [u8] {
+        if self.own.len() < min_len {
+            self.own.resize(min_len, 0);
+        }
+        &mut self.own
+    }
+
+    /// A retired buffer no record refers to any more, if there is one.
+    fn take_retired(&mut self) -> Option<BytesMut> {
+        let i = self.retired.iter().position(Bytes::is_unique)?;
+        self.retired.swap_remove(i).try_into_mut().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owned_buffer_is_written_in_place_keeping_the_tail() {
+        let mut b = ReadBuffer::default();
+        b.writable(0..0, 8).copy_from_slice(b"abcdefgh");
+        let w = b.writable(6..8, 8);
+        assert_eq!(&w[..2], b"gh");
+        assert_eq!(w.len(), 8);
+    }
+
+    #[test]
+    fn a_lent_buffer_is_never_written_while_a_record_refers_to_it() {
+        let mut b = ReadBuffer::default();
+        b.writable(0..0, 8).copy_from_slice(b"abcdefgh");
+        let rec = b.lend().slice(2..4);
+        assert!(b.is_lent());
+        let w = b.writable(4..8, 8);
+        assert_eq!(&w[..4], b"efgh");
+        w.fill(b'x');
+        assert_eq!(&rec[..], b"cd", "a lent record was overwritten");
+        assert_eq!(b.retired.len(), 1);
+    }
+
+    #[test]
+    fn a_lent_buffer_is_taken_back_once_its_records_are_dropped() {
+        let mut b = ReadBuffer::default();
+        b.writable(0..0, 8).copy_from_slice(b"abcdefgh");
+        let ptr = b.bytes().as_ptr();
+        let rec = b.lend().slice(0..2);
+        drop(rec);
+        let w = b.writable(0..0, 8);
+        assert_eq!(w.as_ptr(), ptr, "the same memory is reused");
+        assert!(b.retired.is_empty());
+    }
+
+    #[test]
+    fn a_retired_buffer_is_reused_once_its_records_are_dropped() {
+        let mut b = ReadBuffer::default();
+        b.writable(0..0, 8).copy_from_slice(b"abcdefgh");
+        let first = b.bytes().as_ptr();
+        let r1 = b.lend().slice(0..1);
+        b.writable(0..0, 8); // r1 alive: a new buffer
+        let r2 = b.lend().slice(0..1);
+        drop(r1);
+        let w = b.writable(0..0, 8); // r2 alive: the first buffer, retired, is free again
+        assert_eq!(w.as_ptr(), first);
+        drop(r2);
+    }
+}
