@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, DecodedBody, FrameKind};
 use crate::log::Inner;
+use crate::read_buffer::ReadBuffer;
 use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 
 /// A record read back from the log.
@@ -92,6 +93,7 @@ fn frame_bytes<'a>(
 
 /// Where a record of a [`Reader::next_batch`] is: `range` in the lent read buffer `lent`,
 /// or in the batch's buffer of copied records.
+#[derive(Debug)]
 struct Span {
     seq: u64,
     lent: Option<usize>,
@@ -137,6 +139,10 @@ pub struct Reader {
     mark: Option<(u64, u64, u64)>,
     /// What is left of the last [`Reader::next_batch`] buffer, for the next one.
     batch_buf: BytesMut,
+    /// The read buffers of the last segment read, for the next one's scanner.
+    read_buffer: ReadBuffer,
+    /// [`Reader::next_batch`]'s list of where its records are, kept for the next call.
+    spans: Vec<Span>,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -158,6 +164,8 @@ impl Reader {
             spare: DecodedBody::default(),
             mark: None,
             batch_buf: BytesMut::new(),
+            read_buffer: ReadBuffer::default(),
+            spans: Vec::new(),
         }
     }
 
@@ -237,7 +245,8 @@ impl Reader {
         // buffer, so a batch keeps at most twice its own size of memory alive.
         let mut copied = std::mem::take(&mut self.batch_buf);
         let mut lent: Vec<Bytes> = Vec::new();
-        let mut spans: Vec<Span> = Vec::with_capacity(max_records.clamp(1, 4096));
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.reserve(max_records.clamp(1, 4096));
         let mut lent_bytes = 0usize;
         let mut used = 0usize;
         let read = self.visit_records(max_records, max_bytes, true, |seq, data, src| {
@@ -281,9 +290,8 @@ impl Reader {
         }
         let filled = copied.split().freeze();
         self.batch_buf = copied;
-        read?;
-        Ok(spans
-            .into_iter()
+        let records = spans
+            .drain(..)
             .map(|s| StoredRecord {
                 seq: s.seq,
                 data: match s.lent {
@@ -291,7 +299,10 @@ impl Reader {
                     None => filled.slice(s.range),
                 },
             })
-            .collect())
+            .collect();
+        self.spans = spans;
+        read?;
+        Ok(records)
     }
 
     /// The next records in sequence order, like [`Reader::next_batch`] (same bounds, same
@@ -397,8 +408,10 @@ impl Reader {
                     .seg
                     .as_ref()
                     .is_some_and(|s| s.first_seq < first_stored)
+                    && let Some(seg) = self.seg.take()
                 {
-                    self.seg = None;
+                    // Deleted after delivery; its buffers serve the next segment.
+                    self.read_buffer = seg.scanner.into_buffer();
                 }
                 let extent = self.seg.as_ref().map(|s| {
                     if s.first_seq == st.active.first_seq {
@@ -449,7 +462,7 @@ impl Reader {
                 }
                 // A segment deleted under us: it was fully delivered, move on.
                 None => {
-                    self.seg = None;
+                    self.close_segment();
                     continue;
                 }
             };
@@ -500,7 +513,7 @@ impl Reader {
                                     CorruptionKind::DataAfterSeal,
                                 ));
                             }
-                            self.seg = None;
+                            self.close_segment();
                         }
                         FrameKind::Gap => {
                             // Sequences salvage recorded as lost: nothing to hand out,
@@ -540,9 +553,16 @@ impl Reader {
         }
     }
 
+    /// Lets go of the current segment, keeping its read buffers for the next one.
+    fn close_segment(&mut self) {
+        if let Some(seg) = self.seg.take() {
+            self.read_buffer = seg.scanner.into_buffer();
+        }
+    }
+
     /// Opens the segment that holds `seq`; `None` if it was deleted meanwhile because
     /// everything in it was acknowledged.
-    fn open_segment_for(&self, seq: u64) -> Result<Option<OpenSegment>> {
+    fn open_segment_for(&mut self, seq: u64) -> Result<Option<OpenSegment>> {
         let (first_seq, start) = {
             let st = self.inner.lock_state();
             let mut firsts: Vec<u64> = st.sealed.iter().map(|s| s.first_seq).collect();
@@ -580,7 +600,8 @@ impl Reader {
         let (pos, expect) = start.map_or((SEGMENT_HEADER_LEN, first_seq), |m| (m.offset, m.seq));
         Ok(Some(OpenSegment {
             first_seq,
-            scanner: FrameScanner::new(file, path, pos, pos),
+            scanner: FrameScanner::new(file, path, pos, pos)
+                .with_buffer(std::mem::take(&mut self.read_buffer)),
             expect,
         }))
     }

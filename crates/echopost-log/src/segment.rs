@@ -195,6 +195,19 @@ impl FrameScanner {
         }
     }
 
+    /// The scanner reading into `buf` (e.g. the buffers of a reader's previous segment)
+    /// instead of buffers of its own.
+    pub(crate) fn with_buffer(mut self, buf: ReadBuffer) -> Self {
+        self.buf = buf;
+        self.valid = 0;
+        self
+    }
+
+    /// The scanner's buffers, for another scanner ([`FrameScanner::with_buffer`]).
+    pub(crate) fn into_buffer(self) -> ReadBuffer {
+        self.buf
+    }
+
     /// Offset of the next frame.
     pub fn position(&self) -> u64 {
         self.pos
