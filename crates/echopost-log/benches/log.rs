@@ -10,7 +10,8 @@
 //!   (`prepare`, a group writer, `wait_durable`), against raw writes of as many bytes.
 //! * `append_concurrent/64_threads_x1`: 64 threads appending single records at once,
 //!   where group commit shares `fdatasync`s.
-//! * `read/sequential`: reading a 256 MiB backlog front to back (CRC checked).
+//! * `read/sequential`: reading a 256 MiB backlog front to back (CRC checked): owned records
+//!   in batches of 1000 (copied) and of 4 MiB (cut from the read buffers), and borrowed ones.
 //! * `open/*`: opening a log holding a 1 GiB backlog versus a 32 MiB one.
 //!
 //! Benchmarks write real files under `ECHOPOST_BENCH_DIR` (default: the system temp dir),
@@ -192,6 +193,23 @@ fn bench_read(c: &mut Criterion) {
             let mut n = 0u64;
             loop {
                 let batch = r.next_batch(1000, 4 << 20).expect("read");
+                if batch.is_empty() {
+                    break;
+                }
+                n += batch.len() as u64;
+            }
+            assert_eq!(n, total);
+        })
+    });
+    // The same read in 4 MiB batches, the shape `shared/peers` drains with: large enough
+    // that `next_batch` cuts the records from its read buffers instead of copying them
+    // (issue 17; a batch under half the buffers it would keep alive is copied).
+    g.bench_function("sequential_256MiB_4MiB_batches", |b| {
+        b.iter(|| {
+            let mut r = log.reader(1);
+            let mut n = 0u64;
+            loop {
+                let batch = r.next_batch(16384, 4 << 20).expect("read");
                 if batch.is_empty() {
                     break;
                 }
@@ -441,7 +459,11 @@ fn summary() {
             (64 * 50) as f64 / (ns / 1e9)
         );
     }
-    for bench in ["sequential_256MiB", "sequential_256MiB_borrowed"] {
+    for bench in [
+        "sequential_256MiB",
+        "sequential_256MiB_4MiB_batches",
+        "sequential_256MiB_borrowed",
+    ] {
         if let Some(ns) = mean_ns("read", bench) {
             println!(
                 "read {bench}: {:.0} MB/s of records",

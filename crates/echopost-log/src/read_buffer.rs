@@ -17,8 +17,12 @@
 //! # Invariants
 //! * Bytes of a lent buffer are never written: the scanner writes only into a buffer it
 //!   owns, which it has back only once no `Bytes` refers to it (`Bytes::try_into_mut`).
-//! * Memory: the buffer in use, plus at most [`MAX_RETIRED`] retired buffers of at most
-//!   [`RETIRED_MAX_LEN`] bytes each while their records are alive (and after, for reuse).
+//! * Memory: the buffer in use (1 MiB, or one frame if larger, and only until a smaller
+//!   one will do), plus at most [`MAX_RETIRED`] retired buffers of at most
+//!   [`RETIRED_MAX_LEN`] bytes each while their records are alive (and after, for
+//!   reuse). Buffers are allocated at the size read into them (`refill`), not doubled.
+
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
@@ -70,36 +74,33 @@ impl ReadBuffer {
         self.lent.is_some()
     }
 
-    /// The buffer, writable, holding what was at `keep` at its start and at least
-    /// `min_len` bytes in all. An owned buffer is used in place; a lent one is taken back
-    /// if nothing refers to it any more, otherwise `keep` is copied into a retired buffer
-    /// nothing refers to any more, or into a new one.
-    pub(crate) fn writable(&mut self, keep: std::ops::Range<usize>, min_len: usize) -> &mut [u8] {
+    /// The buffer, writable, holding what was at `keep` at its start and `min_len` bytes
+    /// or more in all. An owned buffer is used in place; a lent one is taken back if
+    /// nothing refers to it any more, otherwise `keep` is copied into a retired buffer
+    /// nothing refers to any more, or into a new one. A buffer grown for one large frame
+    /// is let go once a smaller one will do, so it is not kept for the reader's life.
+    pub(crate) fn writable(&mut self, keep: Range<usize>, min_len: usize) -> &mut [u8] {
         if let Some(lent) = self.lent.take() {
             match lent.try_into_mut() {
                 Ok(own) => self.own = own,
                 Err(lent) => {
-                    let mut fresh = self.take_retired().unwrap_or_default();
-                    let kept = keep.len();
-                    if fresh.len() < kept {
-                        fresh.resize(kept, 0);
-                    }
-                    fresh[..kept].copy_from_slice(&lent[keep.clone()]);
+                    let fresh = self
+                        .take_retired()
+                        .filter(|b| fits(b.len(), min_len))
+                        .unwrap_or_default();
+                    self.own = refill(fresh, &lent[keep], min_len);
                     if self.retired.len() < MAX_RETIRED && lent.len() <= RETIRED_MAX_LEN {
                         self.retired.push(lent);
                     }
-                    self.own = fresh;
-                    return self.grown(min_len);
+                    return &mut self.own;
                 }
             }
         }
-        self.own.copy_within(keep, 0);
-        self.grown(min_len)
-    }
-
-    fn grown(&mut self, min_len: usize) -> &mut [u8] {
-        if self.own.len() < min_len {
-            self.own.resize(min_len, 0);
+        if fits(self.own.len(), min_len) {
+            self.own.copy_within(keep, 0);
+        } else {
+            let own = std::mem::take(&mut self.own);
+            self.own = refill(BytesMut::new(), &own[keep], min_len);
         }
         &mut self.own
     }
@@ -109,6 +110,27 @@ impl ReadBuffer {
         let i = self.retired.iter().position(Bytes::is_unique)?;
         self.retired.swap_remove(i).try_into_mut().ok()
     }
+}
+
+/// Whether a buffer of `len` bytes serves a read of `min_len`: large enough, and not one
+/// grown for a large frame when a standard one will do.
+fn fits(len: usize, min_len: usize) -> bool {
+    len >= min_len && (len <= RETIRED_MAX_LEN || min_len > RETIRED_MAX_LEN)
+}
+
+/// `buf` (stale content, reused when it fits) holding `kept` at its start and `min_len`
+/// bytes in all; a new one is allocated at exactly that size, so that what a reader
+/// keeps is what it reads.
+fn refill(mut buf: BytesMut, kept: &[u8], min_len: usize) -> BytesMut {
+    let len = min_len.max(kept.len());
+    if !fits(buf.len(), len) {
+        buf = BytesMut::with_capacity(len);
+        buf.extend_from_slice(kept);
+        buf.resize(len, 0);
+    } else {
+        buf[..kept.len()].copy_from_slice(kept);
+    }
+    buf
 }
 
 #[cfg(test)]
@@ -161,5 +183,14 @@ mod tests {
         let w = b.writable(0..0, 8); // r2 alive: the first buffer, retired, is free again
         assert_eq!(w.as_ptr(), first);
         drop(r2);
+    }
+
+    #[test]
+    fn a_buffer_grown_for_a_large_frame_is_let_go_once_a_standard_one_will_do() {
+        let mut b = ReadBuffer::default();
+        assert_eq!(b.writable(0..0, 5 << 20).len(), 5 << 20);
+        let w = b.writable(0..0, 1 << 20);
+        assert_eq!(w.len(), 1 << 20);
+        assert_eq!(b.own.capacity(), 1 << 20, "allocated at the size read");
     }
 }

@@ -233,6 +233,9 @@ impl Reader {
     ///   and reason.
     /// * [`Error::Io`]: reading a segment failed, or the sync it asked for did (which
     ///   poisons the log); [`Error::Poisoned`]: that sync found the log stopped.
+    ///
+    /// On error the reader's position is unchanged: the records the call read before the
+    /// failure are not returned, and the next call reads them again.
     pub fn next_batch(
         &mut self,
         max_records: usize,
@@ -243,6 +246,7 @@ impl Reader {
         // frame are copied into one batch buffer, as are all of them when the batch is
         // small next to the read buffers it would keep alive: a record pins its whole
         // buffer, so a batch keeps at most twice its own size of memory alive.
+        let (start, gaps_before) = (self.next, self.gaps.len());
         let mut copied = std::mem::take(&mut self.batch_buf);
         let mut lent: Vec<Bytes> = Vec::new();
         let mut spans = std::mem::take(&mut self.spans);
@@ -290,7 +294,7 @@ impl Reader {
         }
         let filled = copied.split().freeze();
         self.batch_buf = copied;
-        let records = spans
+        let records: Vec<StoredRecord> = spans
             .drain(..)
             .map(|s| StoredRecord {
                 seq: s.seq,
@@ -301,8 +305,19 @@ impl Reader {
             })
             .collect();
         self.spans = spans;
-        read?;
-        Ok(records)
+        match read {
+            Ok(_) => Ok(records),
+            Err(e) => {
+                // Back to where the call started, so that the records before the failure
+                // are not skipped by a caller that retries: they are read (and checked)
+                // again, from the nearest frame the seek index knows.
+                self.next = start;
+                self.gaps.truncate(gaps_before);
+                self.frame = None;
+                self.close_segment();
+                Err(e)
+            }
+        }
     }
 
     /// The next records in sequence order, like [`Reader::next_batch`] (same bounds, same

@@ -141,3 +141,50 @@ fn records_kept_from_a_batch_survive_every_later_read() {
         }
     }
 }
+
+#[test]
+fn a_failed_batch_leaves_the_position_where_it_was_so_no_record_is_skipped() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = echopost_log::Log::open(dir.path(), LogOptions::default()).unwrap();
+    let all: Vec<Vec<u8>> = (0..5u64)
+        .flat_map(|b| {
+            let batch: Vec<Vec<u8>> = (0..100).map(|i| rec(b * 100 + i, 1024)).collect();
+            log.append(&batch).unwrap();
+            batch
+        })
+        .collect();
+    // Flip a byte inside the third frame (frames are 100 * (1024 + 4) + 32 bytes).
+    let seg = segment_files(dir.path()).into_iter().next().unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(seg)
+        .unwrap();
+    let at = 2 * 102_832 + 10_000;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x5A], at).unwrap();
+
+    let mut r = log.reader(1);
+    let err = r.next_batch(10_000, 8 << 20).unwrap_err();
+    assert!(matches!(err, echopost_log::Error::Corruption(_)), "{err}");
+    assert_eq!(
+        r.position(),
+        1,
+        "a failed call leaves the position unchanged"
+    );
+    // A retry in smaller batches gets every record before the damage, then the damage.
+    let got = r.next_batch(150, 8 << 20).unwrap();
+    assert_eq!(got.len(), 150);
+    let err = r.next_batch(150, 8 << 20).unwrap_err();
+    assert!(matches!(err, echopost_log::Error::Corruption(_)), "{err}");
+    assert_eq!(r.position(), 151);
+    let rest = r.next_batch(50, 8 << 20).unwrap();
+    for x in got.iter().chain(&rest) {
+        assert_eq!(x.data[..], all[x.seq as usize - 1][..]);
+    }
+    assert_eq!(rest.last().map(|x| x.seq), Some(200));
+    assert!(r.next_batch(1, 8 << 20).is_err());
+    assert_eq!(r.position(), 201, "nothing after the damage was handed out");
+}
