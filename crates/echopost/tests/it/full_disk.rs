@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use echopost_client::{ClientError, DaemonSettings, Fallback, Record};
 
-use crate::support::daemon::ENV_VARS;
+use crate::support::daemon::{ENV_VARS, ForeignDaemon};
 use crate::support::upstream::{GrpcServer, GrpcState};
 
 const INNER: &str = "ECHOPOST_FULL_DISK_ROOT";
@@ -282,6 +282,18 @@ async fn full_disk_scenario(root: PathBuf) {
         .await
         .expect("the drained disk takes appends again");
     assert!(a.first_sequence > *acknowledged.last().expect("records"));
+    // That daemon has no main server, so it would never linger out: stop it, or it
+    // outlives the test (with its namespace and tmpfs).
+    let status = again
+        .ensure_running()
+        .await
+        .expect("the daemon that took the append")
+        .status()
+        .await
+        .expect("its status");
+    let daemon = ForeignDaemon {
+        pid: status.pid as i32,
+    };
 
     println!(
         "full disk (1 MiB tmpfs): {} records acknowledged before ENOSPC ({} daemon start(s)); \
@@ -295,4 +307,6 @@ async fn full_disk_scenario(root: PathBuf) {
         distinct.len(),
         starts(&counter)
     );
+    daemon.stop(Duration::from_secs(10)).await;
+    assert!(!daemon.alive(), "the last daemon did not stop on SIGTERM");
 }
