@@ -53,6 +53,10 @@ pub struct StoredFrame {
     pub records: Vec<Vec<u8>>,
 }
 
+/// The smallest batch [`Reader::next_batch`] cuts from its read buffers rather than copying:
+/// half a read buffer, so that a batch keeps at most twice its size alive.
+const LEND_MIN_BATCH: usize = segment::READ_CHUNK / 2;
+
 /// Most bytes [`Reader::next_batch`] reserves at once for a batch's buffer: a full batch of
 /// the replayer's or a typical reader's size without regrowing.
 const BATCH_BUFFER_RESERVE: usize = 4 << 20;
@@ -344,7 +348,8 @@ impl Reader {
     /// The walk behind [`Reader::read_each`] and [`Reader::next_batch`]: gives `visit`
     /// each record as `(seq, bytes, source)`. With `lend`, `source` is the scanner's
     /// (lent) read buffer and the record's range in it, for a record of an uncompressed
-    /// frame; otherwise `None` (the bytes are only borrowed for the call).
+    /// frame of a batch that can reach [`LEND_MIN_BATCH`]; otherwise `None` (the bytes
+    /// are only borrowed for the call).
     fn visit_records(
         &mut self,
         max_records: usize,
@@ -355,9 +360,17 @@ impl Reader {
         let max_records = max_records.max(1);
         let mut n = 0usize;
         let mut bytes = 0usize;
+        let mut lending = (!lend).then_some(false);
         loop {
             if let Some(cur) = &mut self.frame {
-                let buffer = match (lend, cur.in_scanner, &mut self.seg) {
+                // Lend only to a batch that can cover half a read buffer (judged from the
+                // first record's size): a smaller one would be copied in the end anyway,
+                // and lending costs it the in-place reuse of the buffer.
+                let lend_now = *lending.get_or_insert_with(|| {
+                    let hint = cur.body.ranges.get(cur.idx).map_or(0, |r| r.len()).max(1);
+                    max_records.saturating_mul(hint).min(max_bytes) >= LEND_MIN_BATCH
+                });
+                let buffer = match (lend_now, cur.in_scanner, &mut self.seg) {
                     (true, Some(_), Some(seg)) => Some(seg.scanner.lend()),
                     _ => None,
                 };

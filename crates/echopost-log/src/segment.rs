@@ -46,7 +46,7 @@ const SEGMENT_VERSION: u32 = 1;
 const SEGMENT_SUFFIX: &str = ".seg";
 
 /// How much a scanner reads at once.
-const READ_CHUNK: usize = 1 << 20;
+pub(crate) const READ_CHUNK: usize = 1 << 20;
 
 /// The file name of the segment whose first sequence is `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
