@@ -60,7 +60,7 @@
 //! Everything is re-exported here; the modules are private.
 //! * The log: [`Log`] (open, append, read, acknowledge, close), [`LogOptions`],
 //!   [`SyncPolicy`], [`Compression`]; what calls return: [`Appended`], [`StoredRecord`]
-//!   (through a [`Reader`]), [`LogStats`], [`RecoveryReport`] (with [`TornTail`]).
+//!   and [`RecordRef`] (through a [`Reader`] and its [`ReadBatch`]), [`LogStats`], [`RecoveryReport`] (with [`TornTail`]).
 //! * Batches built outside the writer lock: [`BatchBody`] → [`Log::prepare`] →
 //!   [`PreparedBatch`] → [`GroupWriter`] ([`Log::group_writer`]) or [`Log::append`];
 //!   [`RECORD_OVERHEAD`] for sizing a body.
@@ -92,6 +92,7 @@ mod frame;
 mod fs;
 mod group;
 mod log;
+mod read_batch;
 mod read_buffer;
 mod reader;
 mod recovery;
@@ -109,6 +110,7 @@ pub use group::GroupWriter;
 pub use log::{
     Appended, LOCK_FILE, Log, LogOptions, LogStats, PreparedBatch, RecoveryReport, SyncPolicy,
 };
+pub use read_batch::{IntoIter as ReadBatchIntoIter, Iter as ReadBatchIter, ReadBatch, RecordRef};
 pub use reader::{Reader, StoredFrame, StoredRecord};
 pub use recovery::{CursorReset, Layout, SegmentOnDisk, TornTail, analyze};
 pub use salvage::{SalvageReport, salvage};

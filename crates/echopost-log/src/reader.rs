@@ -21,18 +21,19 @@ use bytes::{Bytes, BytesMut};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, DecodedBody, FrameKind};
 use crate::log::Inner;
+use crate::read_batch::{Entry, ReadBatch};
 use crate::read_buffer::ReadBuffer;
 use crate::segment::{self, FrameScanner, SEGMENT_HEADER_LEN, Scanned};
 
-/// A record read back from the log.
+/// A record read back from the log, owning (a share of) its bytes.
 ///
-/// Records returned by [`Reader::next_batch`] are not copied one by one: `data` is a
-/// reference-counted slice of the buffer the reader read the frame into (for an
-/// uncompressed frame), or of one buffer the batch was copied into (issue 17). Keeping
-/// any record keeps its whole buffer alive: a read buffer (1 MiB, or one frame if
-/// larger) or the batch's copy buffer. A batch never keeps more than twice its own size
-/// of read buffers alive (a smaller batch is copied instead); a caller that keeps a few
-/// records long after the rest are dropped should copy them (`Bytes::copy_from_slice`).
+/// Taken out of a [`ReadBatch`] (`into_iter`), `data` is a reference-counted slice of the
+/// buffer the reader read the frame into (for an uncompressed frame), or of the one
+/// buffer the batch was copied into (issue 17). Keeping any record keeps its whole buffer
+/// alive: a read buffer (1 MiB, or one frame if larger) or the batch's copy buffer. A
+/// batch never keeps more than twice its own size of read buffers alive (a smaller batch
+/// is copied instead); a caller that keeps a few records long after the rest are dropped
+/// should copy them (`Bytes::copy_from_slice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// Its sequence number (from 1).
@@ -95,15 +96,6 @@ fn frame_bytes<'a>(
     }
 }
 
-/// Where a record of a [`Reader::next_batch`] is: `range` in the lent read buffer `lent`,
-/// or in the batch's buffer of copied records.
-#[derive(Debug)]
-struct Span {
-    seq: u64,
-    lent: Option<usize>,
-    range: Range<usize>,
-}
-
 /// Appends `data` to `buf` and returns where it starts. When `buf` is full, it is grown
 /// for the rest of the batch, estimated as this record's size times the `left` records
 /// still wanted, within the `budget` of bytes left (so one small record asked for with a
@@ -145,8 +137,6 @@ pub struct Reader {
     batch_buf: BytesMut,
     /// The read buffers of the last segment read, for the next one's scanner.
     read_buffer: ReadBuffer,
-    /// [`Reader::next_batch`]'s list of where its records are, kept for the next call.
-    spans: Vec<Span>,
 }
 
 /// Where a segment ends for a reader: its full length if sealed, the durable length if it
@@ -169,7 +159,6 @@ impl Reader {
             mark: None,
             batch_buf: BytesMut::new(),
             read_buffer: ReadBuffer::default(),
-            spans: Vec::new(),
         }
     }
 
@@ -227,7 +216,7 @@ impl Reader {
 
     /// The next records in sequence order: up to `max_records` (at least 1) records whose
     /// data totals at most `max_bytes` bytes (a single larger record is still returned
-    /// alone). An empty vector means the reader has caught up with the durable end of the
+    /// alone). An empty batch means the reader has caught up with the durable end of the
     /// log; call again later for more. Records written but not yet durable (policies
     /// `interval` and `never`) are synced first, so what is returned is never lost.
     ///
@@ -240,11 +229,10 @@ impl Reader {
     ///
     /// On error the reader's position is unchanged: the records the call read before the
     /// failure are not returned, and the next call reads them again.
-    pub fn next_batch(
-        &mut self,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredRecord>> {
+    ///
+    /// Memory and cost: see [`ReadBatch`]; borrowing its records costs nothing per record,
+    /// taking them as [`StoredRecord`]s costs a reference count each.
+    pub fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Result<ReadBatch> {
         // Records of an uncompressed frame are cut from the scanner's read buffer, which
         // is lent out for that (`read_buffer.rs`): no copy. Records of a decompressed
         // frame are copied into one batch buffer, as are all of them when the batch is
@@ -252,30 +240,31 @@ impl Reader {
         // buffer, so a batch keeps at most twice its own size of memory alive.
         let (start, gaps_before) = (self.next, self.gaps.len());
         let mut copied = std::mem::take(&mut self.batch_buf);
-        let mut lent: Vec<Bytes> = Vec::new();
-        let mut spans = std::mem::take(&mut self.spans);
-        spans.reserve(max_records.clamp(1, 4096));
+        // `buffers[0]` will be the copy buffer; read buffers lent to the batch follow.
+        let mut buffers: Vec<Bytes> = vec![Bytes::new()];
+        let mut entries: Vec<Entry> = Vec::with_capacity(max_records.clamp(1, 4096));
         let mut lent_bytes = 0usize;
         let mut used = 0usize;
         let read = self.visit_records(max_records, max_bytes, true, |seq, data, src| {
             match src {
                 Some((buffer, range)) => {
-                    if lent.last().is_none_or(|b| b.as_ptr() != buffer.as_ptr()) {
-                        lent.push(buffer.clone());
+                    if buffers.len() == 1 || buffers[buffers.len() - 1].as_ptr() != buffer.as_ptr()
+                    {
+                        buffers.push(buffer.clone());
                     }
                     lent_bytes += range.len();
-                    spans.push(Span {
+                    entries.push(Entry {
                         seq,
-                        lent: Some(lent.len() - 1),
+                        buffer: buffers.len() - 1,
                         range,
                     });
                 }
                 None => {
-                    let left = max_records.saturating_sub(spans.len());
+                    let left = max_records.saturating_sub(entries.len());
                     let at = copy_into(&mut copied, data, left, max_bytes.saturating_sub(used));
-                    spans.push(Span {
+                    entries.push(Entry {
                         seq,
-                        lent: None,
+                        buffer: 0,
                         range: at..at + data.len(),
                     });
                 }
@@ -283,34 +272,27 @@ impl Reader {
             used += data.len();
             true
         });
-        let pinned: usize = lent.iter().map(Bytes::len).sum();
+        let pinned: usize = buffers[1..].iter().map(Bytes::len).sum();
         if lent_bytes.saturating_mul(2) < pinned {
             let mut left = lent_bytes;
-            for span in &mut spans {
-                if let Some(i) = span.lent.take() {
-                    let data = &lent[i][span.range.clone()];
+            for e in &mut entries {
+                if e.buffer != 0 {
+                    let data = &buffers[e.buffer][e.range.clone()];
                     let at = copy_into(&mut copied, data, usize::MAX, left);
                     left -= data.len();
-                    span.range = at..at + data.len();
+                    *e = Entry {
+                        seq: e.seq,
+                        buffer: 0,
+                        range: at..at + data.len(),
+                    };
                 }
             }
-            lent.clear();
+            buffers.truncate(1);
         }
-        let filled = copied.split().freeze();
+        buffers[0] = copied.split().freeze();
         self.batch_buf = copied;
-        let records: Vec<StoredRecord> = spans
-            .drain(..)
-            .map(|s| StoredRecord {
-                seq: s.seq,
-                data: match s.lent {
-                    Some(i) => lent[i].slice(s.range),
-                    None => filled.slice(s.range),
-                },
-            })
-            .collect();
-        self.spans = spans;
         match read {
-            Ok(_) => Ok(records),
+            Ok(_) => Ok(ReadBatch::new(buffers, entries)),
             Err(e) => {
                 // Back to where the call started, so that the records before the failure
                 // are not skipped by a caller that retries: they are read (and checked)
@@ -641,7 +623,7 @@ mod tests {
     use crate::{Log, LogOptions};
 
     /// Whether `data` lies in the buffer the reader reads into now.
-    fn in_read_buffer(r: &Reader, data: &Bytes) -> bool {
+    fn in_read_buffer(r: &Reader, data: &[u8]) -> bool {
         r.seg
             .as_ref()
             .is_some_and(|s| s.scanner.bytes().as_ptr_range().contains(&data.as_ptr()))
@@ -659,16 +641,17 @@ mod tests {
         let mut r = log.reader(1);
         // One record out of a 1 MiB read: copied, so it keeps no read buffer alive.
         let one = r.next_batch(1, 1 << 20).unwrap();
-        assert_eq!(one[0].data[..], rec(0)[..]);
+        let first = one.first().unwrap();
+        assert_eq!(first.data, rec(0));
         assert!(
-            !in_read_buffer(&r, &one[0].data),
+            !in_read_buffer(&r, first.data),
             "a one-record batch pins the read buffer"
         );
         // Two megabytes: cut from the read buffers, not copied.
         let big = r.next_batch(5000, 2 << 20).unwrap();
         assert!(big.len() > 1000);
         assert!(
-            big.iter().any(|x| in_read_buffer(&r, &x.data)),
+            big.iter().any(|x| in_read_buffer(&r, x.data)),
             "a large batch was copied"
         );
         for x in big.iter().chain(&one) {

@@ -118,25 +118,30 @@ fn records_kept_from_a_batch_survive_every_later_read() {
     for (max_records, max_bytes) in [(5000, 4 << 20), (700, 1 << 20), (3000, 2 << 20)] {
         let mut r = log.reader(1);
         let mut kept = Vec::new();
+        let mut owned = Vec::new();
         let mut k = 0;
         loop {
             let batch = r.next_batch(max_records, max_bytes).unwrap();
             if batch.is_empty() {
                 break;
             }
-            // Keep every third batch, drop the others (their buffers are reused).
-            if k % 3 == 0 {
-                kept.push(batch);
+            // Keep every third batch whole, a few records taken out of the next one (the
+            // rest of it dropped), and drop the third (its buffers are reused).
+            match k % 3 {
+                0 => kept.push(batch),
+                1 => owned.extend(batch.into_iter().step_by(37)),
+                _ => {}
             }
             k += 1;
         }
         assert!(k > 3, "several batches");
-        for rec in kept.iter().flatten() {
+        assert!(!owned.is_empty(), "records taken out of a batch");
+        let owned = owned.iter().map(|r| (r.seq, &r.data[..]));
+        for (seq, data) in kept.iter().flatten().map(|r| (r.seq, r.data)).chain(owned) {
             assert_eq!(
-                &rec.data[..],
-                &all[rec.seq as usize - 1][..],
-                "record {} changed after later reads (bounds {max_records}/{max_bytes})",
-                rec.seq
+                data,
+                &all[seq as usize - 1][..],
+                "record {seq} changed after later reads (bounds {max_records}/{max_bytes})",
             );
         }
     }

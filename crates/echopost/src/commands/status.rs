@@ -393,7 +393,7 @@ pub fn report_from_log(target: &Target, log: &Log, now: i64) -> Result<StatusRep
             .map_err(|e| log_error(target, e))?;
         batch
             .first()
-            .and_then(|r| echopost_client::Record::decode(&r.data[..]).ok())
+            .and_then(|r| echopost_client::Record::decode(r.data).ok())
             .map(|r| r.timestamp_unix_nanos)
             .filter(|t| *t > 0)
     } else {

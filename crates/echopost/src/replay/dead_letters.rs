@@ -298,7 +298,7 @@ pub fn purge(dir: &Path, through: Option<u64>) -> Result<Purged, DeadLetterError
                     break;
                 }
                 for r in &batch {
-                    let letter = decode(&dl_dir, r.seq, &r.data)?;
+                    let letter = decode(&dl_dir, r.seq, r.data)?;
                     if letter.record.as_ref().map(|s| s.sequence) == Some(t) {
                         found = Some(r.seq);
                         break 'scan;
@@ -467,7 +467,7 @@ fn present_above(dir: &Path, log: &Log, main_acked: u64) -> Result<BTreeSet<u64>
             return Ok(out);
         }
         for r in &batch {
-            let letter = decode(dir, r.seq, &r.data)?;
+            let letter = decode(dir, r.seq, r.data)?;
             if let Some(seq) = letter.record.map(|s| s.sequence)
                 && seq > main_acked
             {
@@ -529,9 +529,10 @@ mod tests {
         let mut r = main.reader(0);
         let all = r.next_batch(100, 1 << 20).unwrap();
         assert_eq!(all.len(), 4);
-        let back: Vec<Record> = all[1..]
+        let back: Vec<Record> = all
             .iter()
-            .map(|s| Record::decode(&s.data[..]).unwrap())
+            .skip(1)
+            .map(|s| Record::decode(s.data).unwrap())
             .collect();
         // Unchanged but for the header that keeps each record's dedupe identity.
         let want: Vec<Record> = [5u64, 9, 12]
@@ -565,11 +566,12 @@ mod tests {
         assert!(list(dir.path()).unwrap().is_empty());
         assert_eq!(main.stats().next_seq, 6, "only the one record went back");
         let again = main.reader(5).next_batch(1, 1 << 20).unwrap();
-        let again = Record::decode(&again[0].data[..]).unwrap();
+        let again = Record::decode(again.first().unwrap().data).unwrap();
         assert_eq!(again.headers[ORIGINAL_SEQUENCE_HEADER], "9");
         assert_eq!(original_sequence(&again, 5), 9);
         assert_eq!(
-            all[1].seq, 2,
+            all.get(1).unwrap().seq,
+            2,
             "requeued records get new sequences at the end"
         );
     }
@@ -617,13 +619,7 @@ mod tests {
             .unwrap();
             let got = log.reader(0).next_batch(1000, 1 << 20).unwrap();
             got.iter()
-                .map(|r| {
-                    decode(dir, r.seq, &r.data)
-                        .unwrap()
-                        .record
-                        .unwrap()
-                        .sequence
-                })
+                .map(|r| decode(dir, r.seq, r.data).unwrap().record.unwrap().sequence)
                 .collect()
         };
         // The dead-letter log already holds 7 (delivered long ago: main acked 9) and 10.

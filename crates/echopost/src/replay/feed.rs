@@ -308,7 +308,7 @@ fn run_job(log: &Log, job: Job) -> Done {
             read_carefully(&mut reader, n, b)
         } else {
             match reader.next_batch(n, b) {
-                Ok(v) => (v, None),
+                Ok(v) => (v.into_records(), None),
                 Err(e) => (Vec::new(), Some(ReadError::Engine(e))),
             }
         };

@@ -183,7 +183,7 @@ fn oldest_timestamp(log: &Log, seq: u64) -> i64 {
     match log.reader(seq).next_batch(1, 1) {
         Ok(batch) => batch
             .first()
-            .and_then(|r| Record::decode(&r.data[..]).ok())
+            .and_then(|r| Record::decode(r.data).ok())
             .map_or(0, |r| r.timestamp_unix_nanos),
         Err(e) => {
             tracing::debug!(error = %e, seq, "cannot read the oldest record for Status");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use echopost_log::format::PreparedFrame;
 use echopost_log::sim::{SimFs, SimRng};
-use echopost_log::{Compression, Error, Log, LogOptions, StoredRecord};
+use echopost_log::{Compression, Error, Log, LogOptions, ReadBatch, StoredRecord};
 
 /// Directory of the log inside every simulated file system.
 pub fn dir() -> PathBuf {
@@ -330,7 +330,7 @@ impl Model {
 
     /// Checks a batch of records returned by a reader of the live log, which started at
     /// `from` and has handed out everything before `expect_next` so far.
-    pub fn check_read(&mut self, records: &[StoredRecord], start: u64) -> Result<u64, String> {
+    pub fn check_read(&mut self, records: &ReadBatch, start: u64) -> Result<u64, String> {
         let mut next = start;
         for r in records {
             ensure!(
