@@ -29,6 +29,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::crc::{crc32c, crc32c_append};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{MAX_BODY_LEN, MAX_SEQ};
 use crate::fs::{FileSystem, OpenMode, read_exact_at};
@@ -61,7 +62,7 @@ fn encode(seq: u64, data: &[u8]) -> Result<Vec<u8>, &'static str> {
     b.extend_from_slice(&len.to_le_bytes());
     b.extend_from_slice(&seq.to_le_bytes());
     b.extend_from_slice(&[0; 4]);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(data), &b[..28]);
+    let crc = crc32c_append(crc32c(data), &b[..28]);
     b.extend_from_slice(&crc.to_le_bytes());
     b.extend_from_slice(data);
     Ok(b)
@@ -100,7 +101,7 @@ fn decode(b: &[u8]) -> Result<Checkpoint, (u64, CorruptionKind)> {
         ));
     }
     let stored = le_u32(&b[28..]);
-    let computed = crc32c::crc32c_append(crc32c::crc32c(&b[HEADER_LEN..]), &b[..28]);
+    let computed = crc32c_append(crc32c(&b[HEADER_LEN..]), &b[..28]);
     if stored != computed {
         return Err((28, CorruptionKind::ChecksumMismatch { stored, computed }));
     }

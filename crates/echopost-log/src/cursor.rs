@@ -56,6 +56,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::crc::crc32c;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::fs::{FileHandle, FileSystem, OpenMode, read_exact_at};
 
@@ -86,7 +87,7 @@ pub fn encode_slot(acked: u64) -> [u8; CURSOR_SLOT_LEN] {
     b[0..8].copy_from_slice(&CURSOR_MAGIC);
     b[8..12].copy_from_slice(&CURSOR_VERSION.to_le_bytes());
     b[16..24].copy_from_slice(&acked.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..28]);
+    let crc = crc32c(&b[..28]);
     b[28..32].copy_from_slice(&crc.to_le_bytes());
     b
 }
@@ -97,7 +98,7 @@ fn decode_slot(b: &[u8; CURSOR_SLOT_LEN]) -> Result<u64, (u64, CorruptionKind)> 
         return Err((0, CorruptionKind::BadMagic));
     }
     let stored = u32::from_le_bytes([b[28], b[29], b[30], b[31]]);
-    let computed = crc32c::crc32c(&b[..28]);
+    let computed = crc32c(&b[..28]);
     if stored != computed {
         return Err((28, CorruptionKind::ChecksumMismatch { stored, computed }));
     }

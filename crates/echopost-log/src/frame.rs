@@ -35,6 +35,7 @@
 
 use std::ops::Range;
 
+use crate::crc::{crc32c, crc32c_append};
 use crate::error::CorruptionKind;
 
 /// Length of a frame header.
@@ -244,7 +245,7 @@ impl BatchBody {
             compressed = true;
         }
         let body_len = (bytes.len() - FRAME_HEADER_LEN) as u32;
-        let body_crc = crc32c::crc32c(&bytes[FRAME_HEADER_LEN..]);
+        let body_crc = crc32c(&bytes[FRAME_HEADER_LEN..]);
         bytes[0..4].copy_from_slice(&FRAME_MAGIC);
         bytes[4] = FORMAT_VERSION;
         bytes[5] = 1;
@@ -289,7 +290,7 @@ impl PreparedFrame {
     /// Stamps the first sequence number and completes the checksum.
     pub fn seal_header(&mut self, first_seq: u64) {
         self.bytes[16..24].copy_from_slice(&first_seq.to_le_bytes());
-        let crc = crc32c::crc32c_append(self.body_crc, &self.bytes[..28]);
+        let crc = crc32c_append(self.body_crc, &self.bytes[..28]);
         self.bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     }
 }
@@ -302,7 +303,7 @@ pub fn encode_gap(first_seq: u64, count: u32) -> [u8; FRAME_HEADER_LEN] {
     h[5] = 3;
     h[12..16].copy_from_slice(&count.to_le_bytes());
     h[16..24].copy_from_slice(&first_seq.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&[]), &h[..28]);
+    let crc = crc32c_append(crc32c(&[]), &h[..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -314,7 +315,7 @@ pub fn encode_seal(next_seq: u64) -> [u8; FRAME_HEADER_LEN] {
     h[4] = FORMAT_VERSION;
     h[5] = 2;
     h[16..24].copy_from_slice(&next_seq.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&[]), &h[..28]);
+    let crc = crc32c_append(crc32c(&[]), &h[..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -430,7 +431,7 @@ pub fn check_crc(
     header_bytes: &[u8],
     body: &[u8],
 ) -> Result<(), CorruptionKind> {
-    let computed = crc32c::crc32c_append(crc32c::crc32c(body), &header_bytes[..28]);
+    let computed = crc32c_append(crc32c(body), &header_bytes[..28]);
     if computed == header.crc {
         Ok(())
     } else {
@@ -727,7 +728,7 @@ mod tests {
             h[16..24].copy_from_slice(&1u64.to_le_bytes());
             let raw_len = if zstd { 1024u32 } else { body.len() as u32 };
             h[24..28].copy_from_slice(&raw_len.to_le_bytes());
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&body), &h[..28]);
+            let crc = ::crc32c::crc32c_append(::crc32c::crc32c(&body), &h[..28]);
             h[28..32].copy_from_slice(&crc.to_le_bytes());
             let mut f = h.to_vec();
             f.extend_from_slice(&body);

@@ -84,6 +84,7 @@
 //! tests use (`Log::append_nowait`, `Log::append_prepared_nowait`).
 
 mod checkpoint;
+mod crc;
 mod cursor;
 mod error;
 #[cfg(feature = "sim")]

@@ -34,6 +34,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::crc::crc32c;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::frame::{self, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader};
 use crate::fs::{FileHandle, read_exact_at};
@@ -94,7 +95,7 @@ pub fn encode_presized_segment_header(
     let units = u32::try_from(presized / PRESIZE_UNIT).unwrap_or(0);
     h[12..16].copy_from_slice(&units.to_le_bytes());
     h[16..24].copy_from_slice(&first_seq.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..28]);
+    let crc = crc32c(&h[..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -123,7 +124,7 @@ fn decode_segment_header(h: &[u8], name_seq: u64) -> Result<u64, CorruptionKind>
         return Err(CorruptionKind::BadMagic);
     }
     let stored = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
-    let computed = crc32c::crc32c(&h[..28]);
+    let computed = crc32c(&h[..28]);
     if stored != computed {
         return Err(CorruptionKind::ChecksumMismatch { stored, computed });
     }
