@@ -289,7 +289,10 @@ impl Reader {
             }
             buffers.truncate(1);
         }
-        buffers[0] = copied.split().freeze();
+        if !copied.is_empty() {
+            // (An empty split would still share, and so pin, the copy buffer's memory.)
+            buffers[0] = copied.split().freeze();
+        }
         self.batch_buf = copied;
         match read {
             Ok(_) => Ok(ReadBatch::new(buffers, entries)),
