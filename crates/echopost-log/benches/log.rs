@@ -188,47 +188,13 @@ fn bench_read(c: &mut Criterion) {
     let total = log.stats().backlog_records;
     g.throughput(Throughput::Bytes(total * RECORD as u64));
     g.bench_function("sequential_256MiB", |b| {
-        b.iter(|| {
-            let mut r = log.reader(1);
-            let mut n = 0u64;
-            let mut sum = 0u64;
-            loop {
-                let batch = r.next_batch(1000, 4 << 20).expect("read");
-                if batch.is_empty() {
-                    break;
-                }
-                // Look at every record, as a consumer does.
-                for rec in &batch {
-                    sum = sum.wrapping_add(rec.data.len() as u64);
-                }
-                n += batch.len() as u64;
-            }
-            assert_eq!(n, total);
-            black_box(sum)
-        })
+        b.iter(|| drain_in_batches(&log, 1000, total))
     });
     // The same read in 4 MiB batches, the shape `shared/peers` drains with: large enough
     // that `next_batch` cuts the records from its read buffers instead of copying them
     // (issue 17; a batch under half the buffers it would keep alive is copied).
     g.bench_function("sequential_256MiB_4MiB_batches", |b| {
-        b.iter(|| {
-            let mut r = log.reader(1);
-            let mut n = 0u64;
-            let mut sum = 0u64;
-            loop {
-                let batch = r.next_batch(16384, 4 << 20).expect("read");
-                if batch.is_empty() {
-                    break;
-                }
-                // Look at every record, as a consumer does.
-                for rec in &batch {
-                    sum = sum.wrapping_add(rec.data.len() as u64);
-                }
-                n += batch.len() as u64;
-            }
-            assert_eq!(n, total);
-            black_box(sum)
-        })
+        b.iter(|| drain_in_batches(&log, 16384, total))
     });
     // The same read with the records lent from the frame buffer (issue 17): no copy and
     // no allocation per record.
@@ -270,6 +236,26 @@ fn bench_open(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// Reads the whole log with `next_batch(max_records, 4 MiB)`, looking at every record as
+/// a consumer does; checks that it got `total` records.
+fn drain_in_batches(log: &Log, max_records: usize, total: u64) -> u64 {
+    let mut r = log.reader(1);
+    let mut n = 0u64;
+    let mut sum = 0u64;
+    loop {
+        let batch = r.next_batch(max_records, 4 << 20).expect("read");
+        if batch.is_empty() {
+            break;
+        }
+        for rec in &batch {
+            sum = sum.wrapping_add(rec.data.len() as u64);
+        }
+        n += batch.len() as u64;
+    }
+    assert_eq!(n, total);
+    black_box(sum)
 }
 
 /// The frame checksum: the `crc-fast` implementation the engine uses (`crc.rs`) against the

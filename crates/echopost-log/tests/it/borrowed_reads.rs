@@ -6,18 +6,31 @@ use crate::support::common::*;
 use echopost_log::sim::SimFs;
 use echopost_log::{Compression, LogOptions};
 
-fn fill(fs: &SimFs, opts: LogOptions) -> Vec<Vec<u8>> {
+/// Appends `frames` frames, frame `b` holding `frame(b)`; returns every record in order.
+fn fill_frames(
+    fs: &SimFs,
+    opts: LogOptions,
+    frames: u64,
+    frame: impl Fn(u64) -> Vec<Vec<u8>>,
+) -> Vec<Vec<u8>> {
     let log = open_sim(fs, opts).unwrap();
     let mut all = Vec::new();
-    for b in 0..60u64 {
-        let batch: Vec<Vec<u8>> = (0..(b % 9 + 1))
-            .map(|i| rec(b * 10 + i, 40 + (b * 37 + i * 11) as usize % 300))
-            .collect();
+    for b in 0..frames {
+        let batch = frame(b);
         log.append(&batch).unwrap();
         all.extend(batch);
     }
     log.close().unwrap();
     all
+}
+
+/// 60 frames of 1 to 9 records of 40 to 340 bytes.
+fn fill(fs: &SimFs, opts: LogOptions) -> Vec<Vec<u8>> {
+    fill_frames(fs, opts, 60, |b| {
+        (0..(b % 9 + 1))
+            .map(|i| rec(b * 10 + i, 40 + (b * 37 + i * 11) as usize % 300))
+            .collect()
+    })
 }
 
 #[test]
@@ -90,17 +103,11 @@ fn read_each_stops_when_asked_and_resumes_after_the_last_record_lent() {
 
 /// A log of `frames` frames of 100 records of ~1000 bytes: several 1 MiB read chunks.
 fn fill_large(fs: &SimFs, opts: LogOptions, frames: u64) -> Vec<Vec<u8>> {
-    let log = open_sim(fs, opts).unwrap();
-    let mut all = Vec::new();
-    for b in 0..frames {
-        let batch: Vec<Vec<u8>> = (0..100)
+    fill_frames(fs, opts, frames, |b| {
+        (0..100)
             .map(|i| rec(b * 100 + i, 900 + (b * 31 + i * 7) as usize % 200))
-            .collect();
-        log.append(&batch).unwrap();
-        all.extend(batch);
-    }
-    log.close().unwrap();
-    all
+            .collect()
+    })
 }
 
 #[test]
