@@ -59,8 +59,11 @@
 //! # Public API
 //! Everything is re-exported here; the modules are private.
 //! * The log: [`Log`] (open, append, read, acknowledge, close), [`LogOptions`],
-//!   [`SyncPolicy`], [`Compression`]; what calls return: [`Appended`], [`StoredRecord`]
-//!   and [`RecordRef`] (through a [`Reader`] and its [`ReadBatch`]), [`LogStats`], [`RecoveryReport`] (with [`TornTail`]).
+//!   [`SyncPolicy`], [`Compression`]; what calls return: [`Appended`], [`LogStats`],
+//!   [`RecoveryReport`] (with [`TornTail`]).
+//! * Reading: a [`Reader`] returns a [`ReadBatch`] whose records are borrowed
+//!   ([`RecordRef`], [`ReadBatchIter`]) or taken out as [`StoredRecord`]s
+//!   ([`ReadBatchIntoIter`]), or lends them one by one ([`Reader::read_each`]).
 //! * Batches built outside the writer lock: [`BatchBody`] → [`Log::prepare`] →
 //!   [`PreparedBatch`] → [`GroupWriter`] ([`Log::group_writer`]) or [`Log::append`];
 //!   [`RECORD_OVERHEAD`] for sizing a body.

@@ -3,9 +3,9 @@
 //! # Why
 //! Draining a backlog is one `pread` per chunk, a CRC over it, and handing the records
 //! out. Copying each batch out of the read buffer again cost as much as the checksum
-//! (issue 17). A reader that hands out owned records ([`crate::Reader::next_batch`]) can
-//! instead give out reference-counted slices of the buffer the records were read into,
-//! if the buffer is not overwritten while they live.
+//! (issue 17). A batch ([`crate::Reader::next_batch`]) can instead hold the buffer the
+//! records were read into (and hand out reference-counted slices of it), if the buffer is
+//! not overwritten while the batch or any record taken out of it lives.
 //!
 //! So the buffer is either owned (read into in place, as before) or lent (frozen, shared
 //! with the records cut from it). Before the scanner reads again it takes the buffer back

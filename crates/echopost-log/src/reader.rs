@@ -242,10 +242,14 @@ impl Reader {
         let mut copied = std::mem::take(&mut self.batch_buf);
         // `buffers[0]` will be the copy buffer; read buffers lent to the batch follow.
         let mut buffers: Vec<Bytes> = vec![Bytes::new()];
-        let mut entries: Vec<Entry> = Vec::with_capacity(max_records.clamp(1, 4096));
+        // Allocated at the first record, so a reader that has caught up allocates nothing.
+        let mut entries: Vec<Entry> = Vec::new();
         let mut lent_bytes = 0usize;
         let mut used = 0usize;
         let read = self.visit_records(max_records, max_bytes, true, |seq, data, src| {
+            if entries.is_empty() {
+                entries.reserve(max_records.clamp(1, 4096));
+            }
             match src {
                 Some((buffer, range)) => {
                     if buffers.len() == 1 || buffers[buffers.len() - 1].as_ptr() != buffer.as_ptr()
@@ -272,6 +276,18 @@ impl Reader {
             used += data.len();
             true
         });
+        if let Err(e) = read {
+            // Back to where the call started, so that the records before the failure
+            // are not skipped by a caller that retries: they are read (and checked)
+            // again, from the nearest frame the seek index knows.
+            copied.clear();
+            self.batch_buf = copied;
+            self.next = start;
+            self.gaps.truncate(gaps_before);
+            self.frame = None;
+            self.close_segment();
+            return Err(e);
+        }
         let pinned: usize = buffers[1..].iter().map(Bytes::len).sum();
         if lent_bytes.saturating_mul(2) < pinned {
             let mut left = lent_bytes;
@@ -294,19 +310,7 @@ impl Reader {
             buffers[0] = copied.split().freeze();
         }
         self.batch_buf = copied;
-        match read {
-            Ok(_) => Ok(ReadBatch::new(buffers, entries)),
-            Err(e) => {
-                // Back to where the call started, so that the records before the failure
-                // are not skipped by a caller that retries: they are read (and checked)
-                // again, from the nearest frame the seek index knows.
-                self.next = start;
-                self.gaps.truncate(gaps_before);
-                self.frame = None;
-                self.close_segment();
-                Err(e)
-            }
-        }
+        Ok(ReadBatch::new(buffers, entries))
     }
 
     /// The next records in sequence order, like [`Reader::next_batch`] (same bounds, same
@@ -632,15 +636,41 @@ mod tests {
             .is_some_and(|s| s.scanner.bytes().as_ptr_range().contains(&data.as_ptr()))
     }
 
-    #[test]
-    fn a_large_batch_is_cut_from_the_read_buffer_and_a_small_one_is_copied() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-        let rec = |i: usize| vec![(i % 251) as u8; 1000];
+    /// Record `i` (0-based) of [`large_log`].
+    fn rec(i: usize) -> Vec<u8> {
+        vec![(i % 251) as u8; 1000]
+    }
+
+    /// A log of 30 frames of 100 records of 1000 bytes: several 1 MiB read chunks.
+    fn large_log(dir: &std::path::Path) -> Log {
+        let log = Log::open(dir, LogOptions::default()).unwrap();
         for f in 0..30 {
             let batch: Vec<Vec<u8>> = (0..100).map(|i| rec(f * 100 + i)).collect();
             log.append(&batch).unwrap();
         }
+        log
+    }
+
+    #[test]
+    fn a_batch_with_nothing_copied_leaves_the_copy_buffer_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = large_log(dir.path());
+        let mut r = log.reader(1);
+        // Copied into the copy buffer, then dropped: the buffer is free to reuse...
+        drop(r.next_batch(1, 1 << 20).unwrap());
+        // ...and stays so while a batch cut from the read buffers is alive.
+        let big = r.next_batch(5000, 2 << 20).unwrap();
+        assert!(big.len() > 1000);
+        assert!(
+            r.batch_buf.try_reclaim(1000),
+            "a batch with nothing copied keeps the copy buffer's memory alive"
+        );
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_from_the_read_buffer_and_a_small_one_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = large_log(dir.path());
         let mut r = log.reader(1);
         // One record out of a 1 MiB read: copied, so it keeps no read buffer alive.
         let one = r.next_batch(1, 1 << 20).unwrap();

@@ -210,11 +210,11 @@ fn offline<W: Write>(
         if batch.is_empty() {
             break;
         }
-        for stored in batch {
+        for stored in &batch {
             if remaining == 0 {
                 break;
             }
-            let record = Record::decode(&stored.data[..]).map_err(|e| {
+            let record = Record::decode(stored.data).map_err(|e| {
                 CommandError::new(
                     ExitCode::Corruption,
                     format!(

@@ -144,8 +144,8 @@ pub fn list(dir: &Path) -> Result<Vec<DeadLetter>, DeadLetterError> {
         if batch.is_empty() {
             break;
         }
-        for r in batch {
-            out.push(decode(&dl_dir, r.seq, &r.data)?);
+        for r in &batch {
+            out.push(decode(&dl_dir, r.seq, r.data)?);
         }
     }
     log.close()?;

@@ -62,11 +62,11 @@ pub(super) fn serve(
             };
             let mut records = Vec::with_capacity(batch.len());
             let mut failed = None;
-            for r in batch {
+            for r in &batch {
                 if remaining == 0 {
                     break;
                 }
-                match Record::decode(&r.data[..]) {
+                match Record::decode(r.data) {
                     Ok(rec) if only.is_some_and(|s| s != rec.stream) => {}
                     Ok(rec) => {
                         remaining -= 1;

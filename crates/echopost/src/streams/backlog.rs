@@ -284,14 +284,14 @@ fn scan_into(
         if page.is_empty() {
             return Ok(());
         }
-        for r in page {
+        for r in &page {
             if r.seq >= to {
                 return Ok(());
             }
-            let Ok(info) = check_record(&r.data) else {
+            let Ok(info) = check_record(r.data) else {
                 continue;
             };
-            let stream = info.stream(&r.data);
+            let stream = info.stream(r.data);
             if stream.is_empty() {
                 continue;
             }
@@ -337,8 +337,8 @@ pub fn dead_letters(dir: &Path) -> Result<HashMap<String, u64>, echopost_log::Er
         if page.is_empty() {
             break;
         }
-        for r in page {
-            if let Ok(letter) = DeadLetter::decode(&r.data[..])
+        for r in &page {
+            if let Ok(letter) = DeadLetter::decode(r.data)
                 && let Some(stream) = letter.record.and_then(|s| s.record).map(|r| r.stream)
                 && !stream.is_empty()
             {
