@@ -4,10 +4,10 @@
 //! catalogue): check value `crc32c(b"123456789") == 0xe3069283`. It is computed by
 //! `crc-fast`, which combines the CPU's CRC32 instruction with carry-less multiplication
 //! (PCLMULQDQ/VPCLMULQDQ on x86-64, PMULL on AArch64) where the CPU has them: 2.1× the
-//! `crc32c` crate on a 256 KB frame on an AVX-512 machine (53 against 26 GiB/s, `cargo bench
-//! -p echopost-log --bench log -- checksum`); the frame CRC was a seventh of a warm
-//! drain's CPU time before (issue 17). Tests check every
-//! value here against the `crc32c` crate, an independent implementation.
+//! `crc32c` crate on a 256 KB frame on an AVX-512 machine (53 against 26 GiB/s, `cargo
+//! bench -p echopost-log --bench log -- checksum`). The frame CRC was a seventh of a warm
+//! drain's CPU time before (issue 17). Tests check every value here against the `crc32c`
+//! crate, an independent implementation.
 
 use crc_fast::{CrcAlgorithm, Digest};
 

@@ -3,9 +3,9 @@
 //!
 //! Why not a `Vec` of owned records: giving every record its own reference-counted handle
 //! on the buffer it lies in costs two atomic operations per record (one to hand it out,
-//! one to drop it) plus a 40-byte element to build and walk, which was half the CPU time
-//! of a warm drain of 256-byte records (issue 17, `perf` of `../shared/peers/run`'s
-//! drain). A batch instead holds each buffer once; a caller that only looks at its
+//! one to drop it) plus a 40-byte element to build and walk, which was about 30% of the
+//! CPU time of a warm drain of 256-byte records (issue 17, `perf` of
+//! `examples/drain.rs`, the shape `../shared/peers/run` drains with). A batch instead holds each buffer once; a caller that only looks at its
 //! records (encodes them, checks them, writes them elsewhere) borrows them as
 //! [`RecordRef`]s and pays nothing per record. A caller that keeps records takes them
 //! out as [`StoredRecord`]s (`into_iter`), each a handle on its buffer, as before.
@@ -30,22 +30,22 @@ pub struct RecordRef<'a> {
     pub data: &'a [u8],
 }
 
-impl RecordRef<'_> {
-    /// A copy that owns its bytes.
-    pub fn to_stored(&self) -> StoredRecord {
-        StoredRecord {
-            seq: self.seq,
-            data: Bytes::copy_from_slice(self.data),
-        }
-    }
-}
-
 /// Where one record is: `range` of `buffers[buffer]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) buffer: usize,
     pub(crate) range: Range<usize>,
+}
+
+impl Entry {
+    /// The record this entry places in `buffers`, borrowed.
+    fn borrow<'a>(&self, buffers: &'a [Bytes]) -> RecordRef<'a> {
+        RecordRef {
+            seq: self.seq,
+            data: &buffers[self.buffer][self.range.clone()],
+        }
+    }
 }
 
 /// The records returned by [`crate::Reader::next_batch`], in sequence order (consecutive
@@ -84,7 +84,7 @@ impl ReadBatch {
 
     /// The `i`-th record (0-based), if there is one.
     pub fn get(&self, i: usize) -> Option<RecordRef<'_>> {
-        self.entries.get(i).map(|e| self.record(e))
+        self.entries.get(i).map(|e| e.borrow(&self.buffers))
     }
 
     /// The first record, if any.
@@ -94,7 +94,7 @@ impl ReadBatch {
 
     /// The last record, if any.
     pub fn last(&self) -> Option<RecordRef<'_>> {
-        self.entries.last().map(|e| self.record(e))
+        self.entries.last().map(|e| e.borrow(&self.buffers))
     }
 
     /// Total bytes of the records' data.
@@ -114,13 +114,6 @@ impl ReadBatch {
     pub fn into_records(self) -> Vec<StoredRecord> {
         self.into_iter().collect()
     }
-
-    fn record(&self, e: &Entry) -> RecordRef<'_> {
-        RecordRef {
-            seq: e.seq,
-            data: &self.buffers[e.buffer][e.range.clone()],
-        }
-    }
 }
 
 /// Borrowing iterator over a [`ReadBatch`].
@@ -134,11 +127,7 @@ impl<'a> Iterator for Iter<'a> {
     type Item = RecordRef<'a>;
 
     fn next(&mut self) -> Option<RecordRef<'a>> {
-        let e = self.entries.next()?;
-        Some(RecordRef {
-            seq: e.seq,
-            data: &self.buffers[e.buffer][e.range.clone()],
-        })
+        Some(self.entries.next()?.borrow(self.buffers))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -148,11 +137,7 @@ impl<'a> Iterator for Iter<'a> {
 
 impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        let e = self.entries.next_back()?;
-        Some(RecordRef {
-            seq: e.seq,
-            data: &self.buffers[e.buffer][e.range.clone()],
-        })
+        Some(self.entries.next_back()?.borrow(self.buffers))
     }
 }
 
@@ -256,10 +241,7 @@ mod tests {
         assert_eq!(b.data_len(), 12);
         assert_eq!(b.first().map(|r| r.seq), Some(7));
         assert_eq!(b.last().map(|r| r.data), Some(&b"world"[..]));
-        assert_eq!(
-            b.get(1).map(|r| r.to_stored().data),
-            Some(Bytes::from("yz"))
-        );
+        assert_eq!(b.get(1).map(|r| r.data), Some(&b"yz"[..]));
         assert_eq!(b.get(3), None);
         assert_eq!(b.iter().next_back().map(|r| r.seq), Some(9));
         let owned: Vec<(u64, Vec<u8>)> = b.into_iter().map(|r| (r.seq, r.data.to_vec())).collect();

@@ -252,7 +252,9 @@ impl Reader {
             }
             match src {
                 Some((buffer, range)) => {
-                    if buffers.len() == 1 || buffers[buffers.len() - 1].as_ptr() != buffer.as_ptr()
+                    if buffers[1..]
+                        .last()
+                        .is_none_or(|b| b.as_ptr() != buffer.as_ptr())
                     {
                         buffers.push(buffer.clone());
                     }

@@ -423,7 +423,7 @@ fn read_carefully(
         match reader.next_batch(1, usize::MAX) {
             Ok(v) if v.is_empty() => break,
             Ok(v) => {
-                bytes += v.iter().map(|r| r.data.len()).sum::<usize>();
+                bytes += v.data_len();
                 got.extend(v);
             }
             Err(e) => return (got, Some(ReadError::Engine(e))),
